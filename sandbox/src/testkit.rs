@@ -1,0 +1,57 @@
+//! Helpers for tests that run real processes: find a workspace binary (building
+//! it when it is missing), and pick free loopback ports.
+//!
+//! Integration tests of one package can only name their own binaries with
+//! `CARGO_BIN_EXE_*`; the sandbox world also needs the binaries of the other
+//! packages (`web`, `rollgate`, `sandbox`). They all land in the one workspace
+//! target directory, next to the test executable's `deps/` folder.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Serialises `cargo build` calls made from tests running in parallel.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// The directory the running test executable's profile builds into
+/// (`target/debug` for `target/debug/deps/foo-1234`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of the workspace binary `name` (from package `package`), building it
+/// with the same cargo and profile when it is not there yet.
+///
+/// A freshly built binary is always used when `cargo test --workspace` ran,
+/// because cargo builds every member's binaries before running tests; the
+/// build here is the fallback for `cargo test -p one-package`.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if profile_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo can be run");
+        assert!(status.success(), "cargo build -p {package} --bin {name} failed");
+    }
+    path
+}
+
+/// A loopback address with a port that was free a moment ago.
+///
+/// Prefer binding port 0 in the server itself; this is for processes that
+/// must be told their port on the command line.
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr")
+}
