@@ -30,5 +30,18 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and print the effective configuration as
     /// TOML (secrets redacted). Exits 2 when it is invalid.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
+    /// Run the node agent: register the service with the local Consul agent,
+    /// keep its checks true, drain on SIGTERM/SIGINT (a second signal skips
+    /// the drain wait). Runs on every instance.
+    Agent,
+}
+
+/// Options of `check-config`.
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// Also connect to Consul with these settings (address, token, CA) and
+    /// report its leader and the agent that answered; exits 1 when that fails.
+    #[arg(long)]
+    pub connect: bool,
 }

@@ -31,6 +31,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+use crate::node::config::AgentConfig;
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rollgate/rollgate.toml";
 
@@ -53,6 +55,8 @@ pub struct Config {
     pub consul: ConsulConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The node agent (`rollgate agent`).
+    pub agent: AgentConfig,
 }
 
 /// How to reach the Consul HTTP API.
@@ -281,7 +285,8 @@ impl Problems {
         }
     }
 
-    fn into_result(self) -> Result<(), ConfigError> {
+    /// `Ok` when nothing was recorded, else every problem.
+    pub fn into_result(self) -> Result<(), ConfigError> {
         if self.0.is_empty() {
             Ok(())
         } else {
@@ -325,7 +330,20 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some((path, explicit)) = &sources.file {
             if path.exists() {
-                figment = figment.merge(Toml::file_exact(path));
+                // Parse first: figment's own TOML error carries no file name.
+                match std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        toml::from_str::<toml::Table>(&text).map_err(|e| e.to_string())
+                    }) {
+                    Ok(_) => figment = figment.merge(Toml::file_exact(path)),
+                    Err(e) => problems.push(Problem {
+                        key: path.display().to_string(),
+                        value: String::new(),
+                        rule: format!("not valid TOML: {}", e.trim_end()),
+                        source: None,
+                    }),
+                }
             } else if *explicit {
                 problems.push(Problem {
                     key: "--config".into(),
@@ -354,6 +372,7 @@ impl Config {
         let mut p = Problems::default();
         self.consul.validate(&mut p);
         self.log.validate(&mut p);
+        self.agent.validate(&mut p);
         p.into_result()
     }
 
@@ -365,7 +384,7 @@ impl Config {
 
 /// Deserialises every section separately and reports unknown top-level keys.
 fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
-    let known = ["consul", "log"];
+    let known = ["consul", "log", "agent"];
     match figment.data() {
         Ok(data) => {
             if let Some(dict) = data.get(&Profile::Default) {
@@ -384,15 +403,17 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
             }
         }
         Err(e) => {
-            figment_problems(e, "", problems);
+            figment_problems(figment, e, "", problems);
             return None;
         }
     }
     let consul = section::<ConsulConfig>(figment, "consul", problems);
     let log = section::<LogConfig>(figment, "log", problems);
+    let agent = section::<AgentConfig>(figment, "agent", problems);
     Some(Config {
         consul: consul?,
         log: log?,
+        agent: agent?,
     })
 }
 
@@ -404,30 +425,42 @@ fn section<T: serde::de::DeserializeOwned>(
     match figment.extract_inner_lossy::<T>(name) {
         Ok(v) => Some(v),
         Err(e) => {
-            figment_problems(e, name, problems);
+            figment_problems(figment, e, name, problems);
             None
         }
     }
 }
 
 /// Turns figment's errors into problems with full key paths.
-fn figment_problems(error: figment::Error, section: &str, problems: &mut Vec<Problem>) {
+fn figment_problems(
+    figment: &Figment,
+    error: figment::Error,
+    section: &str,
+    problems: &mut Vec<Problem>,
+) {
     for e in error {
+        // `extract_inner` appends the section after the leaf: put it first.
         let mut path: Vec<String> = e.path.clone();
-        if path.is_empty() && !section.is_empty() {
-            path.push(section.to_string());
+        if !section.is_empty() {
+            if path.last().map(String::as_str) == Some(section) {
+                path.pop();
+            }
+            path.insert(0, section.to_string());
         }
-        // figment reports `unknown field` at the parent path; name the field.
         let rule = match &e.kind {
             figment::error::Kind::UnknownField(field, expected) => {
-                path.push(field.clone());
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
                 format!("unknown key; expected one of: {}", expected.join(", "))
             }
             kind => kind.to_string(),
         };
-        let source = e
-            .metadata
-            .as_ref()
+        // The error is tagged with the table's source; the key's own
+        // metadata names where the offending value came from.
+        let source = figment
+            .find_metadata(&path.join("."))
+            .or(e.metadata.as_ref())
             .map(|m| match &m.source {
                 Some(figment::Source::File(p)) => p.display().to_string(),
                 _ => m.interpolate(&Profile::Default, &path),
@@ -669,6 +702,18 @@ fn merge_into(dict: &mut Dict, path: &[String], value: Value) {
     }
 }
 
+/// Merges `top` into `base`, tables recursively, `top` winning.
+fn overlay(base: &mut Dict, top: &Dict) {
+    for (key, value) in top {
+        match (base.get_mut(key), value) {
+            (Some(Value::Dict(_, inner)), Value::Dict(_, top_inner)) => overlay(inner, top_inner),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 impl Provider for EnvSource {
     fn metadata(&self) -> Metadata {
         Metadata::named("environment variable").interpolater(|_profile, keys| {
@@ -688,10 +733,10 @@ impl Provider for EnvSource {
         if !self.consul.is_empty() {
             dict.insert("consul".into(), Value::from(self.consul.clone()));
         }
-        let mut figment = Figment::from(Serialized::defaults(dict));
-        figment = figment.merge(Serialized::defaults(self.rollgate.clone()));
-        let merged = figment.data()?;
-        Ok(merged)
+        overlay(&mut dict, &self.rollgate);
+        let mut map = Map::new();
+        map.insert(Profile::Default, dict);
+        Ok(map)
     }
 }
 

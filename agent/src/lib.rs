@@ -8,6 +8,9 @@
 //! - [`consul`]: the typed Consul HTTP client, the blocking-query
 //!   [`consul::watch`] loop and the [`consul::lock`] leader lock that every
 //!   other component builds on.
+//! - [`node`]: the node agent (`rollgate agent`): identity, registration,
+//!   probes, TTL refresh, drain.
+//! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
 //! Later components (the node agent, the coordinator's planner and rollout
@@ -17,3 +20,6 @@
 pub mod cli;
 pub mod config;
 pub mod consul;
+pub mod logging;
+pub mod node;
+pub mod shutdown;

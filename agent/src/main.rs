@@ -1,26 +1,119 @@
 //! The `rollgate` binary: parse the command line, load the configuration,
-//! run the subcommand. Exit status 2 means bad configuration.
+//! run the subcommand. Exit status 2 means bad configuration, 1 a failure.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use rollgate::cli::{Cli, Command};
+use rollgate::cli::{CheckConfigArgs, Cli, Command};
 use rollgate::config::{Config, Sources};
+use rollgate::consul;
+use rollgate::node;
+use rollgate::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&Sources::from_process(cli.config.clone())) {
+    let mut config = match Config::load(&Sources::from_process(cli.config.clone())) {
         Ok(c) => c,
         Err(e) => {
             eprint!("rollgate: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    // The agent runs on every node and must be nearly free: one thread.
+    let runtime = match cli.command {
+        Command::Agent => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rollgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
-        Command::CheckConfig => {
-            print!("{}", config.to_toml());
-            eprintln!("rollgate: configuration is valid");
-            ExitCode::SUCCESS
+        Command::CheckConfig(args) => runtime.block_on(check_config(&config, &args)),
+        Command::Agent => {
+            rollgate::logging::init(&config.log);
+            runtime.block_on(agent(config))
         }
     }
+}
+
+async fn agent(config: Config) -> ExitCode {
+    if let Err(e) = config.agent.validate_for_agent().into_result() {
+        eprint!("rollgate: {e}");
+        return ExitCode::from(2);
+    }
+    let shutdown = match Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot install signal handlers.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match consul::Client::new(&config.consul) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot build the Consul client.");
+            return ExitCode::from(2);
+        }
+    };
+    let endpoint = node::identity::endpoint(&config.agent, |k| std::env::var(k).ok());
+    let identity = tokio::select! {
+        _ = shutdown.requested.cancelled() => return ExitCode::SUCCESS,
+        id = node::identity::resolve(&config.agent, &endpoint, 5) => id,
+    };
+    let identity = match identity {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the node agent.");
+            return ExitCode::from(2);
+        }
+    };
+    match node::run(&config.agent, client, identity, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Node agent failed.");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn check_config(config: &Config, args: &CheckConfigArgs) -> ExitCode {
+    print!("{}", config.to_toml());
+    eprintln!("rollgate: configuration is valid");
+    if !args.connect {
+        return ExitCode::SUCCESS;
+    }
+    match connect(config).await {
+        Ok(summary) => {
+            eprintln!("rollgate: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(config: &Config) -> Result<String, consul::Error> {
+    let client = consul::Client::new(&config.consul)?;
+    let agent = client.agent_self().await?;
+    let leader = client.status_leader().await?;
+    let leader = if leader.is_empty() {
+        "none (the cluster has no leader)".to_string()
+    } else {
+        leader
+    };
+    Ok(format!(
+        "Consul at {} answers: agent node {:?} in datacenter {:?}, cluster leader {leader}",
+        client.address(),
+        agent.config.node_name,
+        agent.config.datacenter
+    ))
 }

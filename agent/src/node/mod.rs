@@ -1,0 +1,209 @@
+//! The node agent (`rollgate agent`): runs on every instance, baked into the
+//! AMI.
+//!
+//! - [`identity`]: who the instance is (IMDSv2, or configuration);
+//! - [`registration`]: the service and its two checks, pure;
+//! - [`probe`]: the agent's own probe of the app;
+//! - [`run`]: the loop: register (retrying with back-off while Consul is
+//!   unreachable or refuses), probe, refresh the TTL check at most TTL/2
+//!   apart, re-register when the local agent lost the service, and drain on
+//!   shutdown: maintenance on, wait `drain_time` (skipped on a second
+//!   signal), deregister.
+//!
+//! The agent never exits because Consul or the app misbehave: it logs the
+//! cause, keeps trying, and recovers when the cause is fixed. It exits on
+//! shutdown only (status 0 after draining).
+
+pub mod config;
+pub mod identity;
+pub mod probe;
+pub mod registration;
+
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use crate::consul::types::{CheckStatus, ServiceRegistration};
+use crate::consul::{Client, Error};
+use crate::shutdown::Shutdown;
+
+use self::config::AgentConfig;
+use self::identity::Identity;
+use self::probe::Prober;
+use self::registration::Ids;
+
+/// How often the agent probes and refreshes its TTL check: every check
+/// interval, and never less often than TTL/2.
+pub fn refresh_interval(config: &AgentConfig) -> Duration {
+    config.check_interval.min(config.ttl / 2)
+}
+
+/// Runs the agent until `shutdown` is requested, then drains.
+pub async fn run(
+    config: &AgentConfig,
+    client: Client,
+    identity: Identity,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let registration = registration::build(config, &identity);
+    registration::check_meta(&registration.meta)
+        .map_err(|e| format!("the service registration is invalid: {e}"))?;
+    let ids = registration::ids(config, &identity);
+    tracing::info!(service = %ids.service, instance = %identity.instance_id,
+        ami = %identity.ami_id, identity_source = identity.source, consul = %client.address(),
+        "Node agent starting.");
+    let prober = Prober::new(&config.app_url, &config.expected_version, config.check_timeout);
+
+    let mut registered = false;
+    let mut failures = 0u32;
+    let mut last_status: Option<CheckStatus> = None;
+    let refresh = refresh_interval(config);
+    let mut ticker = tokio::time::interval(refresh);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.requested.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if !registered {
+            match client.register_service(&registration).await {
+                Ok(()) => {
+                    registered = true;
+                    failures = 0;
+                    last_status = None;
+                    tracing::info!(service = %ids.service, "Service registered with the local Consul agent.");
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Capped at TTL/2 so a returning Consul sees the service
+                    // again within one TTL.
+                    let pause = crate::consul::watch::backoff(
+                        failures,
+                        Duration::from_millis(200),
+                        refresh.max(Duration::from_millis(400)),
+                    );
+                    tracing::warn!(service = %ids.service, error = %e, attempt = failures,
+                        retry_in = ?pause, "Cannot register the service; retrying.");
+                    tokio::select! {
+                        _ = shutdown.requested.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    ticker.reset_immediately();
+                    continue;
+                }
+            }
+        }
+        let result = prober.probe().await;
+        match client.update_check(&ids.ttl_check, result.status, &result.output).await {
+            Ok(()) => {
+                if last_status != Some(result.status) {
+                    if result.status == CheckStatus::Passing {
+                        tracing::info!(check = %ids.ttl_check, output = %result.output, "Probe passing.");
+                    } else {
+                        tracing::warn!(check = %ids.ttl_check, status = %result.status,
+                            output = %result.output, "Probe not passing.");
+                    }
+                    last_status = Some(result.status);
+                }
+            }
+            Err(e) if lost_registration(&e) => {
+                tracing::warn!(service = %ids.service, error = %e,
+                    "The local Consul agent no longer knows the service; registering again.");
+                registered = false;
+                ticker.reset_immediately();
+            }
+            Err(e) => {
+                tracing::warn!(check = %ids.ttl_check, error = %e, "Cannot update the TTL check.");
+            }
+        }
+    }
+    drain(config, &client, &ids, &registration, &shutdown).await;
+    Ok(())
+}
+
+/// Whether a TTL update failed because the agent lost the check (Consul
+/// restarted with a fresh state, or an operator deregistered it). Consul
+/// answers 404 `Unknown check ID` (older versions: 500 `... does not have
+/// associated TTL`).
+fn lost_registration(e: &Error) -> bool {
+    match e {
+        Error::NotFound { .. } => true,
+        Error::Status { status, body, .. } => {
+            *status == 500
+                && (body.contains("does not have associated TTL") || body.contains("Unknown check"))
+        }
+        _ => false,
+    }
+}
+
+/// Maintenance on, wait `drain_time` (unless hurried), deregister.
+async fn drain(
+    config: &AgentConfig,
+    client: &Client,
+    ids: &Ids,
+    registration: &ServiceRegistration,
+    shutdown: &Shutdown,
+) {
+    let reason = format!(
+        "rollgate agent draining {} before shutdown",
+        registration.meta.get("instance_id").map(String::as_str).unwrap_or("")
+    );
+    tracing::info!(service = %ids.service, drain_time = ?config.drain_time,
+        "Draining: entering maintenance mode.");
+    if let Err(e) = client.service_maintenance(&ids.service, true, &reason).await {
+        tracing::warn!(service = %ids.service, error = %e,
+            "Cannot enable maintenance mode; deregistering after the drain time anyway.");
+    }
+    tokio::select! {
+        _ = shutdown.hurry.cancelled() => {
+            tracing::info!("Drain wait skipped.");
+        }
+        _ = tokio::time::sleep(config.drain_time) => {}
+    }
+    match client.deregister_service(&ids.service).await {
+        Ok(()) => tracing::info!(service = %ids.service, "Service deregistered; node agent stopped."),
+        Err(e) => tracing::warn!(service = %ids.service, error = %e,
+            "Cannot deregister the service; Consul will reap it after deregister_critical_after."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_is_never_longer_than_half_the_ttl() {
+        let c = AgentConfig {
+            check_interval: Duration::from_secs(30),
+            ttl: Duration::from_secs(10),
+            ..AgentConfig::default()
+        };
+        assert_eq!(refresh_interval(&c), Duration::from_secs(5));
+        let c = AgentConfig {
+            check_interval: Duration::from_secs(2),
+            ..c
+        };
+        assert_eq!(refresh_interval(&c), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn lost_registration_is_recognised_in_old_and_new_consul_answers() {
+        let nf = Error::NotFound {
+            call: "PUT /v1/agent/check/update/x".into(),
+            body: "Unknown check ID \"x\"".into(),
+        };
+        assert!(lost_registration(&nf));
+        let old = Error::Status {
+            call: "PUT /v1/agent/check/update/x".into(),
+            status: 500,
+            body: "CheckID \"x\" does not have associated TTL".into(),
+        };
+        assert!(lost_registration(&old));
+        let other = Error::Status {
+            call: "PUT /v1/agent/check/update/x".into(),
+            status: 500,
+            body: "rpc error".into(),
+        };
+        assert!(!lost_registration(&other));
+    }
+}

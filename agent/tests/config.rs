@@ -1,0 +1,271 @@
+//! Configuration: precedence, Consul's variables, unknown keys, collected
+//! problems, redaction — through the library and through the real binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rollgate::config::{Config, ConfigError, Sources};
+
+fn file(content: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    f
+}
+
+fn sources(path: Option<PathBuf>, env: &[(&str, &str)]) -> Sources {
+    Sources {
+        file: path.map(|p| (p, true)),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn problems(e: &ConfigError) -> Vec<String> {
+    e.problems.iter().map(|p| p.key.clone()).collect()
+}
+
+#[test]
+fn defaults_then_file_then_env() {
+    let none = Config::load(&sources(None, &[])).unwrap();
+    assert_eq!(none.consul.address, "http://127.0.0.1:8500");
+    assert_eq!(none.consul.timeout, Duration::from_secs(10));
+
+    let f = file("[consul]\naddress = \"http://10.0.0.5:8500\"\ntimeout = \"20s\"\n");
+    let from_file = Config::load(&sources(Some(f.path().into()), &[])).unwrap();
+    assert_eq!(from_file.consul.address, "http://10.0.0.5:8500");
+    assert_eq!(from_file.consul.timeout, Duration::from_secs(20));
+    assert_eq!(from_file.consul.kv_prefix, "rollgate", "untouched keys keep defaults");
+
+    let env = Config::load(&sources(
+        Some(f.path().into()),
+        &[("ROLLGATE_CONSUL__TIMEOUT", "3s")],
+    ))
+    .unwrap();
+    assert_eq!(env.consul.timeout, Duration::from_secs(3), "env beats file");
+    assert_eq!(env.consul.address, "http://10.0.0.5:8500", "file beats default");
+}
+
+#[test]
+fn consul_environment_variables_are_honoured() {
+    let token = file("  tok-from-file \n");
+    let ca = file("-----BEGIN CERTIFICATE-----\n");
+    let c = Config::load(&sources(
+        None,
+        &[
+            ("CONSUL_HTTP_ADDR", "consul.service:8501"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_HTTP_TOKEN_FILE", token.path().to_str().unwrap()),
+            ("CONSUL_CACERT", ca.path().to_str().unwrap()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(c.consul.address, "https://consul.service:8501");
+    assert_eq!(c.consul.token_file.as_deref(), Some(token.path()));
+    assert_eq!(c.consul.ca_file.as_deref(), Some(ca.path()));
+    assert_eq!(
+        c.consul.resolve_token().unwrap().unwrap().expose(),
+        "tok-from-file"
+    );
+
+    // A URL keeps its own scheme; CONSUL_HTTP_TOKEN is read too.
+    let c = Config::load(&sources(
+        None,
+        &[
+            ("CONSUL_HTTP_ADDR", "http://127.0.0.1:18500"),
+            ("CONSUL_HTTP_TOKEN", "abc"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(c.consul.address, "http://127.0.0.1:18500");
+    assert_eq!(c.consul.token.as_ref().unwrap().expose(), "abc");
+
+    // rollgate's own variable is more specific and wins.
+    let c = Config::load(&sources(
+        None,
+        &[
+            ("CONSUL_HTTP_ADDR", "10.1.1.1:8500"),
+            ("ROLLGATE_CONSUL__ADDRESS", "http://10.2.2.2:8500"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(c.consul.address, "http://10.2.2.2:8500");
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_file_and_env() {
+    let f = file("[consul]\nadress = \"http://x:8500\"\n\n[colour]\nx = 1\n");
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let keys = problems(&e);
+    assert!(keys.contains(&"consul.adress".to_string()), "{e}");
+    assert!(keys.contains(&"colour".to_string()), "{e}");
+    assert!(e.to_string().contains("unknown key"), "{e}");
+
+    let e = Config::load(&sources(None, &[("ROLLGATE_CONSUL__TIMEOUTS", "1s")])).unwrap_err();
+    assert_eq!(problems(&e), vec!["consul.timeouts"]);
+    assert!(e.to_string().contains("ROLLGATE_CONSUL__TIMEOUTS"), "{e}");
+}
+
+#[test]
+fn every_invalid_value_is_reported_together() {
+    let f = file(
+        "[consul]\naddress = \"ftp://consul:21\"\ntimeout = \"0s\"\nkv_prefix = \"/bad/\"\n\
+         token = \"t\"\ntoken_file = \"/nonexistent/token\"\n\n[log]\nlevel = \"loud=[\"\n",
+    );
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let keys = problems(&e);
+    for key in [
+        "consul.address",
+        "consul.timeout",
+        "consul.kv_prefix",
+        "consul.token_file",
+        "log.level",
+    ] {
+        assert!(keys.contains(&key.to_string()), "{key} missing from:\n{e}");
+    }
+    let text = e.to_string();
+    assert!(text.contains("\"ftp://consul:21\""), "value is shown: {text}");
+    assert!(text.contains("must be between 1s and 5m"), "rule is shown: {text}");
+}
+
+#[test]
+fn type_errors_in_two_sections_are_both_reported() {
+    let f = file("[consul]\ntimeout = 12\n\n[log]\nformat = \"xml\"\n");
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let keys = problems(&e);
+    assert!(keys.contains(&"consul.timeout".to_string()), "{e}");
+    assert!(keys.contains(&"log.format".to_string()), "{e}");
+}
+
+#[test]
+fn malformed_toml_names_the_file_and_place() {
+    let f = file("[consul\naddress = 1\n");
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(f.path().to_str().unwrap()), "{text}");
+    assert!(text.contains("line 1"), "{text}");
+}
+
+#[test]
+fn explicit_missing_file_is_an_error_default_missing_is_fine() {
+    let e = Config::load(&sources(Some("/nonexistent/rollgate.toml".into()), &[])).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let s = Sources {
+        file: Some(("/nonexistent/rollgate.toml".into(), false)),
+        env: vec![],
+    };
+    assert!(Config::load(&s).is_ok());
+}
+
+fn rollgate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rollgate"));
+    // Only what the test sets: no CONSUL_* or ROLLGATE_* from the machine.
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn check_config_prints_effective_toml_with_secrets_redacted() {
+    let f = file("[consul]\ntoken = \"s3cr3t-file-token\"\n");
+    let out = rollgate()
+        .args(["--config", f.path().to_str().unwrap(), "check-config"])
+        .env("ROLLGATE_LOG__LEVEL", "debug")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let parsed: toml::Value = toml::from_str(&stdout).expect("check-config prints TOML");
+    assert_eq!(parsed["log"]["level"].as_str(), Some("debug"));
+    assert_eq!(parsed["consul"]["token"].as_str(), Some("<redacted>"));
+    assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+
+    // From the environment too.
+    let out = rollgate()
+        .args(["check-config"])
+        .env("CONSUL_HTTP_TOKEN", "env-s3cr3t")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("env-s3cr3t"), "{all}");
+}
+
+#[test]
+fn invalid_configuration_exits_2_listing_every_problem_without_secrets() {
+    let f = file("[consul]\ntoken = \"s3cr3t\"\ntimeout = \"1h\"\naddress = \"\"\n");
+    let out = rollgate()
+        .args(["--config", f.path().to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("consul.timeout"), "{stderr}");
+    assert!(stderr.contains("consul.address"), "{stderr}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
+
+#[test]
+fn the_documented_example_file_is_valid_and_complete() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rollgate.toml");
+    let c = Config::load(&sources(Some(path.into()), &[])).unwrap();
+    assert_eq!(c, Config::default(), "the example shows the defaults");
+    // Every key of the effective configuration appears in the example,
+    // commented out or not, so the file documents them all.
+    let example = std::fs::read_to_string(path).unwrap();
+    let effective: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+    for (section, table) in &effective {
+        assert!(example.contains(&format!("[{section}]")), "[{section}] missing");
+        for key in table.as_table().unwrap().keys() {
+            assert!(
+                example.contains(&format!("\n{key} = ")) || example.contains(&format!("# {key} = ")),
+                "{section}.{key} is not documented in config/rollgate.toml"
+            );
+        }
+    }
+    for optional in ["token", "token_file", "ca_file", "datacenter", "instance_id", "ami_id"] {
+        assert!(example.contains(&format!("# {optional} = ")), "{optional}");
+    }
+}
+
+#[test]
+fn the_node_example_file_is_valid_for_the_agent() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.toml");
+    // Its token and CA files exist only on a node: check everything else.
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text
+        .lines()
+        .filter(|l| !l.starts_with("token_file") && !l.starts_with("ca_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let f = file(&text);
+    let c = Config::load(&sources(Some(f.path().into()), &[])).unwrap();
+    assert_eq!(c.agent.expected_version, "1.2.3");
+    assert!(c.agent.validate_for_agent().into_result().is_ok());
+}
+
+#[test]
+fn agent_rules_are_reported_with_their_keys() {
+    let f = file(
+        "[agent]\nservice_name = \"web app\"\ncheck_timeout = \"10s\"\ncheck_interval = \"5s\"\n\
+         ttl = \"1s\"\ncheck_url = \"not a url\"\n",
+    );
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let keys = problems(&e);
+    for key in ["agent.service_name", "agent.check_timeout", "agent.ttl", "agent.check_url"] {
+        assert!(keys.contains(&key.to_string()), "{key} missing:\n{e}");
+    }
+    let c = Config::default();
+    let e = c.agent.validate_for_agent().into_result().unwrap_err();
+    assert_eq!(problems(&e), vec!["agent.expected_version"]);
+}
