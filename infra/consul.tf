@@ -1,0 +1,121 @@
+# Consul servers: var.consul_server_count instances in an Auto Scaling group
+# spread over the private subnets. Every Consul agent (web nodes,
+# coordinators, the servers themselves) finds them by the auto-join tag
+# (var.consul_join_tag_key = var.consul_join_tag_value), which only these
+# instances carry.
+#
+# They boot from the node image (local.node_image_id), which has the consul
+# binary and unit; their user data keeps the web stack down, replaces the
+# client settings with server settings and fetches the servers' secrets.
+# Replace servers one at a time and wait for the cluster to be healthy in
+# between (e.g. `consul operator raft list-peers`); autopilot removes dead
+# servers.
+
+locals {
+  consul_server_user_data_vars = {
+    consul_ca_pem          = var.consul_ca_cert_pem
+    consul_ca_path         = local.consul_ca_path
+    consul_server_cert_pem = var.consul_server_cert_pem
+    web_disabled_marker    = local.web_disabled_marker
+    bootstrap_expect       = var.consul_server_count
+    node_secrets_json = jsonencode({
+      region = var.region
+      secrets = [
+        {
+          secret_id = aws_secretsmanager_secret.this["consul-server-token"].arn
+          path      = "/etc/consul.d/acl-token.hcl"
+          owner     = "root"
+          group     = "consul"
+          mode      = "0640"
+          format    = "consul-agent-token"
+        },
+        {
+          secret_id = aws_secretsmanager_secret.this["consul-management-token"].arn
+          path      = "/etc/consul.d/acl-management.hcl"
+          owner     = "root"
+          group     = "consul"
+          mode      = "0640"
+          format    = "consul-initial-management-token"
+        },
+        {
+          secret_id = aws_secretsmanager_secret.this["consul-gossip-key"].arn
+          path      = "/etc/consul.d/gossip.hcl"
+          owner     = "root"
+          group     = "consul"
+          mode      = "0640"
+          format    = "consul-encrypt"
+        },
+        {
+          secret_id = aws_secretsmanager_secret.this["consul-server-tls-key"].arn
+          path      = "/etc/consul.d/tls/server-key.pem"
+          owner     = "root"
+          group     = "consul"
+          mode      = "0640"
+          format    = "raw"
+        },
+      ]
+    })
+  }
+}
+
+resource "aws_launch_template" "consul_server" {
+  name        = "${local.name}-consul-server"
+  description = "rollgate Consul servers"
+
+  image_id               = local.node_image_id
+  instance_type          = var.consul_instance_type
+  vpc_security_group_ids = [aws_security_group.consul.id, aws_security_group.node_egress.id]
+  user_data              = base64encode(templatefile("${path.module}/templates/consul-server-user-data.yaml.tftpl", local.consul_server_user_data_vars))
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.consul_server.arn
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags = {
+      Name = "${local.name}-consul-server"
+    }
+  }
+
+  # A new web image must not churn the Consul servers: they move to a newer
+  # image only when an operator says so (node_image_id, or taint).
+  lifecycle {
+    ignore_changes = [image_id]
+  }
+}
+
+resource "aws_autoscaling_group" "consul_server" {
+  name                = "${local.name}-consul-server"
+  vpc_zone_identifier = aws_subnet.private[*].id
+  min_size            = var.consul_server_count
+  max_size            = var.consul_server_count
+  desired_capacity    = var.consul_server_count
+  health_check_type   = "EC2"
+
+  launch_template {
+    id      = aws_launch_template.consul_server.id
+    version = aws_launch_template.consul_server.latest_version
+  }
+
+  # The cloud auto-join tag. Not rollgate:managed: the coordinator cannot
+  # touch this group.
+  tag {
+    key                 = var.consul_join_tag_key
+    value               = var.consul_join_tag_value
+    propagate_at_launch = true
+  }
+
+  tag {
+    key                 = "Name"
+    value               = "${local.name}-consul-server"
+    propagate_at_launch = true
+  }
+}
