@@ -1,0 +1,305 @@
+//! `/v1/agent/*`: the endpoints of one node's agent (self, services,
+//! checks, registration, TTL updates, maintenance), with Consul's texts.
+//!
+//! These answer for the listener's own node only and carry no index
+//! headers, like a Consul agent's local endpoints. Registration bodies are
+//! parsed and validated by `consul::registration`; this module must never
+//! touch another node's services or checks.
+
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+
+use axum::body::Body;
+use axum::http::Response;
+use serde_json::{Map, Value, json};
+
+use super::super::blocking::{self, QueryOptions};
+use super::super::catalog::{CheckUpdateError, unknown_service};
+use super::super::filter;
+use super::super::model::Status;
+use super::super::views;
+use super::{ApiError, Ctx, allow, json as json_resp};
+use crate::consul::registration;
+
+/// Routes `/v1/agent/<tail>`; `None` for an unknown path.
+pub(crate) async fn route(
+    ctx: &Ctx<'_>,
+    tail: &[&str],
+    rest: &str,
+    get: bool,
+    put: bool,
+) -> Option<Result<Response<Body>, ApiError>> {
+    let id_after = |prefix: &str| rest.strip_prefix(prefix).unwrap_or_default().to_string();
+    let result = match tail {
+        ["self"] => allow(ctx, get, "GET").and_then(|()| agent_self(ctx)),
+        ["services"] => allow(ctx, get, "GET").and_then(|()| services(ctx)),
+        ["checks"] => allow(ctx, get, "GET").and_then(|()| checks(ctx)),
+        ["service", "register"] => allow(ctx, put, "PUT").and_then(|()| register(ctx)),
+        ["service", "deregister", _, ..] => allow(ctx, put, "PUT")
+            .and_then(|()| deregister(ctx, &id_after("agent/service/deregister/"))),
+        ["service", "maintenance", _, ..] => allow(ctx, put, "PUT")
+            .and_then(|()| maintenance(ctx, &id_after("agent/service/maintenance/"))),
+        ["service", _, ..] => match allow(ctx, get, "GET") {
+            Ok(()) => service(ctx, &id_after("agent/service/")).await,
+            Err(e) => Err(e),
+        },
+        ["check", verb @ ("pass" | "warn" | "fail"), _, ..] => {
+            allow(ctx, put, "PUT").and_then(|()| {
+                let status = match *verb {
+                    "pass" => Status::Passing,
+                    "warn" => Status::Warning,
+                    _ => Status::Critical,
+                };
+                let note = ctx.query.get("note").unwrap_or_default();
+                ttl_update(
+                    ctx,
+                    &id_after(&format!("agent/check/{verb}/")),
+                    status,
+                    note,
+                )
+            })
+        }
+        ["check", "update", _, ..] => allow(ctx, put, "PUT")
+            .and_then(|()| check_update(ctx, &id_after("agent/check/update/"))),
+        ["check", "deregister", _, ..] => allow(ctx, put, "PUT")
+            .and_then(|()| check_deregister(ctx, &id_after("agent/check/deregister/"))),
+        _ => return None,
+    };
+    Some(result)
+}
+
+fn empty_ok() -> Response<Body> {
+    Response::new(Body::empty())
+}
+
+fn agent_self(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let store = ctx.cluster.store();
+    let node = store
+        .nodes
+        .get(ctx.node)
+        .ok_or_else(|| ApiError::internal("Agent is not running"))?;
+    let server = ctx.node == ctx.cluster.server_node;
+    let dc = &ctx.cluster.datacenter;
+    let version = crate::consul::CONSUL_VERSION;
+    let body = json!({
+        "Config": {
+            "Datacenter": dc,
+            "PrimaryDatacenter": dc,
+            "NodeName": node.name,
+            "NodeID": node.id,
+            "Revision": "sandbox",
+            "Server": server,
+            "Version": version,
+            "BuildDate": "2024-01-01T00:00:00Z",
+        },
+        "DebugConfig": { "Datacenter": dc, "NodeName": node.name, "NodeID": node.id, "ServerMode": server },
+        "Coord": { "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-5 },
+        "Member": {
+            "Name": node.name,
+            "Addr": node.address,
+            "Port": 8301,
+            "Tags": {
+                "dc": dc,
+                "id": node.id,
+                "role": if server { "consul" } else { "node" },
+                "build": format!("{version}:sandbox"),
+                "segment": "",
+                "vsn": "2",
+            },
+            "Status": 1,
+            "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+            "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+        },
+        "Stats": { "agent": { "check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0" } },
+        "Meta": node.meta,
+    });
+    Ok(json_resp(&body))
+}
+
+fn filtered(ctx: &Ctx<'_>, items: Vec<(String, Value)>, roots: &[&str]) -> Result<Value, ApiError> {
+    let expr = match ctx.query.get("filter").filter(|f| !f.is_empty()) {
+        Some(f) => Some(filter::parse(f, roots).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let map: Map<String, Value> = items
+        .into_iter()
+        .filter(|(_, v)| expr.as_ref().is_none_or(|e| e.eval(v)))
+        .collect();
+    Ok(Value::Object(map))
+}
+
+const SERVICE_ROOTS: &[&str] = &[
+    "ID",
+    "Service",
+    "Tags",
+    "Meta",
+    "Port",
+    "Address",
+    "TaggedAddresses",
+    "Weights",
+    "EnableTagOverride",
+    "Datacenter",
+    "Kind",
+];
+const CHECK_ROOTS: &[&str] = &[
+    "Node",
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "Output",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+];
+
+fn services(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let items: Vec<(String, Value)> = {
+        let store = ctx.cluster.store();
+        store
+            .services
+            .values()
+            .filter(|s| s.node == ctx.node)
+            .map(|s| {
+                (
+                    s.def.id.clone(),
+                    views::agent_service(s, &ctx.cluster.datacenter),
+                )
+            })
+            .collect()
+    };
+    Ok(json_resp(&filtered(ctx, items, SERVICE_ROOTS)?))
+}
+
+fn checks(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let items: Vec<(String, Value)> = {
+        let store = ctx.cluster.store();
+        store
+            .checks
+            .values()
+            .filter(|c| c.node == ctx.node)
+            .map(|c| (c.def.id.clone(), views::check(c)))
+            .collect()
+    };
+    Ok(json_resp(&filtered(ctx, items, CHECK_ROOTS)?))
+}
+
+async fn service(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    let opts = QueryOptions::parse(ctx.query)?;
+    let dc = ctx.cluster.datacenter.clone();
+    let node = ctx.node;
+    let (mut body, hash) = blocking::block_on_hash(ctx.cluster, &opts, |store| {
+        let service = store
+            .services
+            .get(&(node.to_string(), id.to_string()))
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let view = views::agent_service(service, &dc);
+        let mut hasher = DefaultHasher::new();
+        view.to_string().hash(&mut hasher);
+        Ok((view, format!("{:016x}", hasher.finish())))
+    })
+    .await?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("ContentHash".into(), Value::from(hash.clone()));
+    }
+    let mut resp = json_resp(&body);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&hash) {
+        resp.headers_mut().insert("x-consul-contenthash", v);
+    }
+    Ok(resp)
+}
+
+fn register(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let (service, checks) = registration::parse(&ctx.body)?;
+    let replace = ctx
+        .query
+        .get("replace-existing-checks")
+        .is_some_and(|v| v.is_empty() || v == "true");
+    let mut spawn = ctx.cluster.spawner();
+    tracing::info!(node = ctx.node, service = %service.id, "Registering service.");
+    ctx.cluster
+        .store()
+        .register_service(ctx.node, service, checks, replace, &mut spawn);
+    Ok(empty_ok())
+}
+
+fn deregister(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    if !ctx.cluster.store().deregister_service(ctx.node, id) {
+        return Err(ApiError::not_found(unknown_service(id)));
+    }
+    tracing::info!(node = ctx.node, service = %id, "Deregistered service.");
+    Ok(empty_ok())
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(raw: &str) -> Option<bool> {
+    match raw {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn maintenance(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::bad_request("Missing service ID"));
+    }
+    let raw = ctx
+        .query
+        .get("enable")
+        .ok_or_else(|| ApiError::bad_request("Missing value for enable"))?;
+    let enable = parse_go_bool(raw)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid value for enable: {raw:?}")))?;
+    let reason = ctx.query.get("reason").unwrap_or_default();
+    if !ctx
+        .cluster
+        .store()
+        .set_service_maintenance(ctx.node, id, enable, reason)
+    {
+        return Err(ApiError::not_found(unknown_service(id)));
+    }
+    tracing::info!(node = ctx.node, service = %id, enable, "Service maintenance mode changed.");
+    Ok(empty_ok())
+}
+
+fn update_error(e: CheckUpdateError) -> ApiError {
+    match e {
+        CheckUpdateError::Unknown(_) => ApiError::not_found(e.to_string()),
+        CheckUpdateError::NotTtl(_) => ApiError::internal(e.to_string()),
+    }
+}
+
+fn ttl_update(
+    ctx: &Ctx<'_>,
+    id: &str,
+    status: Status,
+    output: &str,
+) -> Result<Response<Body>, ApiError> {
+    let output = registration::truncate_output(output);
+    ctx.cluster
+        .store()
+        .update_ttl_check(ctx.node, id, status, &output)
+        .map_err(update_error)?;
+    Ok(empty_ok())
+}
+
+fn check_update(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    let body: Value = super::decode::<Option<Value>>(&ctx.body)?.unwrap_or(Value::Null);
+    let field = |name: &str| {
+        registration::field(&body, name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let status_word = field("Status");
+    let status = Status::parse(&status_word)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid check status: '{status_word}'")))?;
+    ttl_update(ctx, id, status, &field("Output"))
+}
+
+fn check_deregister(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    if !ctx.cluster.store().deregister_check(ctx.node, id) {
+        return Err(update_error(CheckUpdateError::Unknown(id.to_string())));
+    }
+    Ok(empty_ok())
+}

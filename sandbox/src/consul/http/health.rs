@@ -1,0 +1,276 @@
+//! `/v1/health/*` and `/v1/catalog/*`: cluster-wide reads, all blocking.
+//!
+//! `?passing` drops an instance when any of its checks or of its node's
+//! checks (`serfHealth`, maintenance) is not passing; `warning` counts as
+//! not passing, as in Consul. `?tag` (repeatable), `?node-meta=k:v` and
+//! `?filter` narrow the results. Indexes: per service name for
+//! `health/service`, `health/checks` and `catalog/service`; the checks
+//! table for `health/state` and `health/node`; the services table for
+//! `catalog/services`; the nodes table for `catalog/nodes`.
+
+use axum::body::Body;
+use axum::http::Response;
+use serde_json::{Map, Value, json};
+
+use super::super::blocking::{self, QueryOptions};
+use super::super::filter::{self, Expr};
+use super::super::model::{ServiceRecord, Status};
+use super::super::store::Store;
+use super::super::views;
+use super::{ApiError, Ctx, json as json_resp, require_leader, with_meta};
+
+const ENTRY_ROOTS: &[&str] = &["Node", "Service", "Checks"];
+const CHECK_ROOTS: &[&str] = &[
+    "Node",
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "Output",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+];
+const NODE_ROOTS: &[&str] = &[
+    "ID",
+    "Node",
+    "Address",
+    "Datacenter",
+    "TaggedAddresses",
+    "Meta",
+];
+const SERVICE_NODE_ROOTS: &[&str] = &[
+    "ID",
+    "Node",
+    "Address",
+    "Datacenter",
+    "TaggedAddresses",
+    "NodeMeta",
+    "ServiceKind",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "ServiceAddress",
+    "ServiceWeights",
+    "ServiceMeta",
+    "ServicePort",
+    "ServiceEnableTagOverride",
+    "ServiceTaggedAddresses",
+    "ServiceProxy",
+    "ServiceConnect",
+];
+
+/// Routes a `health` or `catalog` path; `None` when unknown.
+pub(crate) async fn route(
+    ctx: &Ctx<'_>,
+    segments: &[&str],
+) -> Option<Result<Response<Body>, ApiError>> {
+    let which = match segments {
+        ["health", "service", name] => Query::HealthService(name),
+        ["health", "checks", name] => Query::ServiceChecks(name),
+        ["health", "state", state] => Query::State(state),
+        ["health", "node", node] => Query::Node(node),
+        ["catalog", "services"] => Query::CatalogServices,
+        ["catalog", "service", name] => Query::CatalogService(name),
+        ["catalog", "nodes"] => Query::CatalogNodes,
+        _ => return None,
+    };
+    Some(serve(ctx, which).await)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Query<'a> {
+    HealthService(&'a str),
+    ServiceChecks(&'a str),
+    State(&'a str),
+    Node(&'a str),
+    CatalogServices,
+    CatalogService(&'a str),
+    CatalogNodes,
+}
+
+/// Instance filters from `?tag` and `?node-meta`.
+struct Narrow {
+    tags: Vec<String>,
+    node_meta: Vec<(String, String)>,
+    passing: bool,
+}
+
+impl Narrow {
+    fn keeps(&self, store: &Store, service: &ServiceRecord) -> bool {
+        let tags_ok = self.tags.iter().all(|t| service.def.tags.contains(t));
+        let meta_ok = store.nodes.get(&service.node).is_some_and(|n| {
+            self.node_meta
+                .iter()
+                .all(|(k, v)| n.meta.get(k).is_some_and(|have| have == v))
+        });
+        tags_ok && meta_ok
+    }
+}
+
+async fn serve(ctx: &Ctx<'_>, which: Query<'_>) -> Result<Response<Body>, ApiError> {
+    let opts = QueryOptions::parse(ctx.query)?;
+    require_leader(ctx, Some(&opts))?;
+    let roots = match which {
+        Query::HealthService(_) => ENTRY_ROOTS,
+        Query::ServiceChecks(_) | Query::State(_) | Query::Node(_) => CHECK_ROOTS,
+        Query::CatalogServices | Query::CatalogService(_) => SERVICE_NODE_ROOTS,
+        Query::CatalogNodes => NODE_ROOTS,
+    };
+    let expr = match ctx.query.get("filter").filter(|f| !f.is_empty()) {
+        Some(f) => Some(filter::parse(f, roots).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    if let Query::State(state) = which {
+        if state != "any" && Status::parse(state).is_none() {
+            return Err(ApiError::bad_request(format!("Invalid state: {state}")));
+        }
+    }
+    let narrow = Narrow {
+        tags: ctx.query.all("tag").map(str::to_string).collect(),
+        node_meta: ctx
+            .query
+            .all("node-meta")
+            .map(|m| match m.split_once(':') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (m.to_string(), String::new()),
+            })
+            .collect(),
+        passing: ctx.query.flag("passing"),
+    };
+    let dc = ctx.cluster.datacenter.clone();
+    let (value, index) = blocking::block(ctx.cluster, &opts, |store| {
+        Ok(evaluate(store, which, &narrow, expr.as_ref(), &dc))
+    })
+    .await?;
+    Ok(with_meta(json_resp(&value), ctx.cluster, index, &opts))
+}
+
+fn keep(expr: Option<&Expr>, item: &Value) -> bool {
+    expr.is_none_or(|e| e.eval(item))
+}
+
+fn evaluate(
+    store: &Store,
+    which: Query<'_>,
+    narrow: &Narrow,
+    expr: Option<&Expr>,
+    dc: &str,
+) -> (Value, u64) {
+    match which {
+        Query::HealthService(name) => {
+            let entries: Vec<Value> = store
+                .services
+                .values()
+                .filter(|s| s.def.name == name && narrow.keeps(store, s))
+                .filter_map(|s| {
+                    let node = store.nodes.get(&s.node)?;
+                    let checks: Vec<_> = store
+                        .checks
+                        .values()
+                        .filter(|c| {
+                            c.node == s.node
+                                && (c.def.service_id.is_empty() || c.def.service_id == s.def.id)
+                        })
+                        .collect();
+                    if narrow.passing && checks.iter().any(|c| c.status != Status::Passing) {
+                        return None;
+                    }
+                    Some(json!({
+                        "Node": views::node(node, dc),
+                        "Service": views::node_service(s),
+                        "Checks": checks.iter().map(|c| views::check(c)).collect::<Vec<_>>(),
+                    }))
+                })
+                .filter(|v| keep(expr, v))
+                .collect();
+            (Value::Array(entries), store.service_name_index(name))
+        }
+        Query::ServiceChecks(name) => {
+            let checks = store
+                .checks
+                .values()
+                .filter(|c| c.service_name == name && !c.def.service_id.is_empty())
+                .map(views::check)
+                .filter(|v| keep(expr, v))
+                .collect();
+            (Value::Array(checks), store.service_name_index(name))
+        }
+        Query::State(state) => {
+            let wanted = Status::parse(state);
+            let checks = store
+                .checks
+                .values()
+                .filter(|c| wanted.is_none_or(|w| c.status == w))
+                .map(views::check)
+                .filter(|v| keep(expr, v))
+                .collect();
+            (Value::Array(checks), store.tables.checks)
+        }
+        Query::Node(node) => {
+            let checks = store
+                .checks
+                .values()
+                .filter(|c| c.node == node)
+                .map(views::check)
+                .filter(|v| keep(expr, v))
+                .collect();
+            (
+                Value::Array(checks),
+                store.tables.checks.max(store.tables.nodes),
+            )
+        }
+        Query::CatalogService(name) => {
+            let list = catalog_service_nodes(store, narrow, expr, dc, Some(name));
+            (Value::Array(list), store.service_name_index(name))
+        }
+        Query::CatalogServices => {
+            let mut map = Map::new();
+            for entry in catalog_service_nodes(store, narrow, expr, dc, None) {
+                let name = entry
+                    .get("ServiceName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let tags = map.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+                if let (Some(list), Some(new)) = (
+                    tags.as_array_mut(),
+                    entry.get("ServiceTags").and_then(Value::as_array),
+                ) {
+                    for tag in new {
+                        if !list.contains(tag) {
+                            list.push(tag.clone());
+                        }
+                    }
+                }
+            }
+            (Value::Object(map), store.tables.services)
+        }
+        Query::CatalogNodes => {
+            let nodes = store
+                .nodes
+                .values()
+                .map(|n| views::node(n, dc))
+                .filter(|v| keep(expr, v))
+                .collect();
+            (Value::Array(nodes), store.tables.nodes)
+        }
+    }
+}
+
+fn catalog_service_nodes(
+    store: &Store,
+    narrow: &Narrow,
+    expr: Option<&Expr>,
+    dc: &str,
+    name: Option<&str>,
+) -> Vec<Value> {
+    store
+        .services
+        .values()
+        .filter(|s| name.is_none_or(|n| s.def.name == n) && narrow.keeps(store, s))
+        .filter_map(|s| Some(views::catalog_service(store.nodes.get(&s.node)?, s, dc)))
+        .filter(|v| keep(expr, v))
+        .collect()
+}

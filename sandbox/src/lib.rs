@@ -1,0 +1,20 @@
+//! The sandbox world: real processes and servers on loopback that stand in for
+//! the parts of production rollgate talks to, so tests and the demo need no AWS
+//! account and no Consul binary.
+//!
+//! - [`consul`]: a Consul-compatible HTTP server for the subset of the API rollgate
+//!   uses, with Consul's semantics (index, blocking queries, checks, sessions, KV, ACL).
+//! - [`imds`]: an IMDSv2-compatible instance metadata endpoint, one per simulated instance.
+//! - [`moto`]: the AWS stand-in (a moto server process) and seeding of an AMI, template and group.
+//! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
+//! - [`smtp`]: a real SMTP server on loopback that keeps what it receives
+//!   (STARTTLS, AUTH, switches to refuse a recipient or a login).
+//! - [`slack`]: an HTTP stand-in for Slack's `chat.postMessage`, `auth.test` and
+//!   an incoming webhook, with switches to go down and come back.
+
+pub mod consul;
+pub mod imds;
+pub mod moto;
+pub mod testkit;
+pub mod slack;
+pub mod smtp;
