@@ -105,7 +105,6 @@ locals {
     "ec2:DescribeImages",
     "ec2:CreateTags",
     "ec2:DescribeInstances",
-    "ec2:DescribeLaunchTemplates",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:CreateLaunchTemplateVersion",
   ]

@@ -57,6 +57,11 @@ pub struct Config {
     pub log: LogConfig,
     /// The node agent (`rollgate agent`).
     pub agent: AgentConfig,
+    /// Notifications: receivers (Slack, email), routes, the outbox's retry
+    /// and fallback.
+    pub notify: crate::notify::config::NotifyConfig,
+    /// The health watcher: thresholds, grouping, meta-alerts.
+    pub watch: crate::watch::config::WatcherConfig,
 }
 
 /// How to reach the Consul HTTP API.
@@ -373,6 +378,8 @@ impl Config {
         self.consul.validate(&mut p);
         self.log.validate(&mut p);
         self.agent.validate(&mut p);
+        self.notify.validate(&mut p);
+        self.watch.validate(&mut p);
         p.into_result()
     }
 
@@ -384,7 +391,7 @@ impl Config {
 
 /// Deserialises every section separately and reports unknown top-level keys.
 fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
-    let known = ["consul", "log", "agent"];
+    let known = ["consul", "log", "agent", "notify", "watch"];
     match figment.data() {
         Ok(data) => {
             if let Some(dict) = data.get(&Profile::Default) {
@@ -410,10 +417,14 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     let consul = section::<ConsulConfig>(figment, "consul", problems);
     let log = section::<LogConfig>(figment, "log", problems);
     let agent = section::<AgentConfig>(figment, "agent", problems);
+    let notify = section::<crate::notify::config::NotifyConfig>(figment, "notify", problems);
+    let watch = section::<crate::watch::config::WatcherConfig>(figment, "watch", problems);
     Some(Config {
         consul: consul?,
         log: log?,
         agent: agent?,
+        notify: notify?,
+        watch: watch?,
     })
 }
 
@@ -544,7 +555,11 @@ impl ConsulConfig {
 impl LogConfig {
     fn validate(&self, p: &mut Problems) {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.level) {
-            p.push("log.level", &self.level, format!("not a valid log filter: {e}"));
+            p.push(
+                "log.level",
+                &self.level,
+                format!("not a valid log filter: {e}"),
+            );
         }
     }
 }

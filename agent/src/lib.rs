@@ -8,8 +8,15 @@
 //! - [`consul`]: the typed Consul HTTP client, the blocking-query
 //!   [`consul::watch`] loop and the [`consul::lock`] leader lock that every
 //!   other component builds on.
+//! - [`aws`]: the `Fleet` trait (what a rollout needs of EC2 and Auto
+//!   Scaling), its SDK implementation, and the AMI artifact registry.
 //! - [`node`]: the node agent (`rollgate agent`): identity, registration,
 //!   probes, TTL refresh, drain.
+//! - [`watch`]: the health watcher (`rollgate watch`): one blocking query on
+//!   Consul's health state, thresholds, grouping, silences, inhibition,
+//!   meta-alerts, state in KV.
+//! - [`notify`]: events (health, rollout, meta), routing, the durable outbox
+//!   in KV and its sender, Slack (Web API, webhooks) and email notifiers.
 //! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
@@ -17,9 +24,12 @@
 //! state machine, the health watcher and notifiers) live in their own modules
 //! as the architecture in the README shows.
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod consul;
 pub mod logging;
 pub mod node;
+pub mod notify;
 pub mod shutdown;
+pub mod watch;

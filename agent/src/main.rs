@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     }
     // The agent runs on every node and must be nearly free: one thread.
     let runtime = match cli.command {
-        Command::Agent => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Command::Agent => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         _ => tokio::runtime::Runtime::new(),
     };
     let runtime = match runtime {

@@ -40,7 +40,10 @@ impl Shutdown {
                     tracing::info!(signal = name, "Shutdown requested.");
                     s.requested.cancel();
                 } else {
-                    tracing::info!(signal = name, "Second signal: shutting down without waiting.");
+                    tracing::info!(
+                        signal = name,
+                        "Second signal: shutting down without waiting."
+                    );
                     s.hurry.cancel();
                 }
             }

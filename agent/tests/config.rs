@@ -40,7 +40,10 @@ fn defaults_then_file_then_env() {
     let from_file = Config::load(&sources(Some(f.path().into()), &[])).unwrap();
     assert_eq!(from_file.consul.address, "http://10.0.0.5:8500");
     assert_eq!(from_file.consul.timeout, Duration::from_secs(20));
-    assert_eq!(from_file.consul.kv_prefix, "rollgate", "untouched keys keep defaults");
+    assert_eq!(
+        from_file.consul.kv_prefix, "rollgate",
+        "untouched keys keep defaults"
+    );
 
     let env = Config::load(&sources(
         Some(f.path().into()),
@@ -48,7 +51,10 @@ fn defaults_then_file_then_env() {
     ))
     .unwrap();
     assert_eq!(env.consul.timeout, Duration::from_secs(3), "env beats file");
-    assert_eq!(env.consul.address, "http://10.0.0.5:8500", "file beats default");
+    assert_eq!(
+        env.consul.address, "http://10.0.0.5:8500",
+        "file beats default"
+    );
 }
 
 #[test]
@@ -129,8 +135,14 @@ fn every_invalid_value_is_reported_together() {
         assert!(keys.contains(&key.to_string()), "{key} missing from:\n{e}");
     }
     let text = e.to_string();
-    assert!(text.contains("\"ftp://consul:21\""), "value is shown: {text}");
-    assert!(text.contains("must be between 1s and 5m"), "rule is shown: {text}");
+    assert!(
+        text.contains("\"ftp://consul:21\""),
+        "value is shown: {text}"
+    );
+    assert!(
+        text.contains("must be between 1s and 5m"),
+        "rule is shown: {text}"
+    );
 }
 
 #[test]
@@ -165,7 +177,8 @@ fn explicit_missing_file_is_an_error_default_missing_is_fine() {
 fn rollgate() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rollgate"));
     // Only what the test sets: no CONSUL_* or ROLLGATE_* from the machine.
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
 
@@ -225,15 +238,26 @@ fn the_documented_example_file_is_valid_and_complete() {
     let example = std::fs::read_to_string(path).unwrap();
     let effective: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
     for (section, table) in &effective {
-        assert!(example.contains(&format!("[{section}]")), "[{section}] missing");
+        assert!(
+            example.contains(&format!("[{section}]")),
+            "[{section}] missing"
+        );
         for key in table.as_table().unwrap().keys() {
             assert!(
-                example.contains(&format!("\n{key} = ")) || example.contains(&format!("# {key} = ")),
+                example.contains(&format!("\n{key} = "))
+                    || example.contains(&format!("# {key} = ")),
                 "{section}.{key} is not documented in config/rollgate.toml"
             );
         }
     }
-    for optional in ["token", "token_file", "ca_file", "datacenter", "instance_id", "ami_id"] {
+    for optional in [
+        "token",
+        "token_file",
+        "ca_file",
+        "datacenter",
+        "instance_id",
+        "ami_id",
+    ] {
         assert!(example.contains(&format!("# {optional} = ")), "{optional}");
     }
 }
@@ -262,7 +286,12 @@ fn agent_rules_are_reported_with_their_keys() {
     );
     let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
     let keys = problems(&e);
-    for key in ["agent.service_name", "agent.check_timeout", "agent.ttl", "agent.check_url"] {
+    for key in [
+        "agent.service_name",
+        "agent.check_timeout",
+        "agent.ttl",
+        "agent.check_url",
+    ] {
         assert!(keys.contains(&key.to_string()), "{key} missing:\n{e}");
     }
     let c = Config::default();

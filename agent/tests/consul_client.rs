@@ -86,20 +86,30 @@ async fn register_ttl_pass_then_expiry_to_critical() {
     let s = server(1).await;
     let node = s.nodes()[0].addr; // [0] is server-1
     let c = client(node);
-    c.register_service(&ttl_service("web-1", "1s")).await.unwrap();
+    c.register_service(&ttl_service("web-1", "1s"))
+        .await
+        .unwrap();
     // Registering twice is idempotent: still one instance.
-    c.register_service(&ttl_service("web-1", "1s")).await.unwrap();
+    c.register_service(&ttl_service("web-1", "1s"))
+        .await
+        .unwrap();
     let entries = c
         .health_service("web", false, None, &QueryOptions::default())
         .await
         .unwrap();
     assert_eq!(entries.value.len(), 1);
-    assert_eq!(entries.value[0].service.meta.as_ref().unwrap()["instance_id"], "i-1");
+    assert_eq!(
+        entries.value[0].service.meta.as_ref().unwrap()["instance_id"],
+        "i-1"
+    );
 
     c.update_check("web-1:ttl", CheckStatus::Passing, "all good")
         .await
         .unwrap();
-    assert_eq!(check_status(&c, "web-1:ttl").await, Some(CheckStatus::Passing));
+    assert_eq!(
+        check_status(&c, "web-1:ttl").await,
+        Some(CheckStatus::Passing)
+    );
     let passing = c
         .health_service("web", true, None, &QueryOptions::default())
         .await
@@ -176,7 +186,9 @@ async fn http_check_turns_critical_when_the_target_answers_500() {
 async fn maintenance_takes_the_instance_out_of_passing() {
     let s = server(1).await;
     let c = client(s.nodes()[0].addr);
-    c.register_service(&ttl_service("web-m", "30s")).await.unwrap();
+    c.register_service(&ttl_service("web-m", "30s"))
+        .await
+        .unwrap();
     c.update_check("web-m:ttl", CheckStatus::Passing, "ok")
         .await
         .unwrap();
@@ -217,8 +229,14 @@ async fn kv_cas_conflict_and_round_trip() {
         ..PutOptions::default()
     };
     assert!(c.kv_put("rollgate/t/a", b"one", &create).await.unwrap());
-    assert!(!c.kv_put("rollgate/t/a", b"two", &create).await.unwrap(), "cas=0 creates only");
-    let got = c.kv_get("rollgate/t/a", &QueryOptions::default()).await.unwrap();
+    assert!(
+        !c.kv_put("rollgate/t/a", b"two", &create).await.unwrap(),
+        "cas=0 creates only"
+    );
+    let got = c
+        .kv_get("rollgate/t/a", &QueryOptions::default())
+        .await
+        .unwrap();
     let kv = got.value.unwrap();
     assert_eq!(kv.value().unwrap(), b"one");
     let stale = PutOptions {
@@ -226,16 +244,39 @@ async fn kv_cas_conflict_and_round_trip() {
         ..PutOptions::default()
     };
     assert!(c.kv_put("rollgate/t/a", b"three", &stale).await.unwrap());
-    assert!(!c.kv_put("rollgate/t/a", b"four", &stale).await.unwrap(), "stale cas refused");
-    assert!(c.kv_get("rollgate/t/missing", &QueryOptions::default()).await.unwrap().value.is_none());
-    c.kv_put("rollgate/t/b", b"x", &PutOptions::default()).await.unwrap();
-    let list = c.kv_list("rollgate/t/", &QueryOptions::default()).await.unwrap();
+    assert!(
+        !c.kv_put("rollgate/t/a", b"four", &stale).await.unwrap(),
+        "stale cas refused"
+    );
+    assert!(
+        c.kv_get("rollgate/t/missing", &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
+    c.kv_put("rollgate/t/b", b"x", &PutOptions::default())
+        .await
+        .unwrap();
+    let list = c
+        .kv_list("rollgate/t/", &QueryOptions::default())
+        .await
+        .unwrap();
     assert_eq!(list.value.len(), 2);
     assert!(c.kv_delete("rollgate/t/", None, true).await.unwrap());
-    assert!(c.kv_list("rollgate/t/", &QueryOptions::default()).await.unwrap().value.is_empty());
+    assert!(
+        c.kv_list("rollgate/t/", &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_empty()
+    );
     // Oversized values are refused before sending, naming the limit.
     let big = vec![b'x'; 512 * 1024 + 1];
-    let e = c.kv_put("rollgate/t/big", &big, &PutOptions::default()).await.unwrap_err();
+    let e = c
+        .kv_put("rollgate/t/big", &big, &PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("524288"), "{e}");
     s.shutdown().await;
 }
@@ -265,7 +306,10 @@ async fn lock_is_held_by_one_holder_and_taken_over_after_lock_delay() {
         tokio::spawn(async move { b.acquire(&stop).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b_task.is_finished(), "b must not acquire while a holds the lock");
+    assert!(
+        !b_task.is_finished(),
+        "b must not acquire while a holds the lock"
+    );
 
     // a's session disappears without a release (as when a leader dies and
     // its session is invalidated): lock-delay applies, then b takes over.
@@ -288,10 +332,16 @@ async fn lock_is_held_by_one_holder_and_taken_over_after_lock_delay() {
         "b acquired before the 1s lock-delay ended"
     );
     assert!(lead_b.fence().lock_index > lead_a.fence().lock_index);
-    assert!(!lead_a.fence().verify(&c).await.unwrap(), "a's fence is stale");
+    assert!(
+        !lead_a.fence().verify(&c).await.unwrap(),
+        "a's fence is stale"
+    );
     assert!(lead_b.fence().verify(&c).await.unwrap());
     lead_b.release().await.unwrap();
-    let kv = c.kv_get("rollgate/leader", &QueryOptions::default()).await.unwrap();
+    let kv = c
+        .kv_get("rollgate/leader", &QueryOptions::default())
+        .await
+        .unwrap();
     assert_eq!(kv.value.unwrap().session, None, "released");
     s.shutdown().await;
 }
@@ -308,16 +358,20 @@ async fn acquire_gives_up_cleanly_on_shutdown() {
     let task = tokio::spawn(async move { b.acquire(&sb).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop_b.cancel();
-    let r = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(r.unwrap().is_none());
     // Its session was destroyed: only a's remains.
     let c = client(s.http_addr());
-    let sessions: Vec<serde_json::Value> = reqwest::get(format!("http://{}/v1/session/list", s.http_addr()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Vec<serde_json::Value> =
+        reqwest::get(format!("http://{}/v1/session/list", s.http_addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     lead.release().await.unwrap();
     let _ = c;
@@ -338,7 +392,10 @@ async fn acl_denial_is_a_clear_error_without_the_token() {
 
     for token in [None, Some("wrong-s3cr3t"), Some("read-s3cr3t")] {
         let c = client_with(s.http_addr(), token);
-        let e = c.kv_put("k", b"v", &PutOptions::default()).await.unwrap_err();
+        let e = c
+            .kv_put("k", b"v", &PutOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
         let text = format!("{e} {e:?}");
         assert!(text.contains("PUT /v1/kv/k"), "names the call: {text}");
@@ -348,7 +405,13 @@ async fn acl_denial_is_a_clear_error_without_the_token() {
     }
     // A read-only token may read.
     let ro = client_with(s.http_addr(), Some("read-s3cr3t"));
-    assert!(ro.kv_get("k", &QueryOptions::default()).await.unwrap().value.is_some());
+    assert!(
+        ro.kv_get("k", &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .is_some()
+    );
     s.shutdown().await;
 }
 
@@ -364,7 +427,10 @@ async fn unreachable_500_and_non_json_are_clear_errors() {
     assert!(matches!(e, Error::Transport { .. }), "{e:?}");
     assert!(e.is_retryable());
     let text = e.to_string();
-    assert!(text.contains("GET /v1/agent/self") && text.contains(&closed.to_string()), "{text}");
+    assert!(
+        text.contains("GET /v1/agent/self") && text.contains(&closed.to_string()),
+        "{text}"
+    );
 
     let s = server(0).await;
     let c = client(s.http_addr());
@@ -390,7 +456,10 @@ async fn unreachable_500_and_non_json_are_clear_errors() {
     let e = c.agent_self().await.unwrap_err();
     assert!(matches!(e, Error::Decode { .. }), "{e:?}");
     let text = e.to_string();
-    assert!(text.contains("GET /v1/agent/self") && text.contains("proxy error"), "{text}");
+    assert!(
+        text.contains("GET /v1/agent/self") && text.contains("proxy error"),
+        "{text}"
+    );
     assert!(!e.is_retryable());
     s.shutdown().await;
 }
@@ -408,7 +477,10 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("server-1") && stderr.contains("dc1"), "{stderr}");
+    assert!(
+        stderr.contains("server-1") && stderr.contains("dc1"),
+        "{stderr}"
+    );
 
     s.inject_fault(Fault {
         path_prefix: "/v1/agent/self".into(),
@@ -424,9 +496,16 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
         .env("CONSUL_HTTP_TOKEN", "tok-s3cr3t")
         .output()
         .unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("GET /v1/agent/self") && all.contains("403"), "{all}");
+    assert!(
+        all.contains("GET /v1/agent/self") && all.contains("403"),
+        "{all}"
+    );
     assert!(!all.contains("tok-s3cr3t"), "{all}");
     s.shutdown().await;
 }

@@ -47,7 +47,10 @@ fn kv_watch(
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<
-                    Output = Result<rollgate::consul::Response<Option<Vec<u8>>>, rollgate::consul::Error>,
+                    Output = Result<
+                        rollgate::consul::Response<Option<Vec<u8>>>,
+                        rollgate::consul::Error,
+                    >,
                 > + Send,
         >,
     >,
@@ -69,7 +72,9 @@ fn kv_watch(
 async fn wakes_on_change_and_skips_identical_answers() {
     let s = Server::start(ServerConfig::default()).await.unwrap();
     let c = client(s.http_addr());
-    c.kv_put("w/key", b"v0", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"v0", &PutOptions::default())
+        .await
+        .unwrap();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let mut w = kv_watch(c.clone(), "w/key", Duration::from_secs(30), starts.clone());
     assert_eq!(w.next().await.unwrap().value.as_deref(), Some(&b"v0"[..]));
@@ -82,7 +87,10 @@ async fn wakes_on_change_and_skips_identical_answers() {
         let write = async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let at = Instant::now();
-            writer.kv_put("w/key", value.as_bytes(), &PutOptions::default()).await.unwrap();
+            writer
+                .kv_put("w/key", value.as_bytes(), &PutOptions::default())
+                .await
+                .unwrap();
             at
         };
         let (seen, written_at) = tokio::join!(w.next(), write);
@@ -98,14 +106,18 @@ async fn wakes_on_change_and_skips_identical_answers() {
     // An identical write bumps the index but is not yielded; the next real
     // change is.
     let requests_before = starts.lock().unwrap().len();
-    c.kv_put("w/key", b"v5", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"v5", &PutOptions::default())
+        .await
+        .unwrap();
     let next = tokio::time::timeout(Duration::from_millis(600), w.next()).await;
     assert!(next.is_err(), "identical data must not be published");
     assert!(
         starts.lock().unwrap().len() > requests_before,
         "the identical answer did arrive and was skipped"
     );
-    c.kv_put("w/key", b"v6", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"v6", &PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(w.next().await.unwrap().value.unwrap(), b"v6");
     s.shutdown().await;
 }
@@ -115,9 +127,13 @@ async fn index_going_backwards_is_followed() {
     let s = Server::start(ServerConfig::default()).await.unwrap();
     let c = client(s.http_addr());
     for i in 0..5 {
-        c.kv_put(&format!("w/fill{i}"), b"x", &PutOptions::default()).await.unwrap();
+        c.kv_put(&format!("w/fill{i}"), b"x", &PutOptions::default())
+            .await
+            .unwrap();
     }
-    c.kv_put("w/key", b"before", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"before", &PutOptions::default())
+        .await
+        .unwrap();
     let starts = Arc::new(Mutex::new(Vec::new()));
     // After a restore, a query holding the old, higher index blocks until its
     // wait ends (as in Consul); a short wait keeps the test short.
@@ -133,7 +149,10 @@ async fn index_going_backwards_is_followed() {
         tokio::time::timeout(Duration::from_secs(10), w.next()),
         async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            writer.kv_put("w/key", b"after", &PutOptions::default()).await.unwrap();
+            writer
+                .kv_put("w/key", b"after", &PutOptions::default())
+                .await
+                .unwrap();
         }
     );
     let seen = seen.expect("the watch follows the lower index").unwrap();
@@ -146,13 +165,17 @@ async fn index_going_backwards_is_followed() {
 async fn five_500s_back_off_with_growing_gaps_then_recover() {
     let s = Server::start(ServerConfig::default()).await.unwrap();
     let c = client(s.http_addr());
-    c.kv_put("w/key", b"v0", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"v0", &PutOptions::default())
+        .await
+        .unwrap();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let mut w = kv_watch(c.clone(), "w/key", Duration::from_secs(30), starts.clone());
     w.next().await.unwrap();
     // Change the key first (the fault would swallow this write), so the next
     // successful read answers at once with the new value.
-    c.kv_put("w/key", b"v1", &PutOptions::default()).await.unwrap();
+    c.kv_put("w/key", b"v1", &PutOptions::default())
+        .await
+        .unwrap();
     s.inject_fault(Fault {
         path_prefix: "/v1/kv/".into(),
         count: 5,
@@ -162,7 +185,10 @@ async fn five_500s_back_off_with_growing_gaps_then_recover() {
     });
     let mut errors = 0;
     let value = loop {
-        match tokio::time::timeout(Duration::from_secs(20), w.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(20), w.next())
+            .await
+            .unwrap()
+        {
             Ok(r) => break r.value,
             Err(e) => {
                 errors += 1;

@@ -71,7 +71,9 @@ impl Client {
         } else {
             vec![("note", note.to_string())]
         };
-        self.write(Method::PUT, &path, &params, None).await.map(drop)
+        self.write(Method::PUT, &path, &params, None)
+            .await
+            .map(drop)
     }
 
     /// `PUT /v1/agent/service/maintenance/:id?enable=&reason=`: maintenance
@@ -91,7 +93,9 @@ impl Client {
         if !reason.is_empty() {
             params.push(("reason", reason.to_string()));
         }
-        self.write(Method::PUT, &path, &params, None).await.map(drop)
+        self.write(Method::PUT, &path, &params, None)
+            .await
+            .map(drop)
     }
 
     /// `GET /v1/agent/self`.

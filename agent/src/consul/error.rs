@@ -58,7 +58,9 @@ pub enum Error {
         body: String,
     },
     /// The body was not the JSON the call expects.
-    #[error("{call}: Consul's answer is not the expected JSON ({source}); it starts with {snippet:?}")]
+    #[error(
+        "{call}: Consul's answer is not the expected JSON ({source}); it starts with {snippet:?}"
+    )]
     Decode {
         /// The call.
         call: String,

@@ -215,7 +215,11 @@ impl LeaderLock {
                 Ok(None) => failures = 0,
                 Err(e) if e.is_retryable() => {
                     failures += 1;
-                    let pause = backoff(failures, Duration::from_millis(250), Duration::from_secs(30));
+                    let pause = backoff(
+                        failures,
+                        Duration::from_millis(250),
+                        Duration::from_secs(30),
+                    );
                     tracing::warn!(key = %self.config.key, error = %e, retry_in = ?pause,
                         "Leader lock attempt failed; retrying.");
                     tokio::select! {
@@ -295,8 +299,7 @@ impl LeaderLock {
             }
             None => {
                 // Free but refused: the lock-delay of a lost session is in force.
-                let pause = self.config.retry
-                    + Duration::from_millis(rand::random::<u64>() % 250);
+                let pause = self.config.retry + Duration::from_millis(rand::random::<u64>() % 250);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(pause) => {}
@@ -357,12 +360,20 @@ async fn monitor_key(
                     lost.cancel();
                     return;
                 }
-                index = if resp.meta.index < index { 1 } else { resp.meta.index.max(1) };
+                index = if resp.meta.index < index {
+                    1
+                } else {
+                    resp.meta.index.max(1)
+                };
             }
             Err(e) => {
                 // The renew loop decides about loss on Consul errors.
                 failures += 1;
-                let pause = backoff(failures, Duration::from_millis(250), Duration::from_secs(10));
+                let pause = backoff(
+                    failures,
+                    Duration::from_millis(250),
+                    Duration::from_secs(10),
+                );
                 tracing::debug!(key = %fence.key, error = %e, "Leader lock watch failed; retrying.");
                 tokio::select! {
                     _ = stop.cancelled() => return,

@@ -128,7 +128,9 @@ impl Client {
                 Error::Config(format!("consul.ca_file = {ca:?} cannot be read: {e}"))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Config(format!("consul.ca_file = {ca:?} is not a PEM certificate: {e}"))
+                Error::Config(format!(
+                    "consul.ca_file = {ca:?} is not a PEM certificate: {e}"
+                ))
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);

@@ -379,7 +379,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn index_going_backwards_resets_but_never_below_one() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = script(vec![Ok((10, "a")), Ok((4, "b")), Ok((4, "c")), Ok((0, "d"))]);
+        let s = script(vec![
+            Ok((10, "a")),
+            Ok((4, "b")),
+            Ok((4, "c")),
+            Ok((0, "d")),
+        ]);
         let mut w = Watch::new("t", fast(), scripted(s, seen.clone()));
         for _ in 0..4 {
             w.next().await.unwrap();

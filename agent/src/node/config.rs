@@ -98,9 +98,8 @@ impl AgentConfig {
     /// Rules every file must keep, whatever the subcommand.
     pub(crate) fn validate(&self, p: &mut Problems) {
         let s = Duration::from_secs;
-        let name_ok = |v: &str| {
-            !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        };
+        let name_ok =
+            |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !name_ok(&self.service_name) {
             p.push(
                 "agent.service_name",
@@ -123,7 +122,10 @@ impl AgentConfig {
         if self.service_port == 0 {
             p.push("agent.service_port", 0, "must be between 1 and 65535");
         }
-        for (key, url) in [("agent.app_url", &self.app_url), ("agent.check_url", &self.check_url)] {
+        for (key, url) in [
+            ("agent.app_url", &self.app_url),
+            ("agent.check_url", &self.check_url),
+        ] {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 _ => p.push(key, url, "must be an http(s) URL with a host"),
@@ -133,7 +135,12 @@ impl AgentConfig {
             p.push("agent.imds_endpoint", &self.imds_endpoint, "must be a URL");
         }
         p.duration_in("agent.check_interval", self.check_interval, s(1), s(3600));
-        p.duration_in("agent.check_timeout", self.check_timeout, Duration::from_millis(100), s(300));
+        p.duration_in(
+            "agent.check_timeout",
+            self.check_timeout,
+            Duration::from_millis(100),
+            s(300),
+        );
         // Consul's minimum TTL-check granularity is one second; refreshing at
         // TTL/2 needs at least 2 s to be meaningful.
         p.duration_in("agent.ttl", self.ttl, s(2), s(3600));
@@ -154,7 +161,11 @@ impl AgentConfig {
         }
         for (i, tag) in self.tags.iter().enumerate() {
             if tag.is_empty() || tag.chars().any(char::is_whitespace) {
-                p.push(&format!("agent.tags[{i}]"), tag, "must be non-empty without spaces");
+                p.push(
+                    &format!("agent.tags[{i}]"),
+                    tag,
+                    "must be non-empty without spaces",
+                );
             }
         }
     }

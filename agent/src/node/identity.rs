@@ -126,7 +126,10 @@ async fn from_imds(endpoint: &str, timeout: Duration) -> Result<Identity, String
         .map_err(|e| e.to_string())?;
     let token = http
         .put(format!("{endpoint}/latest/api/token"))
-        .header("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS.to_string())
+        .header(
+            "X-aws-ec2-metadata-token-ttl-seconds",
+            TOKEN_TTL_SECONDS.to_string(),
+        )
         .send()
         .await
         .map_err(|e| format!("PUT /latest/api/token: {}", e.without_url()))?;
@@ -185,7 +188,10 @@ mod tests {
             "http://127.0.0.1:9"
         );
         c.imds_endpoint = "http://10.0.0.1:80".into();
-        assert_eq!(endpoint(&c, |_| Some("http://x".into())), "http://10.0.0.1:80");
+        assert_eq!(
+            endpoint(&c, |_| Some("http://x".into())),
+            "http://10.0.0.1:80"
+        );
     }
 
     #[tokio::test]

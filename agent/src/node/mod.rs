@@ -52,7 +52,11 @@ pub async fn run(
     tracing::info!(service = %ids.service, instance = %identity.instance_id,
         ami = %identity.ami_id, identity_source = identity.source, consul = %client.address(),
         "Node agent starting.");
-    let prober = Prober::new(&config.app_url, &config.expected_version, config.check_timeout);
+    let prober = Prober::new(
+        &config.app_url,
+        &config.expected_version,
+        config.check_timeout,
+    );
 
     let mut registered = false;
     let mut failures = 0u32;
@@ -94,7 +98,10 @@ pub async fn run(
             }
         }
         let result = prober.probe().await;
-        match client.update_check(&ids.ttl_check, result.status, &result.output).await {
+        match client
+            .update_check(&ids.ttl_check, result.status, &result.output)
+            .await
+        {
             Ok(()) => {
                 if last_status != Some(result.status) {
                     if result.status == CheckStatus::Passing {
@@ -146,11 +153,18 @@ async fn drain(
 ) {
     let reason = format!(
         "rollgate agent draining {} before shutdown",
-        registration.meta.get("instance_id").map(String::as_str).unwrap_or("")
+        registration
+            .meta
+            .get("instance_id")
+            .map(String::as_str)
+            .unwrap_or("")
     );
     tracing::info!(service = %ids.service, drain_time = ?config.drain_time,
         "Draining: entering maintenance mode.");
-    if let Err(e) = client.service_maintenance(&ids.service, true, &reason).await {
+    if let Err(e) = client
+        .service_maintenance(&ids.service, true, &reason)
+        .await
+    {
         tracing::warn!(service = %ids.service, error = %e,
             "Cannot enable maintenance mode; deregistering after the drain time anyway.");
     }
@@ -161,7 +175,9 @@ async fn drain(
         _ = tokio::time::sleep(config.drain_time) => {}
     }
     match client.deregister_service(&ids.service).await {
-        Ok(()) => tracing::info!(service = %ids.service, "Service deregistered; node agent stopped."),
+        Ok(()) => {
+            tracing::info!(service = %ids.service, "Service deregistered; node agent stopped.")
+        }
         Err(e) => tracing::warn!(service = %ids.service, error = %e,
             "Cannot deregister the service; Consul will reap it after deregister_critical_after."),
     }

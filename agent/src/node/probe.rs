@@ -126,7 +126,10 @@ impl Prober {
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| {
             if e.is_timeout() {
-                format!("GET {url}: body not received within {}", humantime::format_duration(self.timeout))
+                format!(
+                    "GET {url}: body not received within {}",
+                    humantime::format_duration(self.timeout)
+                )
             } else {
                 format!("GET {url}: {}", e.without_url())
             }

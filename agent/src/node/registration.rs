@@ -77,7 +77,11 @@ pub fn build(config: &AgentConfig, identity: &Identity) -> ServiceRegistration {
             CheckDefinition {
                 check_id: ids.http_check,
                 name: format!("{} HTTP health", config.service_name),
-                notes: format!("Consul requests {} every {}", config.check_url, go_duration(config.check_interval)),
+                notes: format!(
+                    "Consul requests {} every {}",
+                    config.check_url,
+                    go_duration(config.check_interval)
+                ),
                 http: config.check_url.clone(),
                 interval: go_duration(config.check_interval),
                 timeout: go_duration(config.check_timeout),
@@ -109,7 +113,9 @@ pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
     for (k, v) in meta {
         if k.is_empty()
             || k.len() > 128
-            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             || k.starts_with("consul-")
         {
             return Err(format!("Meta key {k:?} breaks Consul's rules"));
@@ -162,7 +168,11 @@ mod tests {
         assert_eq!(r.checks[0].http, "http://127.0.0.1:80/health");
         assert_eq!(r.checks[0].interval, "5s");
         assert_eq!(r.checks[1].ttl, "10s");
-        assert!(r.checks.iter().all(|c| c.deregister_critical_service_after == "300s"));
+        assert!(
+            r.checks
+                .iter()
+                .all(|c| c.deregister_critical_service_after == "300s")
+        );
         assert_eq!(build(&c, &identity()), r, "same input, same body");
         // The JSON uses Consul's field names.
         let json = serde_json::to_value(&r).unwrap();
