@@ -35,6 +35,11 @@ pub enum Command {
     /// keep its checks true, drain on SIGTERM/SIGINT (a second signal skips
     /// the drain wait). Runs on every instance.
     Agent,
+    /// Run the health watcher standalone: alert on Consul health changes
+    /// through the durable outbox (Slack, email). `rollgate coordinator`
+    /// runs the same watcher on its leader; use this where no coordinator
+    /// runs. Several replicas may run: one holds the watcher's lock.
+    Watch,
 }
 
 /// Options of `check-config`.

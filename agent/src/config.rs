@@ -31,6 +31,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator::config::{CoordinatorConfig, ServiceConfig, validate_services};
 use crate::node::config::AgentConfig;
 
 /// Where the configuration file is looked for when `--config` is not given.
@@ -62,6 +63,10 @@ pub struct Config {
     pub notify: crate::notify::config::NotifyConfig,
     /// The health watcher: thresholds, grouping, meta-alerts.
     pub watch: crate::watch::config::WatcherConfig,
+    /// The coordinator daemon (`rollgate coordinator`).
+    pub coordinator: CoordinatorConfig,
+    /// The services the coordinator rolls out (`[[services]]`).
+    pub services: Vec<ServiceConfig>,
 }
 
 /// How to reach the Consul HTTP API.
@@ -380,6 +385,8 @@ impl Config {
         self.agent.validate(&mut p);
         self.notify.validate(&mut p);
         self.watch.validate(&mut p);
+        self.coordinator.validate(&mut p);
+        validate_services(&self.services, &mut p);
         p.into_result()
     }
 
@@ -391,7 +398,15 @@ impl Config {
 
 /// Deserialises every section separately and reports unknown top-level keys.
 fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
-    let known = ["consul", "log", "agent", "notify", "watch"];
+    let known = [
+        "consul",
+        "log",
+        "agent",
+        "notify",
+        "watch",
+        "coordinator",
+        "services",
+    ];
     match figment.data() {
         Ok(data) => {
             if let Some(dict) = data.get(&Profile::Default) {
@@ -419,12 +434,21 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     let agent = section::<AgentConfig>(figment, "agent", problems);
     let notify = section::<crate::notify::config::NotifyConfig>(figment, "notify", problems);
     let watch = section::<crate::watch::config::WatcherConfig>(figment, "watch", problems);
+    let coordinator = section::<CoordinatorConfig>(figment, "coordinator", problems);
+    // An array of tables: absent means none.
+    let services = if figment.find_value("services").is_ok() {
+        section::<Vec<ServiceConfig>>(figment, "services", problems)
+    } else {
+        Some(Vec::new())
+    };
     Some(Config {
         consul: consul?,
         log: log?,
         agent: agent?,
         notify: notify?,
         watch: watch?,
+        coordinator: coordinator?,
+        services: services?,
     })
 }
 

@@ -17,6 +17,10 @@
 //!   meta-alerts, state in KV.
 //! - [`notify`]: events (health, rollout, meta), routing, the durable outbox
 //!   in KV and its sender, Slack (Web API, webhooks) and email notifiers.
+//! - [`coordinator`]: `rollgate coordinator`: leader election, the registry
+//!   poll, plans and approvals, handing approved plans to the rollout.
+//! - [`rollout`]: plans (pure), their rendering and storage, the pure
+//!   rollout state machine and its executor.
 //! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
@@ -28,8 +32,10 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod consul;
+pub mod coordinator;
 pub mod logging;
 pub mod node;
 pub mod notify;
+pub mod rollout;
 pub mod shutdown;
 pub mod watch;

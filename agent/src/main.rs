@@ -9,6 +9,7 @@ use rollgate::config::{Config, Sources};
 use rollgate::consul;
 use rollgate::node;
 use rollgate::shutdown::Shutdown;
+use rollgate::watch::WatchError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +42,31 @@ fn main() -> ExitCode {
         Command::Agent => {
             rollgate::logging::init(&config.log);
             runtime.block_on(agent(config))
+        }
+        Command::Watch => {
+            rollgate::logging::init(&config.log);
+            runtime.block_on(watch(config))
+        }
+    }
+}
+
+async fn watch(config: Config) -> ExitCode {
+    let shutdown = match Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot install signal handlers.");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rollgate::watch::run(&config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (WatchError::Consul(_) | WatchError::Notify(_))) => {
+            tracing::error!(error = %e, "Cannot start the health watcher.");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Health watcher failed.");
+            ExitCode::FAILURE
         }
     }
 }

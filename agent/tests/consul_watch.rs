@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rollgate::config::ConsulConfig;
 use rollgate::consul::kv::PutOptions;
 use rollgate::consul::watch::{Watch, WatchConfig};
-use rollgate::consul::{Client, QueryOptions};
+use rollgate::consul::{Client, QueryOptions, Response};
 use sandbox::consul::{Config as ServerConfig, Fault, Server};
 
 fn client(addr: std::net::SocketAddr) -> Client {
@@ -34,37 +34,28 @@ fn config(wait: Duration) -> WatchConfig {
     }
 }
 
+type Value = Option<Vec<u8>>;
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<Value>, rollgate::consul::Error>> + Send>,
+>;
+
 /// A watch on one KV key's value, recording when each request started.
 fn kv_watch(
     c: Client,
     key: &'static str,
     wait: Duration,
     starts: Arc<Mutex<Vec<Instant>>>,
-) -> Watch<
-    Option<Vec<u8>>,
-    impl FnMut(
-        QueryOptions,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        rollgate::consul::Response<Option<Vec<u8>>>,
-                        rollgate::consul::Error,
-                    >,
-                > + Send,
-        >,
-    >,
-> {
-    Watch::new("kv", config(wait), move |opts: QueryOptions| {
+) -> Watch<Value, impl FnMut(QueryOptions) -> Answer> {
+    Watch::new("kv", config(wait), move |opts: QueryOptions| -> Answer {
         starts.lock().unwrap().push(Instant::now());
         let c = c.clone();
         Box::pin(async move {
             let r = c.kv_get(key, &opts).await?;
-            Ok(rollgate::consul::Response {
+            Ok(Response {
                 value: r.value.map(|kv| kv.value().unwrap_or_default()),
                 meta: r.meta,
             })
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        })
     })
 }
 

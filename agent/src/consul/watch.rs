@@ -315,17 +315,14 @@ mod tests {
     use crate::consul::QueryMeta;
 
     type Script = Arc<Mutex<VecDeque<Result<(u64, &'static str), u16>>>>;
+    type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Response<String>, Error>> + Send>>;
 
     /// A fetch that plays a script of answers and records the options it got
     /// and when.
     fn scripted(
         script: Script,
         seen: Arc<Mutex<Vec<(Instant, QueryOptions)>>>,
-    ) -> impl FnMut(
-        QueryOptions,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Response<String>, Error>> + Send>,
-    > {
+    ) -> impl FnMut(QueryOptions) -> Answer {
         move |opts| {
             seen.lock().unwrap().push((Instant::now(), opts));
             let next = script.lock().unwrap().pop_front();

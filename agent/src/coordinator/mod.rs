@@ -1,0 +1,3 @@
+//! The coordinator (`rollgate coordinator`).
+
+pub mod config;

@@ -1,0 +1,435 @@
+//! The durable outbox: every event is written to Consul KV before anything
+//! is sent, so a crash, a restart or a leader change loses nothing.
+//!
+//! Layout: `<kv_prefix>/outbox/<dedup key>` holds one JSON [`Entry`]: the
+//! event and, per receiver, a [`Delivery`] (attempts, next attempt, lease,
+//! last error, delivered time). Enqueueing writes with `cas=0`, so the same
+//! event enqueued twice is one entry. The [`super::Sender`] delivers each
+//! receiver's copy at least once and never again once it recorded the
+//! delivery; delivered entries stay for `keep_delivered` so a late duplicate
+//! is still recognised, then are deleted (with `cas`).
+//!
+//! The rules (what is due, retry delays, fallback, expiry) are pure methods
+//! of [`Entry`]; this module's only I/O is [`Outbox::enqueue`] and
+//! [`Outbox::list`]. It never sends anything itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::NotifyConfig;
+use super::route::Router;
+use super::{Event, UnixMillis, now_ms};
+use crate::consul::kv::PutOptions;
+use crate::consul::{self, Client, QueryOptions};
+
+/// An outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// Consul could not be read or written; the caller retries (the event is
+    /// not in the outbox yet when enqueueing failed).
+    #[error("outbox: {0}")]
+    Consul(#[from] consul::Error),
+    /// An entry's value is not an outbox entry (written by something else,
+    /// or by an incompatible version); it is left alone.
+    #[error("outbox entry {key} cannot be decoded ({source}); it is left in place for an operator")]
+    Corrupt {
+        /// The KV key.
+        key: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The delivery state of one receiver's copy of an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Delivery {
+    /// When it was delivered (acknowledged); never sent again after that.
+    pub delivered_ms: Option<UnixMillis>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// First failed attempt, for `fallback_after`.
+    pub first_failure_ms: Option<UnixMillis>,
+    /// Not before this time.
+    pub next_attempt_ms: UnixMillis,
+    /// A sender owns the attempt until then (0: nobody).
+    pub lease_until_ms: UnixMillis,
+    /// Which sender owns it.
+    pub lease_holder: String,
+    /// The last failure, for operators reading the outbox.
+    pub last_error: String,
+    /// Set when this copy exists because another receiver failed too long.
+    pub fallback_for: Option<String>,
+}
+
+/// One outbox entry: an event and its deliveries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The event.
+    pub event: Event,
+    /// When it was enqueued.
+    pub enqueued_ms: UnixMillis,
+    /// Per receiver name.
+    pub deliveries: BTreeMap<String, Delivery>,
+    /// When every delivery was done; the entry is deleted `keep_delivered`
+    /// later.
+    pub done_ms: Option<UnixMillis>,
+}
+
+/// The result of one delivery attempt, as the entry records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// When the attempt ended.
+    pub at_ms: UnixMillis,
+    /// `None`: delivered. Otherwise the error's text.
+    pub error: Option<String>,
+    /// Whether retrying soon may help.
+    pub retryable: bool,
+    /// The delay the server asked for.
+    pub retry_after: Option<Duration>,
+}
+
+impl Outcome {
+    /// The outcome of `result` at `at_ms`.
+    pub fn of(result: &Result<(), super::NotifyError>, at_ms: UnixMillis) -> Self {
+        match result {
+            Ok(()) => Self {
+                at_ms,
+                error: None,
+                retryable: true,
+                retry_after: None,
+            },
+            Err(e) => Self {
+                at_ms,
+                error: Some(e.to_string()),
+                retryable: e.retryable(),
+                retry_after: e.retry_after(),
+            },
+        }
+    }
+}
+
+/// Retry, lease, fallback and retention settings (from `[notify]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Longest retry delay; also the delay after a non-retryable failure.
+    pub retry_max: Duration,
+    /// Failing this long adds the receiver's fallback.
+    pub fallback_after: Duration,
+    /// How long a claimed attempt is owned.
+    pub lease: Duration,
+    /// How long delivered entries are kept for dedup.
+    pub keep_delivered: Duration,
+}
+
+impl Policy {
+    /// The policy `[notify]` describes.
+    pub fn new(c: &NotifyConfig) -> Self {
+        Self {
+            retry_min: c.retry_min,
+            retry_max: c.retry_max,
+            fallback_after: c.fallback_after,
+            lease: c.lease,
+            keep_delivered: c.keep_delivered,
+        }
+    }
+
+    /// Delay before attempt `attempts + 1` after a failure.
+    pub fn delay(&self, attempts: u32, o: &Outcome) -> Duration {
+        let base = if o.retryable {
+            consul::watch::backoff(attempts, self.retry_min, self.retry_max)
+        } else {
+            self.retry_max
+        };
+        base.max(o.retry_after.unwrap_or_default())
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Entry {
+    /// A new entry for `event`, to be delivered to `receivers`.
+    pub fn new(event: Event, receivers: &[String], now: UnixMillis) -> Self {
+        Self {
+            event,
+            enqueued_ms: now,
+            deliveries: receivers
+                .iter()
+                .map(|r| {
+                    (
+                        r.clone(),
+                        Delivery {
+                            next_attempt_ms: now,
+                            ..Delivery::default()
+                        },
+                    )
+                })
+                .collect(),
+            done_ms: None,
+        }
+    }
+
+    /// The first receiver whose copy is due at `now` and not leased.
+    pub fn due(&self, now: UnixMillis) -> Option<String> {
+        self.deliveries
+            .iter()
+            .find(|(_, d)| {
+                d.delivered_ms.is_none() && d.next_attempt_ms <= now && d.lease_until_ms <= now
+            })
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Records that `holder` attempts `receiver`'s copy until `now + lease`.
+    pub fn claim(&mut self, receiver: &str, holder: &str, now: UnixMillis, lease: Duration) {
+        if let Some(d) = self.deliveries.get_mut(receiver) {
+            d.attempts += 1;
+            d.lease_until_ms = now + ms(lease);
+            d.lease_holder = holder.to_string();
+        }
+    }
+
+    /// Records an attempt's outcome; answers the delay before the next
+    /// attempt after a failure.
+    pub fn record(&mut self, receiver: &str, o: &Outcome, policy: &Policy) -> Option<Duration> {
+        let d = self.deliveries.get_mut(receiver)?;
+        d.lease_until_ms = 0;
+        d.lease_holder.clear();
+        match &o.error {
+            None => {
+                d.delivered_ms.get_or_insert(o.at_ms);
+                d.last_error.clear();
+                if self.deliveries.values().all(|d| d.delivered_ms.is_some()) {
+                    self.done_ms.get_or_insert(o.at_ms);
+                }
+                None
+            }
+            Some(e) => {
+                if d.delivered_ms.is_some() {
+                    return None;
+                }
+                d.first_failure_ms.get_or_insert(o.at_ms);
+                d.last_error = e.clone();
+                let delay = policy.delay(d.attempts.max(1), o);
+                d.next_attempt_ms = o.at_ms + ms(delay);
+                Some(delay)
+            }
+        }
+    }
+
+    /// Adds the fallback receiver of every copy that has failed for
+    /// `fallback_after`, unless the event already goes there. Answers the
+    /// `(failing, fallback)` pairs added.
+    pub fn add_fallbacks(
+        &mut self,
+        now: UnixMillis,
+        policy: &Policy,
+        fallback_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<(String, String)> {
+        let mut added = Vec::new();
+        for (r, d) in &self.deliveries {
+            let failing_long = d.delivered_ms.is_none()
+                && d.first_failure_ms
+                    .is_some_and(|f| now >= f + ms(policy.fallback_after));
+            if !failing_long {
+                continue;
+            }
+            if let Some(f) = fallback_of(r) {
+                if !self.deliveries.contains_key(&f) && !added.iter().any(|(_, a)| *a == f) {
+                    added.push((r.clone(), f));
+                }
+            }
+        }
+        for (r, f) in &added {
+            self.done_ms = None;
+            self.deliveries.insert(
+                f.clone(),
+                Delivery {
+                    next_attempt_ms: now,
+                    fallback_for: Some(r.clone()),
+                    ..Delivery::default()
+                },
+            );
+        }
+        added
+    }
+
+    /// Whether every copy was delivered and the entry has been kept long
+    /// enough.
+    pub fn expired(&self, now: UnixMillis, policy: &Policy) -> bool {
+        self.done_ms
+            .is_some_and(|d| now >= d + ms(policy.keep_delivered))
+    }
+
+    /// When something is next to be done with this entry (an attempt, a
+    /// lease running out, a fallback, the deletion).
+    pub fn next_due(
+        &self,
+        policy: &Policy,
+        fallback_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<UnixMillis> {
+        if let Some(done) = self.done_ms {
+            return Some(done + ms(policy.keep_delivered));
+        }
+        self.deliveries
+            .iter()
+            .filter(|(_, d)| d.delivered_ms.is_none())
+            .flat_map(|(r, d)| {
+                let attempt = d.next_attempt_ms.max(d.lease_until_ms);
+                let fallback = d
+                    .first_failure_ms
+                    .filter(|_| fallback_of(r).is_some_and(|f| !self.deliveries.contains_key(&f)))
+                    .map(|f| f + ms(policy.fallback_after));
+                [Some(attempt), fallback]
+            })
+            .flatten()
+            .min()
+    }
+}
+
+/// Escapes a dedup key into KV key segments using only what Consul accepts
+/// in keys (letters, digits, `,-./`): every other byte, `_` included, and a
+/// `/` that would make an empty segment, becomes `_XX` (hex), so distinct
+/// dedup keys stay distinct.
+pub fn escape_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let bytes = key.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        let c = *b as char;
+        let slash_ok = c == '/' && i > 0 && i + 1 < bytes.len() && bytes[i - 1] != b'/';
+        if c.is_ascii_alphanumeric() || ",-.".contains(c) || slash_ok {
+            out.push(c);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What [`Outbox::enqueue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new entry, for these receivers.
+    New {
+        /// The KV key.
+        key: String,
+        /// Receiver names.
+        receivers: Vec<String>,
+    },
+    /// The key already exists: the event was enqueued before (nothing
+    /// written).
+    Duplicate {
+        /// The KV key.
+        key: String,
+    },
+    /// No route and no default receiver: nothing to deliver (logged).
+    NoReceiver,
+}
+
+/// The outbox in Consul KV. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// Consul client.
+    client: Client,
+    /// `<kv_prefix>/outbox/`.
+    prefix: String,
+    /// Picks receivers at enqueue time.
+    router: Router,
+}
+
+impl Outbox {
+    /// The outbox under `<kv_prefix>/outbox/`, routing with `[notify]`.
+    pub fn new(client: Client, kv_prefix: &str, config: &NotifyConfig) -> Self {
+        Self {
+            client,
+            prefix: format!("{}/outbox/", kv_prefix.trim_end_matches('/')),
+            router: Router::new(config),
+        }
+    }
+
+    /// The KV prefix of the entries (ends with `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The Consul client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The KV key of an event's entry.
+    pub fn key_of(&self, event: &Event) -> String {
+        format!("{}{}", self.prefix, escape_key(&event.key))
+    }
+
+    /// Routes `event` and writes its entry, unless its dedup key is there
+    /// already. After `Ok`, the event will be delivered (or kept) whatever
+    /// happens to this process.
+    pub async fn enqueue(&self, event: Event) -> Result<Enqueued, OutboxError> {
+        let receivers = self.router.route(&event);
+        if receivers.is_empty() {
+            tracing::warn!(event = %event.key, kind = event.body.kind(), service = %event.service,
+                "No route and no default receiver for the event; it is not sent.");
+            return Ok(Enqueued::NoReceiver);
+        }
+        let key = self.key_of(&event);
+        let entry = Entry::new(event, &receivers, now_ms());
+        let value = serde_json::to_vec(&entry).map_err(|source| OutboxError::Corrupt {
+            key: key.clone(),
+            source,
+        })?;
+        let created = self
+            .client
+            .kv_put(
+                &key,
+                &value,
+                &PutOptions {
+                    cas: Some(0),
+                    ..PutOptions::default()
+                },
+            )
+            .await?;
+        if created {
+            tracing::info!(event = %entry.event.key, receivers = ?receivers, "Event enqueued.");
+            Ok(Enqueued::New { key, receivers })
+        } else {
+            tracing::debug!(event = %entry.event.key, "Event already in the outbox.");
+            Ok(Enqueued::Duplicate { key })
+        }
+    }
+
+    /// Every entry with its ModifyIndex; undecodable ones are reported as
+    /// errors in place.
+    pub async fn list(
+        &self,
+    ) -> Result<Vec<(String, u64, Result<Entry, OutboxError>)>, OutboxError> {
+        let r = self
+            .client
+            .kv_list(&self.prefix, &QueryOptions::default())
+            .await?;
+        Ok(r.value.iter().map(decode).collect())
+    }
+}
+
+/// Decodes one KV pair of the outbox.
+pub fn decode(kv: &consul::types::KvPair) -> (String, u64, Result<Entry, OutboxError>) {
+    let entry = kv
+        .value()
+        .map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
+        .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes))
+        .map_err(|source| OutboxError::Corrupt {
+            key: kv.key.clone(),
+            source,
+        });
+    (kv.key.clone(), kv.modify_index, entry)
+}
+
+#[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod tests;

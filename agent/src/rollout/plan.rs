@@ -1,0 +1,396 @@
+//! Plans: what runs against what would run, and the decision on it.
+//!
+//! Pure: [`compute`] turns the observed group, instances, launch template and
+//! images into a [`Plan`]; [`decide`] says what the coordinator should do when
+//! the registry shows an image (nothing, or plan it and supersede older
+//! pending plans); [`Decision`] records an operator's (or the policy's)
+//! answer. Storage is `rollout::store`; rendering is `rollout::render`.
+//!
+//! Handover to the rollout: a plan whose decision is `Approved` and that has
+//! no `outcome` yet is the rollout's input; the rollout records its outcome
+//! on the plan when it ends. Older approved plans run first.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::registry::Image;
+use crate::aws::{Group, Instance, LaunchTemplateVersion};
+use crate::coordinator::config::{RolloutParams, ServiceConfig};
+
+/// Milliseconds since the Unix epoch: plans persist as JSON and tests use
+/// fixed times.
+pub type Millis = u64;
+
+/// The current time in [`Millis`].
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An image in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// AMI ID.
+    pub image_id: String,
+    /// App version (`rollgate:version` tag); empty when untagged.
+    pub version: String,
+    /// Artifact (`rollgate:artifact` tag); empty when untagged.
+    pub artifact: String,
+}
+
+impl ImageRef {
+    /// From a registry image.
+    pub fn from_image(image: &Image) -> Self {
+        Self {
+            image_id: image.image_id.clone(),
+            version: image.version.clone().unwrap_or_default(),
+            artifact: image.artifact.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What happens to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceAction {
+    /// Replaced by a new instance on the target image.
+    Replace,
+    /// Already on the target image: kept.
+    Keep,
+}
+
+/// One instance of the group at plan time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedInstance {
+    /// Instance ID.
+    pub instance_id: String,
+    /// Its image (from DescribeInstances).
+    pub image_id: String,
+    /// Its availability zone.
+    pub availability_zone: String,
+    /// Its Auto Scaling lifecycle state.
+    pub lifecycle_state: String,
+    /// Replace or keep.
+    pub action: InstanceAction,
+}
+
+/// The answer to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Decision {
+    /// Waiting for an operator until `expires_at`.
+    Pending {
+        /// When it expires.
+        expires_at: Millis,
+    },
+    /// Approved.
+    Approved {
+        /// Who (`--as`, the OS user, or `policy:auto`).
+        by: String,
+        /// When.
+        at: Millis,
+    },
+    /// Rejected.
+    Rejected {
+        /// Who.
+        by: String,
+        /// When.
+        at: Millis,
+        /// Why, as given.
+        reason: String,
+    },
+    /// Nobody answered in time.
+    Expired {
+        /// When it was marked expired.
+        at: Millis,
+    },
+    /// A newer image arrived first.
+    Superseded {
+        /// The newer plan.
+        by_plan: String,
+        /// When.
+        at: Millis,
+    },
+}
+
+impl Decision {
+    /// A short word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Decision::Pending { .. } => "pending",
+            Decision::Approved { .. } => "approved",
+            Decision::Rejected { .. } => "rejected",
+            Decision::Expired { .. } => "expired",
+            Decision::Superseded { .. } => "superseded",
+        }
+    }
+}
+
+/// How a rollout of the plan ended (written by the rollout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `succeeded`, `reverted`, `failed` or `aborted`.
+    pub result: String,
+    /// When it ended.
+    pub at: Millis,
+    /// Why, for anything but success.
+    pub reason: String,
+}
+
+/// A plan for one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// `<service>-<n>`, what operators type.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// When it was computed.
+    pub created_at: Millis,
+    /// The Auto Scaling group.
+    pub group: String,
+    /// Launch template ID.
+    pub launch_template_id: String,
+    /// Launch template name.
+    pub launch_template_name: String,
+    /// The template version the group runs now (the stable one to revert to).
+    pub current_template_version: i64,
+    /// What runs now (the current template version's image).
+    pub current: ImageRef,
+    /// What would run.
+    pub target: ImageRef,
+    /// Desired capacity at plan time.
+    pub desired_capacity: i32,
+    /// Minimum size at plan time.
+    pub min_size: i32,
+    /// Maximum size at plan time.
+    pub max_size: i32,
+    /// The group's instances.
+    pub instances: Vec<PlannedInstance>,
+    /// Number of steps (the canary step included).
+    pub batches: u32,
+    /// Estimated duration.
+    #[serde(with = "humantime_serde")]
+    pub estimate: Duration,
+    /// Rollout parameters, frozen at plan time.
+    pub params: RolloutParams,
+    /// The answer.
+    pub decision: Decision,
+    /// How its rollout ended, once it has.
+    pub outcome: Option<Outcome>,
+}
+
+impl Plan {
+    /// Instances to replace.
+    pub fn to_replace(&self) -> impl Iterator<Item = &PlannedInstance> {
+        self.instances
+            .iter()
+            .filter(|i| i.action == InstanceAction::Replace)
+    }
+
+    /// Whether it still waits for an answer at `now`.
+    pub fn is_pending(&self, now: Millis) -> bool {
+        matches!(self.decision, Decision::Pending { expires_at } if expires_at > now)
+    }
+
+    /// Approved and not yet finished: the rollout's input.
+    pub fn is_open_approved(&self) -> bool {
+        matches!(self.decision, Decision::Approved { .. }) && self.outcome.is_none()
+    }
+}
+
+/// What [`compute`] needs, as observed.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The service.
+    pub service: &'a ServiceConfig,
+    /// The plan's ID.
+    pub id: String,
+    /// The group.
+    pub group: &'a Group,
+    /// Its instances (DescribeInstances).
+    pub instances: &'a [Instance],
+    /// The template version the group points at.
+    pub template: &'a LaunchTemplateVersion,
+    /// The registry's view of the current image, when it is an artifact.
+    pub current_image: Option<&'a Image>,
+    /// The image to roll out.
+    pub target: &'a Image,
+    /// Now.
+    pub now: Millis,
+}
+
+/// Number of steps to replace `n` instances.
+pub fn batches(n: u32, params: &RolloutParams) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    let batch = params.batch_size.max(1);
+    let canary = params.canary.min(n);
+    let rest = n - canary;
+    u32::from(canary > 0) + rest.div_ceil(batch)
+}
+
+/// Rough duration: each step waits for boot and `min_healthy_time`; then
+/// the bake.
+pub fn estimate(steps: u32, service: &ServiceConfig) -> Duration {
+    (service.expected_boot_time + service.rollout.min_healthy_time) * steps
+        + service.rollout.bake_time
+}
+
+/// Computes the plan. Instances leaving the group (Terminating, Terminated)
+/// are left out; instances already on the target image are kept.
+pub fn compute(input: &PlanInput<'_>) -> Plan {
+    let gone = |state: &str| state.starts_with("Terminat");
+    let mut instances: Vec<PlannedInstance> = input
+        .group
+        .instances
+        .iter()
+        .filter(|gi| !gone(&gi.lifecycle_state))
+        .map(|gi| {
+            let image_id = input
+                .instances
+                .iter()
+                .find(|i| i.instance_id == gi.instance_id)
+                .map(|i| i.image_id.clone())
+                .unwrap_or_default();
+            let action = if image_id == input.target.image_id {
+                InstanceAction::Keep
+            } else {
+                InstanceAction::Replace
+            };
+            PlannedInstance {
+                instance_id: gi.instance_id.clone(),
+                image_id,
+                availability_zone: gi.availability_zone.clone(),
+                lifecycle_state: gi.lifecycle_state.clone(),
+                action,
+            }
+        })
+        .collect();
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let n = instances
+        .iter()
+        .filter(|i| i.action == InstanceAction::Replace)
+        .count() as u32;
+    let steps = batches(n, &input.service.rollout);
+    let current = match input.current_image {
+        Some(img) => ImageRef::from_image(img),
+        None => ImageRef {
+            image_id: input.template.image_id.clone().unwrap_or_default(),
+            version: String::new(),
+            artifact: String::new(),
+        },
+    };
+    Plan {
+        id: input.id.clone(),
+        service: input.service.name.clone(),
+        created_at: input.now,
+        group: input.group.name.clone(),
+        launch_template_id: input.template.template_id.clone(),
+        launch_template_name: input.template.template_name.clone(),
+        current_template_version: input.template.version_number,
+        current,
+        target: ImageRef::from_image(input.target),
+        desired_capacity: input.group.desired_capacity,
+        min_size: input.group.min_size,
+        max_size: input.group.max_size,
+        instances,
+        batches: steps,
+        estimate: estimate(steps, input.service),
+        params: input.service.rollout.clone(),
+        decision: Decision::Pending {
+            expires_at: input.now + input.service.approval_timeout.as_millis() as u64,
+        },
+        outcome: None,
+    }
+}
+
+/// What the planner should do about the newest image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to do, and why (logged at debug level).
+    Nothing(String),
+    /// Plan the image, superseding these pending plans.
+    Plan {
+        /// Pending plans for another image, to mark superseded.
+        supersede: Vec<String>,
+    },
+}
+
+/// Decides what to do about `newest` for a service whose group runs
+/// `running_image` (the current template version's image), given its plans,
+/// the images that failed before, and whether any instance still runs
+/// another image.
+pub fn decide(
+    newest: &Image,
+    running_image: &str,
+    fleet_converged: bool,
+    plans: &[Plan],
+    failed: &BTreeSet<String>,
+    now: Millis,
+) -> Verdict {
+    if newest.image_id == running_image && fleet_converged {
+        return Verdict::Nothing(format!("the group already runs {}", newest.image_id));
+    }
+    if failed.contains(&newest.image_id) {
+        return Verdict::Nothing(format!(
+            "image {} failed a rollout before; it is not planned again (publish a new image)",
+            newest.image_id
+        ));
+    }
+    let same_target = |p: &Plan| p.target.image_id == newest.image_id;
+    if let Some(p) = plans
+        .iter()
+        .find(|p| same_target(p) && (p.is_pending(now) || p.is_open_approved()))
+    {
+        return Verdict::Nothing(format!("plan {} already covers {}", p.id, newest.image_id));
+    }
+    // A plan for this image that was rejected stays rejected: an operator
+    // said no to exactly this image.
+    if let Some(p) = plans
+        .iter()
+        .find(|p| same_target(p) && matches!(p.decision, Decision::Rejected { .. }))
+    {
+        return Verdict::Nothing(format!(
+            "plan {} for {} was rejected; publish a new image",
+            p.id, newest.image_id
+        ));
+    }
+    if newest.image_id == running_image {
+        // The template already points at it but instances lag behind (a
+        // rollout in progress or an interrupted one): the rollout handles it.
+        return Verdict::Nothing(format!(
+            "the launch template already uses {}",
+            newest.image_id
+        ));
+    }
+    let supersede = plans
+        .iter()
+        .filter(|p| p.is_pending(now) && !same_target(p))
+        .map(|p| p.id.clone())
+        .collect();
+    Verdict::Plan { supersede }
+}
+
+/// Pending plans whose time ran out at `now`.
+pub fn expired(plans: &[Plan], now: Millis) -> Vec<String> {
+    plans
+        .iter()
+        .filter(|p| matches!(p.decision, Decision::Pending { expires_at } if expires_at <= now))
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+/// Splits a plan ID into service and sequence (`web-api-7` → `web-api`, 7).
+pub fn parse_plan_id(id: &str) -> Option<(&str, u64)> {
+    let (service, n) = id.rsplit_once('-')?;
+    let n = n.parse().ok()?;
+    (!service.is_empty()).then_some((service, n))
+}
+
+#[cfg(test)]
+mod tests;

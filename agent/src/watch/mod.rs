@@ -1,0 +1,128 @@
+//! The health watcher: turns Consul's check statuses into alerts.
+//!
+//! - [`config`]: the `[watch]` section;
+//! - [`diff`]: Consul's answer digested into a snapshot, and transitions
+//!   (pure);
+//! - [`engine`]: thresholds, grouping, silences, inhibition, repeats (pure,
+//!   with the clock passed in);
+//! - [`meta`]: alerts about the watcher's blind spots (pure);
+//! - [`store`]: the state in Consul KV, with `cas`;
+//! - [`runner`]: the I/O loop ([`Watcher`]);
+//! - [`run`]: `rollgate watch`: leader lock, watcher and outbox sender.
+//!
+//! The watcher never sends anything itself: it enqueues events in the
+//! [`crate::notify::Outbox`] and the [`crate::notify::Sender`] delivers
+//! them. It never trusts memory across a restart or a change of leader: the
+//! state is reloaded from KV.
+
+pub mod config;
+pub mod diff;
+pub mod engine;
+pub mod meta;
+pub mod runner;
+pub mod store;
+
+pub use self::runner::{Direct, Watcher};
+
+use crate::config::Config;
+use crate::consul::lock::{LeaderLock, LockConfig};
+use crate::consul::{self, Client};
+use crate::notify::route::Router;
+use crate::notify::{NotifyError, Outbox, Receivers, Sender};
+use crate::shutdown::Shutdown;
+
+/// `rollgate watch` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The Consul client could not be built (configuration).
+    #[error("cannot build the Consul client: {0}")]
+    Consul(#[source] consul::Error),
+    /// A receiver could not be built (configuration, secret not readable).
+    #[error("cannot set up notifications: {0}")]
+    Notify(#[from] NotifyError),
+    /// The leader lock failed in a way retrying cannot fix (a 403).
+    #[error("cannot take the watcher's leader lock: {0}")]
+    Lock(#[source] consul::Error),
+}
+
+/// Runs the watcher and the outbox sender until `shutdown` is requested.
+///
+/// With `watch.leader_lock` (the default), only the replica holding
+/// `<kv_prefix>/watch/leader` works; the others wait, and take over (state
+/// reloaded from KV) when it goes away. The lock is released on shutdown.
+pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), WatchError> {
+    let client = Client::new(&config.consul).map_err(WatchError::Consul)?;
+    let receivers = Receivers::from_config(&config.notify)?;
+    let prefix = config.consul.kv_prefix.trim_end_matches('/');
+    let outbox = Outbox::new(client.clone(), prefix, &config.notify);
+    let cancel = shutdown.requested.clone();
+    let lock = LeaderLock::new(
+        client.clone(),
+        LockConfig::new(format!("{prefix}/watch/leader"), holder()),
+    );
+    loop {
+        let leadership = if config.watch.leader_lock {
+            match lock.acquire(&cancel).await.map_err(WatchError::Lock)? {
+                Some(l) => Some(l),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
+        let round = cancel.child_token();
+        if let Some(l) = &leadership {
+            tracing::info!(key = %l.fence().key, "Watcher leadership acquired.");
+            let lost = l.lost();
+            let r = round.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = lost.cancelled() => r.cancel(),
+                    _ = r.cancelled() => {}
+                }
+            });
+        }
+        let sender = Sender::new(
+            outbox.clone(),
+            receivers.clone(),
+            &config.notify,
+            config.consul.max_wait,
+        );
+        let sending = tokio::spawn(sender.run(round.clone()));
+        let direct = super::watch::Direct {
+            receivers: receivers.clone(),
+            router: Router::new(&config.notify),
+            send_timeout: config.notify.send_timeout,
+        };
+        Watcher::new(
+            client.clone(),
+            config.watch.clone(),
+            prefix,
+            config.consul.max_wait,
+            outbox.clone(),
+            Some(direct),
+        )
+        .run(round.clone())
+        .await;
+        round.cancel();
+        let _ = sending.await;
+        if let Some(l) = leadership {
+            if cancel.is_cancelled() {
+                if let Err(e) = l.release().await {
+                    tracing::warn!(error = %e, "Cannot release the watcher's leader lock; it expires with its session.");
+                }
+            } else {
+                tracing::warn!("Watcher leadership lost; contending again.");
+            }
+        }
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("rollgate-watch@{host}:{}", std::process::id())
+}

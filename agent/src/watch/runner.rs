@@ -1,0 +1,301 @@
+//! The watcher's I/O loop: one blocking query on `/v1/health/state/any`
+//! (through [`crate::consul::watch::Watch`]), a periodic leader probe, the
+//! pure [`engine`](super::engine) and [`meta`](super::meta) steps, and the
+//! commit: events into the outbox first (dedup keys make that idempotent),
+//! then the state with `cas`. A crash between the two re-runs the step from
+//! the old state and produces the same keys, so nothing is sent twice and
+//! nothing is forgotten.
+//!
+//! When Consul is unreachable, meta-alerts cannot go through the outbox
+//! (it lives in Consul): they are sent directly, with retries in memory.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::config::WatcherConfig;
+use super::diff::{CheckKey, Snapshot};
+use super::engine::{self, State};
+use super::meta::{self, MetaState, Progress};
+use super::store::{StateStore, StoreError};
+use crate::consul::health::HealthState;
+use crate::consul::watch::{Watch, WatchConfig, backoff};
+use crate::consul::{Client, QueryOptions};
+use crate::notify::route::Router;
+use crate::notify::{Event, Outbox, Receivers, now_ms};
+
+/// Direct delivery for events that cannot be enqueued.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    /// The notifiers.
+    pub receivers: Receivers,
+    /// The routes.
+    pub router: Router,
+    /// Time limit of one attempt.
+    pub send_timeout: Duration,
+}
+
+/// The health watcher.
+#[derive(Debug)]
+pub struct Watcher {
+    /// Consul client.
+    client: Client,
+    /// `[watch]`.
+    config: WatcherConfig,
+    /// `wait` of the blocking query (`consul.max_wait`).
+    wait: Duration,
+    /// Where the state lives.
+    store: StateStore,
+    /// Where events go.
+    outbox: Outbox,
+    /// Where events go when the outbox cannot be written.
+    direct: Option<Direct>,
+}
+
+impl Watcher {
+    /// A watcher keeping its state under `<kv_prefix>/watch/`.
+    pub fn new(
+        client: Client,
+        config: WatcherConfig,
+        kv_prefix: &str,
+        wait: Duration,
+        outbox: Outbox,
+        direct: Option<Direct>,
+    ) -> Self {
+        Self {
+            store: StateStore::new(client.clone(), kv_prefix),
+            client,
+            config,
+            wait,
+            outbox,
+            direct,
+        }
+    }
+
+    /// Watches until `cancel` fires. Never gives up on Consul errors: it
+    /// logs them, raises meta-alerts, and keeps trying.
+    pub async fn run(self, cancel: CancellationToken) {
+        let progress = Arc::new(Mutex::new(Progress {
+            started_ms: now_ms(),
+            ..Progress::default()
+        }));
+        let child = cancel.child_token();
+        let mut rx = self.health_watch(progress.clone()).spawn(child.clone());
+        tokio::spawn(leader_probe(
+            self.client.clone(),
+            self.config.leader_check_interval,
+            progress.clone(),
+            child.clone(),
+        ));
+        let (mut state, mut index) = self.load(&cancel).await;
+        let mut meta_state = MetaState::default();
+        let mut snapshot: Option<Snapshot> = None;
+        let mut failures = 0u32;
+        tracing::info!(key = %self.store.key(), "Health watcher started.");
+        while !cancel.is_cancelled() {
+            if let Some(resp) = rx.borrow_and_update().clone() {
+                let snap = Snapshot::from_checks(&resp.value);
+                if snap.skipped > 0 {
+                    tracing::warn!(
+                        skipped = snap.skipped,
+                        "Health answer has checks without a node or check ID; ignoring them."
+                    );
+                }
+                snapshot = Some(snap);
+            }
+            let now = now_ms();
+            let mut wake: Option<u64> = None;
+            if let Some(snap) = &snapshot {
+                let step = engine::step(&self.config, state.clone(), snap, now);
+                for t in &step.transitions {
+                    log_transition(&t.key, t.from, t.to);
+                }
+                wake = step.next_wake;
+                if step.state != state || !step.events.is_empty() {
+                    match self.commit(&step.events, &step.state, index).await {
+                        Ok(i) => {
+                            state = step.state;
+                            index = i;
+                            failures = 0;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            let retry = backoff(
+                                failures,
+                                Duration::from_millis(200),
+                                Duration::from_secs(30),
+                            );
+                            tracing::warn!(error = %e, retry_in = ?retry, "Cannot commit the watcher's step; retrying.");
+                            if matches!(e, CommitError::Store(StoreError::Conflict { .. })) {
+                                (state, index) = self.load(&cancel).await;
+                            }
+                            wake = Some(now + retry.as_millis() as u64);
+                        }
+                    }
+                }
+            }
+            let p = lock(&progress).clone();
+            let (events, meta_wake) = meta::evaluate(&self.config, &mut meta_state, &p, now);
+            for e in events {
+                tracing::warn!(event = %e.key, "Watcher meta-alert.");
+                self.enqueue_or_send(e, &cancel).await;
+            }
+            let wake = [wake, meta_wake].into_iter().flatten().min();
+            let sleep = wake.map(|w| Duration::from_millis(w.saturating_sub(now_ms()).max(10)));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                changed = rx.changed() => if changed.is_err() { break },
+                _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+            }
+        }
+        child.cancel();
+        tracing::info!("Health watcher stopped.");
+    }
+
+    fn health_watch(
+        &self,
+        progress: Arc<Mutex<Progress>>,
+    ) -> Watch<
+        Vec<crate::consul::types::HealthCheck>,
+        impl FnMut(QueryOptions) -> futures::future::BoxFuture<'static, HealthResult> + Send + 'static,
+    > {
+        let client = self.client.clone();
+        let config = WatchConfig {
+            wait: self.wait,
+            ..WatchConfig::default()
+        };
+        Watch::new("health", config, move |opts: QueryOptions| {
+            let client = client.clone();
+            let progress = progress.clone();
+            Box::pin(async move {
+                let r = client.health_state(HealthState::Any, &opts).await;
+                let mut p = lock(&progress);
+                match &r {
+                    Ok(resp) => p.answered(now_ms(), resp.meta.known_leader),
+                    Err(e) => p.failed(now_ms(), e.to_string()),
+                }
+                r
+            }) as futures::future::BoxFuture<'static, HealthResult>
+        })
+    }
+
+    async fn load(&self, cancel: &CancellationToken) -> (State, u64) {
+        let mut failures = 0;
+        loop {
+            match self.store.load().await {
+                Ok(s) => return s,
+                Err(e) => {
+                    failures += 1;
+                    let retry = backoff(
+                        failures,
+                        Duration::from_millis(250),
+                        Duration::from_secs(30),
+                    );
+                    tracing::warn!(error = %e, retry_in = ?retry, "Cannot load the watcher state; retrying.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return (State::default(), 0),
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Enqueues `events`, then saves `state` with `cas`.
+    async fn commit(
+        &self,
+        events: &[Event],
+        state: &State,
+        index: u64,
+    ) -> Result<u64, CommitError> {
+        for e in events {
+            tracing::info!(event = %e.key, title = %crate::notify::render::title(e), "Health notice.");
+            self.outbox.enqueue(e.clone()).await?;
+        }
+        Ok(self.store.save(state, index).await?)
+    }
+
+    async fn enqueue_or_send(&self, e: Event, cancel: &CancellationToken) {
+        let err = match self.outbox.enqueue(e.clone()).await {
+            Ok(_) => return,
+            Err(err) => err,
+        };
+        let Some(direct) = self.direct.clone() else {
+            tracing::error!(event = %e.key, error = %err, "Cannot enqueue a meta-alert and no direct delivery is set up.");
+            return;
+        };
+        tracing::warn!(event = %e.key, error = %err, "Cannot enqueue a meta-alert; sending it directly.");
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            for r in direct.router.route(&e) {
+                for attempt in 1..=10u32 {
+                    match direct.receivers.send(&r, &e, direct.send_timeout).await {
+                        Ok(()) => {
+                            tracing::info!(event = %e.key, receiver = %r, "Meta-alert delivered directly.");
+                            break;
+                        }
+                        Err(err) => {
+                            let retry =
+                                backoff(attempt, Duration::from_secs(1), Duration::from_secs(60));
+                            tracing::warn!(event = %e.key, receiver = %r, error = %err, attempt,
+                                "Direct delivery failed.");
+                            tokio::select! {
+                                _ = cancel.cancelled() => return,
+                                _ = tokio::time::sleep(retry) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+type HealthResult =
+    Result<crate::consul::Response<Vec<crate::consul::types::HealthCheck>>, crate::consul::Error>;
+
+/// A step could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// An event could not be enqueued (the state is not saved then).
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::OutboxError),
+    /// The state could not be saved.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn leader_probe(
+    client: Client,
+    every: Duration,
+    progress: Arc<Mutex<Progress>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(leader) = client.status_leader().await {
+            lock(&progress).leader(now_ms(), &leader);
+        }
+    }
+}
+
+fn log_transition(
+    key: &CheckKey,
+    from: Option<crate::consul::types::CheckStatus>,
+    to: Option<crate::consul::types::CheckStatus>,
+) {
+    let word =
+        |s: Option<crate::consul::types::CheckStatus>| s.map(|s| s.as_str()).unwrap_or("absent");
+    tracing::info!(node = %key.node, check = %key.check_id, from = word(from), to = word(to),
+        "Check status changed.");
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,356 @@
+//! An HTTP stand-in for the Slack Web API methods rollgate uses
+//! (`chat.postMessage`, `auth.test`, under `/api/`) and for an incoming
+//! webhook (`/services/T0SANDBOX/B0ROLLGATE/<secret>`), reached by
+//! slack-morphism through its API URL setting.
+//!
+//! It answers like Slack: HTTP 200 with `{"ok":true,...}` or
+//! `{"ok":false,"error":"invalid_auth"|"not_authed"|"channel_not_found"}`,
+//! 429 with `Retry-After` and `ratelimited`, and records every accepted post
+//! ([`SlackHandle::posts`]). Switches make it go down ([`Mode::Refuse`]:
+//! connections refused and open ones closed; [`Mode::Error500`]) and come
+//! back on the same port. It never talks to the real Slack.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The webhook secret path segment the stand-in accepts.
+pub const WEBHOOK_SECRET: &str = "sandboxwebhooksecret";
+
+/// How to start the stand-in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address; `127.0.0.1:0` picks a free port.
+    pub listen: SocketAddr,
+    /// The bot token accepted (`Authorization: Bearer …`).
+    pub token: String,
+    /// Channels that exist (IDs or `#names`); any channel when empty.
+    pub channels: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: "xoxb-sandbox-token".into(),
+            channels: vec!["C0ALERTS".into(), "#ops".into()],
+        }
+    }
+}
+
+/// How the stand-in behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers like Slack.
+    Up,
+    /// Refuses connections and closes open ones.
+    Refuse,
+    /// Answers HTTP 500 to everything.
+    Error500,
+    /// Answers HTTP 429 `ratelimited` with this `Retry-After` (seconds).
+    RateLimited(u64),
+}
+
+/// One accepted message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    /// `api` (chat.postMessage) or `webhook`.
+    pub via: &'static str,
+    /// Channel (API posts only).
+    pub channel: String,
+    /// The plain-text `text`.
+    pub text: String,
+    /// The `blocks` array as sent.
+    pub blocks: Value,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    mode: Mode,
+    posts: Vec<Post>,
+    /// Requests seen in any mode (for tests that count attempts).
+    requests: u64,
+    seq: u64,
+}
+
+/// Entry point: see [`SlackServer::start`].
+#[derive(Debug)]
+pub struct SlackServer;
+
+/// A running stand-in.
+#[derive(Debug)]
+pub struct SlackHandle {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    /// Cancelled to stop everything.
+    cancel: CancellationToken,
+    /// Cancelled to close the current listener and its connections.
+    serving: Mutex<CancellationToken>,
+    tracker: TaskTracker,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SlackServer {
+    /// Binds and starts serving.
+    pub async fn start(config: Config) -> std::io::Result<SlackHandle> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let handle = SlackHandle {
+            addr,
+            shared: Arc::new(Mutex::new(Shared {
+                config,
+                mode: Mode::Up,
+                posts: Vec::new(),
+                requests: 0,
+                seq: 0,
+            })),
+            cancel: CancellationToken::new(),
+            serving: Mutex::new(CancellationToken::new()),
+            tracker: TaskTracker::new(),
+        };
+        handle.serve(listener);
+        Ok(handle)
+    }
+}
+
+impl SlackHandle {
+    /// `http://127.0.0.1:PORT/api`, for slack-morphism's API URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// The incoming-webhook URL the stand-in accepts.
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "http://{}/services/T0SANDBOX/B0ROLLGATE/{WEBHOOK_SECRET}",
+            self.addr
+        )
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every accepted post so far.
+    pub fn posts(&self) -> Vec<Post> {
+        lock(&self.shared).posts.clone()
+    }
+
+    /// Requests that reached a handler, accepted or not.
+    pub fn requests(&self) -> u64 {
+        lock(&self.shared).requests
+    }
+
+    /// Waits until at least `n` posts arrived or `timeout` passed.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Post> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let p = self.posts();
+            if p.len() >= n || tokio::time::Instant::now() >= until {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Switches the behaviour. Leaving [`Mode::Refuse`] binds the same
+    /// port again.
+    pub async fn set_mode(&self, mode: Mode) -> std::io::Result<()> {
+        let before = std::mem::replace(&mut lock(&self.shared).mode, mode);
+        if mode == Mode::Refuse && before != Mode::Refuse {
+            lock(&self.serving).cancel();
+        }
+        if before == Mode::Refuse && mode != Mode::Refuse {
+            let mut last = None;
+            for _ in 0..50 {
+                match TcpListener::bind(self.addr).await {
+                    Ok(l) => {
+                        *lock(&self.serving) = CancellationToken::new();
+                        self.serve(l);
+                        return Ok(());
+                    }
+                    Err(e) => last = Some(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return Err(last.unwrap_or_else(|| std::io::Error::other("cannot bind again")));
+        }
+        Ok(())
+    }
+
+    /// Stops serving and waits for every connection to close.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        lock(&self.serving).cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let serving = lock(&self.serving).clone();
+        let (cancel, tracker) = (self.cancel.clone(), self.tracker.clone());
+        let app = axum::Router::new()
+            .route("/api/chat.postMessage", post(post_message))
+            .route("/api/auth.test", any(auth_test))
+            .route("/services/{*path}", post(webhook))
+            .with_state(self.shared.clone());
+        self.tracker.spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = serving.cancelled() => return,
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                };
+                let (app, cancel, serving) = (app.clone(), cancel.clone(), serving.clone());
+                tracker.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        tower::ServiceExt::oneshot(app.clone(), req)
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = serving.cancelled() => {}
+                        _ = conn => {}
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// The mode's answer, when it is not `Up`.
+fn outage(shared: &Mutex<Shared>) -> Option<Response> {
+    let mut s = lock(shared);
+    s.requests += 1;
+    match s.mode {
+        Mode::Up | Mode::Refuse => None,
+        Mode::Error500 => {
+            Some((StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response())
+        }
+        Mode::RateLimited(secs) => Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+fn auth_error(shared: &Mutex<Shared>, headers: &HeaderMap) -> Option<&'static str> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        None => Some("not_authed"),
+        Some(t) if t != lock(shared).config.token => Some("invalid_auth"),
+        Some(_) => None,
+    }
+}
+
+fn slack_error(code: &str) -> Response {
+    Json(json!({"ok": false, "error": code})).into_response()
+}
+
+async fn post_message(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = outage(&shared) {
+        return r;
+    }
+    if let Some(code) = auth_error(&shared, &headers) {
+        return slack_error(code);
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return slack_error("invalid_json");
+    };
+    let channel = req["channel"].as_str().unwrap_or("").to_string();
+    let mut s = lock(&shared);
+    if channel.is_empty()
+        || (!s.config.channels.is_empty() && !s.config.channels.contains(&channel))
+    {
+        return slack_error("channel_not_found");
+    }
+    let text = req["text"].as_str().unwrap_or("").to_string();
+    if text.is_empty() && req["blocks"].is_null() {
+        return slack_error("no_text");
+    }
+    s.seq += 1;
+    let ts = format!("1700000000.{:06}", s.seq);
+    s.posts.push(Post {
+        via: "api",
+        channel: channel.clone(),
+        text: text.clone(),
+        blocks: req["blocks"].clone(),
+    });
+    Json(json!({
+        "ok": true,
+        "channel": channel,
+        "ts": ts,
+        "message": {"type": "message", "text": text, "ts": ts, "bot_id": "B0ROLLGATE"},
+    }))
+    .into_response()
+}
+
+async fn auth_test(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap) -> Response {
+    if let Some(r) = outage(&shared) {
+        return r;
+    }
+    if let Some(code) = auth_error(&shared, &headers) {
+        return slack_error(code);
+    }
+    Json(json!({
+        "ok": true,
+        "url": "https://sandbox.slack.invalid/",
+        "team": "sandbox",
+        "user": "rollgate",
+        "team_id": "T0SANDBOX",
+        "user_id": "U0ROLLGATE",
+        "bot_id": "B0ROLLGATE",
+    }))
+    .into_response()
+}
+
+async fn webhook(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    Path(path): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = outage(&shared) {
+        return r;
+    }
+    if path != format!("T0SANDBOX/B0ROLLGATE/{WEBHOOK_SECRET}") {
+        return (StatusCode::NOT_FOUND, "no_service").into_response();
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    lock(&shared).posts.push(Post {
+        via: "webhook",
+        channel: String::new(),
+        text: req["text"].as_str().unwrap_or("").to_string(),
+        blocks: req["blocks"].clone(),
+    });
+    (StatusCode::OK, "ok").into_response()
+}
