@@ -40,6 +40,19 @@ pub enum Command {
     /// runs the same watcher on its leader; use this where no coordinator
     /// runs. Several replicas may run: one holds the watcher's lock.
     Watch,
+    /// Run the coordinator: contend for leadership and, while leading, plan
+    /// new images of every [[services]] entry and announce them.
+    Coordinator,
+    /// Tag an existing AMI as a version of an artifact and trigger planning.
+    Publish(PublishArgs),
+    /// Show the newest plan of each service (or of SERVICE).
+    Plan(ShowArgs),
+    /// Approve a pending plan; the coordinator then rolls it out.
+    Approve(DecideArgs),
+    /// Reject a pending plan.
+    Reject(RejectArgs),
+    /// List plans with their decision, who, when and outcome.
+    History(ShowArgs),
 }
 
 /// Options of `check-config`.
@@ -49,4 +62,56 @@ pub struct CheckConfigArgs {
     /// report its leader and the agent that answered; exits 1 when that fails.
     #[arg(long)]
     pub connect: bool,
+}
+
+/// Options of `publish`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["ami", "manifest"])))]
+pub struct PublishArgs {
+    /// Artifact name (`acmeinc/web`); with --manifest it overrides the
+    /// manifest's `custom_data.artifact`.
+    #[arg(long)]
+    pub artifact: Option<String>,
+    /// The AMI to publish (needs --artifact and --version).
+    #[arg(long, requires_all = ["artifact", "version"])]
+    pub ami: Option<String>,
+    /// The version of the app in that AMI.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A Packer manifest (manifest post-processor output) to publish from.
+    #[arg(long, conflicts_with_all = ["ami", "version"])]
+    pub manifest: Option<PathBuf>,
+}
+
+/// Options of `plan` and `history`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The service (default: every configured service).
+    pub service: Option<String>,
+    /// JSON for scripts instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `approve`.
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    /// The plan (`web-3`).
+    pub plan_id: String,
+    /// Who approves (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_: Option<String>,
+}
+
+/// Options of `reject`.
+#[derive(Debug, clap::Args)]
+pub struct RejectArgs {
+    /// The plan (`web-3`).
+    pub plan_id: String,
+    /// Why (recorded in the history).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who rejects (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_: Option<String>,
 }

@@ -21,6 +21,7 @@
 //!   poll, plans and approvals, handing approved plans to the rollout.
 //! - [`rollout`]: plans (pure), their rendering and storage, the pure
 //!   rollout state machine and its executor.
+//! - [`ops`]: operator commands: publish, plan, approve, reject, history.
 //! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
@@ -35,6 +36,7 @@ pub mod consul;
 pub mod coordinator;
 pub mod logging;
 pub mod node;
+pub mod ops;
 pub mod notify;
 pub mod rollout;
 pub mod shutdown;

@@ -47,6 +47,90 @@ fn main() -> ExitCode {
             rollgate::logging::init(&config.log);
             runtime.block_on(watch(config))
         }
+        Command::Coordinator => {
+            rollgate::logging::init(&config.log);
+            runtime.block_on(coordinator(config))
+        }
+        command => runtime.block_on(operator_command(&config, command)),
+    }
+}
+
+async fn operator_command(config: &Config, command: Command) -> ExitCode {
+    use rollgate::ops;
+    use rollgate::rollout::plan::{Decision, now_ms};
+    let result = match command {
+        Command::Publish(a) => {
+            let source = match (a.manifest, a.ami) {
+                (Some(path), _) => ops::PublishSource::Manifest {
+                    path: path.display().to_string(),
+                    artifact: a.artifact,
+                },
+                (None, Some(ami)) => ops::PublishSource::Image {
+                    artifact: a.artifact.unwrap_or_default(),
+                    image_id: ami,
+                    version: a.version.unwrap_or_default(),
+                },
+                (None, None) => {
+                    eprintln!(
+                        "rollgate: publish needs --ami (with --artifact and --version) or --manifest"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            ops::publish(config, source).await
+        }
+        Command::Plan(a) => ops::show_plan(config, a.service.as_deref(), a.json).await,
+        Command::History(a) => ops::history(config, a.service.as_deref(), a.json).await,
+        Command::Approve(a) => {
+            let by = ops::operator(a.as_);
+            ops::decide(config, &a.plan_id, Decision::Approved { by, at: now_ms() }).await
+        }
+        Command::Reject(a) => {
+            let by = ops::operator(a.as_);
+            let decision = Decision::Rejected {
+                by,
+                at: now_ms(),
+                reason: a.reason,
+            };
+            ops::decide(config, &a.plan_id, decision).await
+        }
+        _ => Ok(String::new()),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn coordinator(config: Config) -> ExitCode {
+    use rollgate::coordinator::{self, CoordinatorError};
+    let shutdown = match Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot install signal handlers.");
+            return ExitCode::FAILURE;
+        }
+    };
+    match coordinator::run(&config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (CoordinatorError::NoServices
+            | CoordinatorError::Consul(_)
+            | CoordinatorError::Notify(_)),
+        ) => {
+            tracing::error!(error = %e, "Cannot start the coordinator.");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Coordinator failed.");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -147,14 +147,27 @@ impl Default for RolloutParams {
 impl CoordinatorConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         let s = Duration::from_secs;
-        p.duration_in("coordinator.registry_poll", self.registry_poll, s(1), s(24 * 3600));
+        p.duration_in(
+            "coordinator.registry_poll",
+            self.registry_poll,
+            s(1),
+            s(24 * 3600),
+        );
         p.duration_in("coordinator.lock_ttl", self.lock_ttl, s(10), s(3600));
         p.duration_in("coordinator.lock_delay", self.lock_delay, s(0), s(60));
         if !self.aws_endpoint.is_empty() && url::Url::parse(&self.aws_endpoint).is_err() {
-            p.push("coordinator.aws_endpoint", &self.aws_endpoint, "must be a URL");
+            p.push(
+                "coordinator.aws_endpoint",
+                &self.aws_endpoint,
+                "must be a URL",
+            );
         }
         if self.image_owners.is_empty() {
-            p.push("coordinator.image_owners", "[]", "must name at least one owner (\"self\")");
+            p.push(
+                "coordinator.image_owners",
+                "[]",
+                "must name at least one owner (\"self\")",
+            );
         }
     }
 }
@@ -164,11 +177,20 @@ pub(crate) fn validate_services(services: &[ServiceConfig], p: &mut Problems) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, svc) in services.iter().enumerate() {
         let key = |k: &str| format!("services[{i}].{k}");
-        let dns = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let dns =
+            |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !dns(&svc.name) {
-            p.push(&key("name"), &svc.name, "must be non-empty letters, digits and '-'");
+            p.push(
+                &key("name"),
+                &svc.name,
+                "must be non-empty letters, digits and '-'",
+            );
         } else if !seen.insert(svc.name.clone()) {
-            p.push(&key("name"), &svc.name, "is used by another [[services]] entry");
+            p.push(
+                &key("name"),
+                &svc.name,
+                "is used by another [[services]] entry",
+            );
         }
         for (k, v) in [
             ("auto_scaling_group", &svc.auto_scaling_group),
@@ -184,11 +206,36 @@ pub(crate) fn validate_services(services: &[ServiceConfig], p: &mut Problems) {
         if r.batch_size == 0 {
             p.push(&key("rollout.batch_size"), 0, "must be at least 1");
         }
-        p.duration_in(&key("approval_timeout"), svc.approval_timeout, s(60), s(30 * 24 * 3600));
-        p.duration_in(&key("expected_boot_time"), svc.expected_boot_time, s(0), s(3600));
-        p.duration_in(&key("rollout.min_healthy_time"), r.min_healthy_time, s(0), s(3600));
-        p.duration_in(&key("rollout.healthy_deadline"), r.healthy_deadline, s(1), s(24 * 3600));
-        p.duration_in(&key("rollout.progress_deadline"), r.progress_deadline, s(1), s(24 * 3600));
+        p.duration_in(
+            &key("approval_timeout"),
+            svc.approval_timeout,
+            s(60),
+            s(30 * 24 * 3600),
+        );
+        p.duration_in(
+            &key("expected_boot_time"),
+            svc.expected_boot_time,
+            s(0),
+            s(3600),
+        );
+        p.duration_in(
+            &key("rollout.min_healthy_time"),
+            r.min_healthy_time,
+            s(0),
+            s(3600),
+        );
+        p.duration_in(
+            &key("rollout.healthy_deadline"),
+            r.healthy_deadline,
+            s(1),
+            s(24 * 3600),
+        );
+        p.duration_in(
+            &key("rollout.progress_deadline"),
+            r.progress_deadline,
+            s(1),
+            s(24 * 3600),
+        );
         p.duration_in(&key("rollout.bake_time"), r.bake_time, s(0), s(24 * 3600));
         if r.min_healthy_time >= r.healthy_deadline {
             p.push(

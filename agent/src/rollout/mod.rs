@@ -6,3 +6,5 @@
 //!   check-and-set.
 
 pub mod plan;
+pub mod render;
+pub mod store;

@@ -394,3 +394,9 @@ pub fn parse_plan_id(id: &str) -> Option<(&str, u64)> {
 
 #[cfg(test)]
 mod tests;
+
+/// Fixtures shared by the rollout modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::sample_plan;
+}

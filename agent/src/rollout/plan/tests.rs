@@ -52,7 +52,12 @@ pub(crate) fn group(ids: &[&str]) -> Group {
                 lifecycle_state: "InService".into(),
                 health_status: "Healthy".into(),
                 protected_from_scale_in: false,
-                availability_zone: if n % 2 == 0 { "eu-west-1a" } else { "eu-west-1b" }.into(),
+                availability_zone: if n % 2 == 0 {
+                    "eu-west-1a"
+                } else {
+                    "eu-west-1b"
+                }
+                .into(),
             })
             .collect(),
         suspended_processes: vec![],
@@ -115,7 +120,11 @@ fn compute_replaces_only_instances_off_target() {
     let p = sample_plan();
     assert_eq!(p.to_replace().count(), 5);
     assert_eq!(
-        p.instances.iter().find(|i| i.instance_id == "i-6").unwrap().action,
+        p.instances
+            .iter()
+            .find(|i| i.instance_id == "i-6")
+            .unwrap()
+            .action,
         InstanceAction::Keep
     );
     assert_eq!(p.batches, 3, "5 instances in batches of 2");
@@ -138,7 +147,11 @@ fn batches_count_the_canary_step() {
     r.canary = 1;
     assert_eq!(batches(12, &r), 1 + 4, "1 canary then 11 in batches of 3");
     r.canary = 20;
-    assert_eq!(batches(2, &r), 1, "a canary larger than the group is the whole group");
+    assert_eq!(
+        batches(2, &r),
+        1,
+        "a canary larger than the group is the whole group"
+    );
 }
 
 #[test]
@@ -161,7 +174,14 @@ fn decide_plans_supersedes_and_guards() {
     older.id = "web-2".into();
     older.target = ImageRef::from_image(&image("ami-mid", "1.2.9"));
     assert_eq!(
-        decide(&newest, "ami-old", true, std::slice::from_ref(&older), &failed, now),
+        decide(
+            &newest,
+            "ami-old",
+            true,
+            std::slice::from_ref(&older),
+            &failed,
+            now
+        ),
         Verdict::Plan {
             supersede: vec!["web-2".into()]
         }
@@ -169,7 +189,14 @@ fn decide_plans_supersedes_and_guards() {
     // A plan for the same image: nothing (no plan produced twice).
     let same = sample_plan();
     assert!(matches!(
-        decide(&newest, "ami-old", true, std::slice::from_ref(&same), &failed, now),
+        decide(
+            &newest,
+            "ami-old",
+            true,
+            std::slice::from_ref(&same),
+            &failed,
+            now
+        ),
         Verdict::Nothing(_)
     ));
     // Rejected stays rejected.

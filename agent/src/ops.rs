@@ -1,0 +1,235 @@
+//! Operator commands: `publish`, `plan`, `approve`, `reject`, `history`.
+//!
+//! Each reads the configuration's Consul and AWS settings, does one thing,
+//! and reports in words an operator can act on. Refusals (a plan already
+//! decided, expired, unknown) are errors with exit status 1 and a message
+//! saying what happened and what to do instead.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+
+use crate::aws::registry::Registry;
+use crate::aws::registry::manifest::parse_packer_manifest;
+use crate::aws::sdk::SdkFleet;
+use crate::config::Config;
+use crate::consul::Client;
+use crate::rollout::plan::{Decision, Plan, now_ms};
+use crate::rollout::render::{self, Style};
+use crate::rollout::store::{Store, StoreError, Trigger};
+
+/// An operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Consul could not be used.
+    #[error(transparent)]
+    Consul(#[from] crate::consul::Error),
+    /// A KV record problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// AWS failed.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::Error),
+    /// The command was refused, with the reason.
+    #[error("{0}")]
+    Refused(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn store(config: &Config) -> Result<Store, OpsError> {
+    let client = Client::new(&config.consul)?;
+    Ok(Store::new(client, &config.consul.kv_prefix))
+}
+
+async fn aws(config: &Config) -> SdkFleet {
+    let c = &config.coordinator;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let (region, endpoint) = (opt(&c.aws_region), opt(&c.aws_endpoint));
+    SdkFleet::from_env(region.as_deref(), endpoint.as_deref()).await
+}
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub enum PublishSource {
+    /// One image given on the command line.
+    Image {
+        /// Artifact name.
+        artifact: String,
+        /// AMI ID.
+        image_id: String,
+        /// Version.
+        version: String,
+    },
+    /// A Packer manifest, with an optional artifact override.
+    Manifest {
+        /// The manifest file.
+        path: String,
+        /// Overrides the manifest's artifact.
+        artifact: Option<String>,
+    },
+}
+
+/// `rollgate publish`: tags the image(s) as artifact versions and writes the
+/// trigger so the coordinator plans at once.
+pub async fn publish(config: &Config, source: PublishSource) -> Result<String, OpsError> {
+    let images = match source {
+        PublishSource::Image {
+            artifact,
+            image_id,
+            version,
+        } => vec![(artifact, image_id, version)],
+        PublishSource::Manifest { path, artifact } => {
+            let text =
+                std::fs::read_to_string(Path::new(&path)).map_err(|source| OpsError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            let builds = parse_packer_manifest(&text, artifact.as_deref())
+                .map_err(|e| OpsError::Refused(format!("{path}: {e}")))?;
+            builds
+                .into_iter()
+                .map(|b| (b.artifact, b.image_id, b.version))
+                .collect()
+        }
+    };
+    let registry = aws(config).await.registry();
+    let store = store(config)?;
+    let mut lines = Vec::new();
+    for (artifact, image_id, version) in images {
+        registry.tag_image(&image_id, &artifact, &version).await?;
+        store
+            .write_trigger(
+                &artifact,
+                &Trigger {
+                    image_id: image_id.clone(),
+                    version: version.clone(),
+                    at: now_ms(),
+                },
+            )
+            .await?;
+        lines.push(format!(
+            "Published {image_id} as {artifact} {version}; the coordinator plans it now."
+        ));
+    }
+    Ok(lines.join("\n"))
+}
+
+fn style() -> Style {
+    Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+fn services<'a>(config: &'a Config, service: Option<&'a str>) -> Result<Vec<&'a str>, OpsError> {
+    match service {
+        Some(s) => {
+            if !config.services.iter().any(|c| c.name == s) && !config.services.is_empty() {
+                return Err(OpsError::Refused(format!(
+                    "no service {s:?} in [[services]] (configured: {})",
+                    config
+                        .services
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(vec![s])
+        }
+        None if config.services.is_empty() => Err(OpsError::Refused(
+            "no [[services]] configured; name the service".into(),
+        )),
+        None => Ok(config.services.iter().map(|s| s.name.as_str()).collect()),
+    }
+}
+
+/// `rollgate plan [SERVICE] [--json]`: the newest plan of each service.
+pub async fn show_plan(
+    config: &Config,
+    service: Option<&str>,
+    json: bool,
+) -> Result<String, OpsError> {
+    let store = store(config)?;
+    let mut shown = Vec::new();
+    for svc in services(config, service)? {
+        if let Some((plan, _)) = store.plans(svc).await?.pop() {
+            shown.push(plan);
+        }
+    }
+    if json {
+        return Ok(serde_json::to_string_pretty(&shown).unwrap_or_default());
+    }
+    if shown.is_empty() {
+        return Ok("No plans yet. Publish an image with `rollgate publish`.".into());
+    }
+    Ok(shown
+        .iter()
+        .map(|p| render::plan(p, style()))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// `rollgate history [SERVICE] [--json]`: every plan, newest first.
+pub async fn history(
+    config: &Config,
+    service: Option<&str>,
+    json: bool,
+) -> Result<String, OpsError> {
+    let store = store(config)?;
+    let mut plans: Vec<Plan> = Vec::new();
+    for svc in services(config, service)? {
+        plans.extend(store.plans(svc).await?.into_iter().map(|(p, _)| p));
+    }
+    plans.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    if json {
+        return Ok(serde_json::to_string_pretty(&plans).unwrap_or_default());
+    }
+    Ok(render::history(&plans, style()))
+}
+
+/// Who is deciding: `--as`, else the OS user.
+pub fn operator(name: Option<String>) -> String {
+    name.filter(|n| !n.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `rollgate approve` / `rollgate reject`.
+pub async fn decide(
+    config: &Config,
+    plan_id: &str,
+    decision: Decision,
+) -> Result<String, OpsError> {
+    let store = store(config)?;
+    let now = now_ms();
+    match store.decide(plan_id, decision, now).await? {
+        Ok(plan) => Ok(format!(
+            "Plan {} {}.{}",
+            plan.id,
+            render::decision(&plan.decision),
+            if matches!(plan.decision, Decision::Approved { .. }) {
+                " The coordinator starts the rollout."
+            } else {
+                ""
+            }
+        )),
+        Err(plan) => {
+            let state = match &plan.decision {
+                Decision::Pending { .. } => "expired (nobody answered in time)".to_string(),
+                other => render::decision(other),
+            };
+            Err(OpsError::Refused(format!(
+                "plan {} cannot be decided: it is {state}. `rollgate plan {}` shows the current plan.",
+                plan.id, plan.service
+            )))
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The coordinator, part 1, as real processes: moto's server (AWS), the
+//! sandbox Consul, `rollgate coordinator` replicas and the operator commands.
+//! Publishing triggers a plan; approvals are recorded once; a killed leader
+//! is replaced and no plan is produced twice; bad input is named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rollgate::config::ConsulConfig;
+use rollgate::consul::{Client, QueryOptions};
+use rollgate::rollout::plan::{Decision, Plan};
+use rollgate::rollout::store::Store;
+use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
+use sandbox::moto::seed::{ImageSpec, SeedSpec, Seeded, register_image, seed_group};
+use sandbox::moto::{Moto, REGION};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct World {
+    moto: Moto,
+    consul: ServerHandle,
+    seeded: Seeded,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(approval: &str) -> Self {
+        let moto = Moto::start()
+            .await
+            .expect("moto starts (bash sandbox/scripts/prerequisites)");
+        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        let seeded = seed_group(
+            &moto,
+            &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), 3),
+        )
+        .await
+        .unwrap();
+        let w = Self {
+            moto,
+            consul,
+            seeded,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        w.write_config("coordinator.toml", approval, "web-asg", "a");
+        w
+    }
+
+    fn write_config(
+        &self,
+        name: &str,
+        approval: &str,
+        group: &str,
+        replica: &str,
+    ) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[consul]\naddress = \"http://{consul}\"\n\n[coordinator]\nregistry_poll = \"1h\"\n\
+                 replica_name = \"{replica}\"\nlock_ttl = \"10s\"\nlock_delay = \"1s\"\n\
+                 aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
+                 [[services]]\nname = \"web\"\nauto_scaling_group = \"{group}\"\n\
+                 launch_template = \"web-asg-lt\"\nartifact = \"acmeinc/web\"\napproval = \"{approval}\"\n\
+                 approval_timeout = \"{timeout}\"\n\n[services.rollout]\nbatch_size = 2\n",
+                consul = self.consul.http_addr(),
+                moto = self.moto.endpoint(),
+                timeout = if approval == "short" { "1m" } else { "72h" },
+                approval = if approval == "short" { "manual" } else { approval },
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("coordinator.toml")
+    }
+
+    fn command(&self, config: &std::path::Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rollgate"));
+        c.arg("--config")
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("USER", "ci-operator");
+        c
+    }
+
+    /// Runs an operator command; answers (exit code, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self
+            .command(&self.config())
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn coordinator(&self, config: &std::path::Path) -> Replica {
+        let mut c = self.command(config);
+        c.arg("coordinator")
+            .env("RUST_LOG", "rollgate=debug,info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = l.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Replica { child, log }
+    }
+
+    fn store(&self) -> Store {
+        let client = Client::new(&ConsulConfig {
+            address: format!("http://{}", self.consul.http_addr()),
+            ..ConsulConfig::default()
+        })
+        .unwrap();
+        Store::new(client, "rollgate")
+    }
+
+    async fn plans(&self) -> Vec<Plan> {
+        self.store()
+            .plans("web")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    async fn new_image(&self, version: &str) -> String {
+        // Registered under another artifact: `rollgate publish` makes it ours.
+        register_image(
+            &self.moto.sdk_config(),
+            &ImageSpec::new("unpublished/web", version),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn publish(&self, image: &str, version: &str) {
+        let (code, out, err) = self
+            .run(&[
+                "publish",
+                "--artifact",
+                "acmeinc/web",
+                "--ami",
+                image,
+                "--version",
+                version,
+            ])
+            .await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(image), "{out}");
+    }
+
+    async fn shutdown(self) {
+        self.consul.shutdown().await;
+        let _ = self.moto.shutdown();
+    }
+}
+
+struct Replica {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_triggers_a_plan_and_a_newer_image_supersedes_it() {
+    let w = World::new("manual").await;
+    let c = w.coordinator(&w.config());
+    // Leading (lock held) before publishing: the poll is an hour, so only
+    // the trigger can produce the plan.
+    let client = w.store().client().clone();
+    until("leader", Duration::from_secs(20), || async {
+        let kv = client
+            .kv_get("rollgate/leader", &QueryOptions::default())
+            .await
+            .ok()?
+            .value?;
+        kv.session.map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    let published = Instant::now();
+    let plan = until("a plan", Duration::from_secs(10), || async {
+        w.plans().await.pop()
+    })
+    .await;
+    let reaction = published.elapsed();
+    assert!(
+        reaction < Duration::from_secs(3),
+        "{reaction:?}\n{}",
+        c.log()
+    );
+    assert_eq!(plan.id, "web-1");
+    assert_eq!(plan.current.image_id, w.seeded.image_id);
+    assert_eq!(plan.current.version, "1.0.0");
+    assert_eq!(plan.target.image_id, v11);
+    assert_eq!(plan.target.version, "1.1.0");
+    let mut to_replace: Vec<_> = plan.to_replace().map(|i| i.instance_id.clone()).collect();
+    to_replace.sort();
+    let mut seeded = w.seeded.instance_ids.clone();
+    seeded.sort();
+    assert_eq!(to_replace, seeded, "every instance runs the old image");
+    assert_eq!(plan.batches, 2, "3 instances, batch 2");
+    assert!(matches!(plan.decision, Decision::Pending { .. }));
+
+    // The plan as operators read it.
+    let (code, out, _) = w.run(&["plan", "web"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Plan web-1")
+            && out.contains(&v11)
+            && out.contains("1.0.0")
+            && out.contains("1.1.0"),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "no colour when piped");
+    let (_, json, _) = w.run(&["plan", "web", "--json"]).await;
+    let parsed: Vec<Plan> = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[0].id, "web-1");
+
+    // A newer image supersedes the pending plan.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // CreationDate has 1 s resolution
+    let v12 = w.new_image("1.2.0").await;
+    w.publish(&v12, "1.2.0").await;
+    let plans = until("second plan", Duration::from_secs(10), || async {
+        let p = w.plans().await;
+        (p.len() == 2 && matches!(p[0].decision, Decision::Superseded { .. })).then_some(p)
+    })
+    .await;
+    assert_eq!(plans[1].target.image_id, v12);
+    assert!(
+        matches!(&plans[0].decision, Decision::Superseded { by_plan, .. } if by_plan == "web-2")
+    );
+    let (_, history, _) = w.run(&["history"]).await;
+    assert!(
+        history.contains("superseded") && history.contains("by web-2"),
+        "{history}"
+    );
+    drop(c);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_and_reject_are_recorded_once() {
+    let w = World::new("manual").await;
+    let _c = w.coordinator(&w.config());
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    until("a plan", Duration::from_secs(20), || async {
+        w.plans().await.pop()
+    })
+    .await;
+
+    let (code, out, err) = w.run(&["approve", "web-1", "--as", "alice"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved by alice"), "{out}");
+    let plan = w.plans().await.pop().unwrap();
+    let Decision::Approved { by, at } = &plan.decision else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(by, "alice");
+    assert!(*at > 0);
+
+    // A second decision on the same plan is refused, naming the first.
+    let (code, _, err) = w.run(&["reject", "web-1", "--reason", "too late"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("approved by alice"), "{err}");
+    let (code, _, err) = w.run(&["approve", "web-1"]).await;
+    assert_eq!(code, 1, "{err}");
+
+    // Unknown or malformed IDs are clear refusals.
+    let (code, _, err) = w.run(&["approve", "web-99"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no plan web-99"), "{err}");
+    let (code, _, err) = w.run(&["approve", "nonsense"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not a plan ID"), "{err}");
+
+    // Reject records who (the OS user by default) and why.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let v12 = w.new_image("1.2.0").await;
+    w.publish(&v12, "1.2.0").await;
+    until("second plan", Duration::from_secs(10), || async {
+        let p = w.plans().await;
+        (p.len() == 2).then_some(())
+    })
+    .await;
+    let (code, out, err) = w
+        .run(&["reject", "web-2", "--reason", "bad release notes"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let p = w.plans().await;
+    assert!(
+        matches!(&p[1].decision, Decision::Rejected { by, reason, .. } if by == "ci-operator" && reason == "bad release notes")
+    );
+    // The approved plan is not superseded by a newer pending one.
+    assert!(matches!(p[0].decision, Decision::Approved { .. }));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_plan_cannot_be_approved() {
+    let w = World::new("manual").await;
+    let store = w.store();
+    // A plan whose time ran out, as the coordinator would have stored it.
+    let v11 = w.new_image("1.1.0").await;
+    let _ = v11;
+    let mut plan: Plan = serde_json::from_str(include_str!("fixtures/plan_pending.json")).unwrap();
+    plan.decision = Decision::Pending { expires_at: 1 };
+    assert!(store.create_plan(&plan).await.unwrap());
+    let (code, _, err) = w.run(&["approve", &plan.id]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("expired"), "{err}");
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_approval_approves_at_once() {
+    let w = World::new("auto").await;
+    let _c = w.coordinator(&w.config());
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    let plan = until("approved plan", Duration::from_secs(20), || async {
+        w.plans()
+            .await
+            .pop()
+            .filter(|p| matches!(p.decision, Decision::Approved { .. }))
+    })
+    .await;
+    assert!(matches!(plan.decision, Decision::Approved { ref by, .. } if by == "policy:auto"));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_no_plan_is_produced_twice() {
+    let w = World::new("manual").await;
+    let a_cfg = w.write_config("a.toml", "manual", "web-asg", "a");
+    let b_cfg = w.write_config("b.toml", "manual", "web-asg", "b");
+    let mut a = w.coordinator(&a_cfg);
+    let client = w.store().client().clone();
+    until("a leads", Duration::from_secs(20), || async {
+        let kv = client
+            .kv_get("rollgate/leader", &QueryOptions::default())
+            .await
+            .ok()?
+            .value?;
+        kv.session.map(|_| ())
+    })
+    .await;
+    let b = w.coordinator(&b_cfg);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    until("one plan", Duration::from_secs(10), || async {
+        w.plans().await.pop()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.plans().await.len(),
+        1,
+        "exactly one plan with two replicas"
+    );
+    assert!(
+        a.log().contains("Plan created"),
+        "a leads and plans:\n{}",
+        a.log()
+    );
+    assert!(
+        !b.log().contains("Plan created"),
+        "b must not plan:\n{}",
+        b.log()
+    );
+
+    // SIGKILL: no release; b takes over after the session TTL and lock-delay.
+    a.child.start_kill().unwrap();
+    let _ = a.child.wait().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let v12 = w.new_image("1.2.0").await;
+    w.publish(&v12, "1.2.0").await;
+    let plans = until("b plans", Duration::from_secs(45), || async {
+        let p = w.plans().await;
+        (p.len() >= 2).then_some(p)
+    })
+    .await;
+    assert!(b.log().contains("Leading"), "{}", b.log());
+    assert!(b.log().contains("Plan created"), "{}", b.log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let plans_after = w.plans().await;
+    assert_eq!(plans_after.len(), 2, "no plan produced twice: {plans:?}");
+    assert_eq!(plans_after[1].target.image_id, v12);
+    drop(b);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_the_call_and_the_resource() {
+    let w = World::new("manual").await;
+    // An image that does not exist.
+    let (code, _, err) = w
+        .run(&[
+            "publish",
+            "--artifact",
+            "acmeinc/web",
+            "--ami",
+            "ami-0000000000000dead",
+            "--version",
+            "9",
+        ])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("ami-0000000000000dead"), "{err}");
+    // A manifest that is not Packer's.
+    let bad = w.dir.path().join("manifest.json");
+    std::fs::write(&bad, "{\"hello\": 1}").unwrap();
+    let (code, _, err) = w
+        .run(&["publish", "--manifest", bad.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("manifest.json"), "{err}");
+
+    // A group that does not exist: the coordinator logs it, names the call
+    // and the group, and keeps serving (it does not exit).
+    let cfg = w.write_config("missing.toml", "manual", "no-such-asg", "m");
+    let mut c = w.coordinator(&cfg);
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    until(
+        "the failing call named",
+        Duration::from_secs(20),
+        || async {
+            let log = c.log();
+            (log.contains("DescribeAutoScalingGroups") && log.contains("no-such-asg")).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "still running:\n{}",
+        c.log()
+    );
+    assert!(w.plans().await.is_empty());
+    w.shutdown().await;
+}
