@@ -212,14 +212,9 @@ pub async fn decide(
     let now = now_ms();
     match store.decide(plan_id, decision, now).await? {
         Ok(plan) => Ok(format!(
-            "Plan {} {}.{}",
+            "Plan {} {}.",
             plan.id,
-            render::decision(&plan.decision),
-            if matches!(plan.decision, Decision::Approved { .. }) {
-                " The coordinator starts the rollout."
-            } else {
-                ""
-            }
+            render::decision(&plan.decision)
         )),
         Err(plan) => {
             let state = match &plan.decision {

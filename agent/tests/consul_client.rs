@@ -13,6 +13,7 @@ use rollgate::consul::lock::{LeaderLock, LockConfig};
 use rollgate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration};
 use rollgate::consul::{Client, Error, QueryOptions};
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
+use sandbox::testkit::until;
 use tokio_util::sync::CancellationToken;
 
 async fn server(nodes: usize) -> ServerHandle {
@@ -36,21 +37,6 @@ fn client_with(addr: SocketAddr, token: Option<&str>) -> Client {
         ..ConsulConfig::default()
     })
     .unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not true within {limit:?}");
 }
 
 fn ttl_service(id: &str, ttl: &str) -> ServiceRegistration {
@@ -117,8 +103,8 @@ async fn register_ttl_pass_then_expiry_to_critical() {
     assert_eq!(passing.value.len(), 1, "passing with every check passing");
 
     // No refresh: the TTL expires and the check turns critical.
-    eventually("ttl expiry", Duration::from_secs(5), || async {
-        check_status(&c, "web-1:ttl").await == Some(CheckStatus::Critical)
+    until("ttl expiry", Duration::from_secs(5), || async {
+        (check_status(&c, "web-1:ttl").await == Some(CheckStatus::Critical)).then_some(())
     })
     .await;
     let passing = c
@@ -164,18 +150,18 @@ async fn http_check_turns_critical_when_the_target_answers_500() {
     })
     .await
     .unwrap();
-    eventually("passing", Duration::from_secs(5), || async {
-        check_status(&c, "web-h:http").await == Some(CheckStatus::Passing)
+    until("passing", Duration::from_secs(5), || async {
+        (check_status(&c, "web-h:http").await == Some(CheckStatus::Passing)).then_some(())
     })
     .await;
     status.store(500, Ordering::SeqCst);
-    eventually("critical", Duration::from_secs(5), || async {
-        check_status(&c, "web-h:http").await == Some(CheckStatus::Critical)
+    until("critical", Duration::from_secs(5), || async {
+        (check_status(&c, "web-h:http").await == Some(CheckStatus::Critical)).then_some(())
     })
     .await;
     status.store(429, Ordering::SeqCst);
-    eventually("warning", Duration::from_secs(5), || async {
-        check_status(&c, "web-h:http").await == Some(CheckStatus::Warning)
+    until("warning", Duration::from_secs(5), || async {
+        (check_status(&c, "web-h:http").await == Some(CheckStatus::Warning)).then_some(())
     })
     .await;
     s.shutdown().await;

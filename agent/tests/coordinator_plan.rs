@@ -16,6 +16,7 @@ use rollgate::rollout::store::Store;
 use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
 use sandbox::moto::seed::{ImageSpec, SeedSpec, Seeded, register_image, seed_group};
 use sandbox::moto::{Moto, REGION};
+use sandbox::testkit::until;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -188,21 +189,6 @@ struct Replica {
 impl Replica {
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
-    }
-}
-
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -15,6 +15,7 @@ use rollgate::consul::types::{CheckStatus, ServiceEntry};
 use rollgate::consul::{Client, QueryOptions};
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
 use sandbox::imds::{self, Identity};
+use sandbox::testkit::until;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -190,21 +191,6 @@ impl World {
     async fn shutdown(self) {
         self.consul.shutdown().await;
         let _ = self.imds.shutdown().await;
-    }
-}
-
-async fn until<F, Fut, T>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

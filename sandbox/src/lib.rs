@@ -6,15 +6,22 @@
 //!   uses, with Consul's semantics (index, blocking queries, checks, sessions, KV, ACL).
 //! - [`imds`]: an IMDSv2-compatible instance metadata endpoint, one per simulated instance.
 //! - [`moto`]: the AWS stand-in (a moto server process) and seeding of an AMI, template and group.
+//! - [`node`]: one simulated instance (IMDS, the real `web`, the real
+//!   `rollgate agent`) as processes.
+//! - [`demo`]: `sandbox demo`, the main job in the sandbox.
+//! - [`bench`]: the benchmark scenarios behind `BENCHMARKS.md`.
 //! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
 //! - [`smtp`]: a real SMTP server on loopback that keeps what it receives
 //!   (STARTTLS, AUTH, switches to refuse a recipient or a login).
 //! - [`slack`]: an HTTP stand-in for Slack's `chat.postMessage`, `auth.test` and
 //!   an incoming webhook, with switches to go down and come back.
 
+pub mod bench;
 pub mod consul;
+pub mod demo;
 pub mod imds;
 pub mod moto;
-pub mod testkit;
+pub mod node;
 pub mod slack;
 pub mod smtp;
+pub mod testkit;

@@ -22,6 +22,49 @@ enum Command {
     /// Run the Consul-compatible server until SIGINT or SIGTERM. Once it
     /// listens, one JSON line with its addresses is printed on stdout.
     Consul(ConsulArgs),
+    /// Run benchmark scenarios and write their sections of BENCHMARKS.md.
+    /// Uses the `rollgate` and `web` binaries beside this one: build them
+    /// with `cargo build --release -p rollgate -p web -p sandbox`.
+    Bench(BenchArgs),
+    /// The main job in the sandbox: the world on loopback, the real web and
+    /// rollgate agent on every instance, a coordinator; publish, plan,
+    /// approve. Stops everything it started on exit (Ctrl-C included).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Instances in the Auto Scaling group.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    instances: u16,
+    /// Keep the world running at the end until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Scenarios to run (repeatable).
+    #[arg(long = "scenario", value_enum, default_values_t = [Scenario::Agent])]
+    scenarios: Vec<Scenario>,
+    /// The Markdown file whose sections are replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    write: std::path::PathBuf,
+    /// Steady-state window of the agent footprint measurement.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    window: Duration,
+    /// Repetitions of reaction measurements.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Check interval of the simulated nodes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Node agent footprint (memory, CPU) and ready-to-passing time.
+    Agent,
 }
 
 #[derive(Args)]
@@ -75,16 +118,65 @@ struct Ready {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo tells its story on stdout; only problems go to stderr.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Consul(args) => run_consul(args).await,
+        Command::Bench(args) => run_bench(args).await,
+        Command::Demo(args) => {
+            let options = sandbox::demo::DemoOptions {
+                instances: usize::from(args.instances),
+                keep_running: args.keep_running,
+            };
+            tokio::select! {
+                r = sandbox::demo::run(options) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    // Returning drops the demo's future: every child it owns
+                    // is killed (kill_on_drop), moto's launcher exits with
+                    // its stdin, and the in-process servers stop.
+                    anyhow::bail!("interrupted; stopped everything the demo started")
+                }
+            }
+        }
     }
+}
+
+async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let bins = sandbox::node::Binaries::beside_current_exe()?;
+    let dir = tempfile::tempdir().context("creating a work directory")?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    for scenario in &args.scenarios {
+        match scenario {
+            Scenario::Agent => {
+                tracing::info!(window = ?args.window, runs = args.runs, "Running the agent benchmark.");
+                let settings = sandbox::bench::agent::AgentBench {
+                    window: args.window,
+                    runs: args.runs,
+                    check_interval: args.check_interval,
+                };
+                let results = sandbox::bench::agent::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::agent_section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "agent", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+        }
+    }
+    eprintln!("sandbox: wrote {}", args.write.display());
+    Ok(())
 }
 
 async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {

@@ -1,0 +1,144 @@
+//! The health gate for a batch of new instances, shared by rollout batches
+//! and a revert's stable replacements: adopt new members, run each one's
+//! `min_healthy_time` timer, and say which deadline passed and why.
+
+use super::observe::Observation;
+use super::spec::Params;
+use super::state::{Batch, NewInstance};
+use super::time::{Timestamp, human};
+
+/// Adopts live members the rollout does not know yet (`known` says which
+/// it knows) into the batch; each one's healthy deadline starts now.
+pub(super) fn discover(
+    b: &mut Batch,
+    known: impl Fn(&str) -> bool,
+    obs: &Observation,
+    now: Timestamp,
+    p: &Params,
+) {
+    let fresh: Vec<String> = obs
+        .alive_ids()
+        .filter(|id| !known(id) && !b.new.iter().any(|n| n.id == *id))
+        .map(str::to_owned)
+        .collect();
+    for id in fresh {
+        b.new.push(NewInstance {
+            id,
+            first_seen: now,
+            healthy_deadline_at: now.plus(p.healthy_deadline),
+            passing_since: None,
+            healthy_at: None,
+        });
+    }
+}
+
+/// Updates every instance's health timer from this observation. An
+/// instance counts as healthy once it has passed in every observation for
+/// `min_healthy_time`; any non-passing one restarts the timer (and takes back
+/// a healthy mark: the batch must be healthy as a whole when it completes).
+/// Each instance becoming healthy restarts the progress deadline.
+///
+/// Errs, naming the instance, when one left the group or runs another image
+/// than `image`.
+pub(super) fn track(
+    b: &mut Batch,
+    obs: &Observation,
+    now: Timestamp,
+    p: &Params,
+    image: &str,
+) -> Result<(), String> {
+    for n in &mut b.new {
+        if !obs.alive(&n.id) {
+            let state = obs
+                .member(&n.id)
+                .map_or("no longer in the group".to_owned(), |m| {
+                    format!("lifecycle state {}", m.lifecycle_state)
+                });
+            let when = if n.healthy_at.is_some() {
+                "its batch completed"
+            } else {
+                "it became healthy"
+            };
+            return Err(format!(
+                "instance {} was terminated by AWS before {when} ({state})",
+                n.id
+            ));
+        }
+        if let Some(runs) = obs.image(&n.id).filter(|i| *i != image) {
+            return Err(format!(
+                "instance {} runs {runs}, not {image}: the group's launch template changed under the rollout",
+                n.id
+            ));
+        }
+        if obs.passing(&n.id) {
+            let since = *n.passing_since.get_or_insert(now);
+            if n.healthy_at.is_none() && now.since(since) >= p.min_healthy_time {
+                n.healthy_at = Some(now);
+                b.progress_deadline_at = now.plus(p.progress_deadline);
+            }
+        } else {
+            n.passing_since = None;
+            n.healthy_at = None;
+        }
+    }
+    Ok(())
+}
+
+/// Every expected instance has appeared and is healthy.
+pub(super) fn complete(b: &Batch) -> bool {
+    b.new.len() >= b.size as usize && b.new.iter().all(|n| n.healthy_at.is_some())
+}
+
+/// The first deadline that has passed, as a failure reason naming the
+/// instance, what is wrong with it and the deadline. `what` names the batch.
+pub(super) fn overdue(
+    b: &Batch,
+    obs: &Observation,
+    now: Timestamp,
+    p: &Params,
+    what: &str,
+) -> Option<String> {
+    let unhealthy = || b.new.iter().filter(|n| n.healthy_at.is_none());
+    if let Some(n) = unhealthy().find(|n| now >= n.healthy_deadline_at) {
+        return Some(format!(
+            "instance {} not healthy within healthy_deadline {}: {}",
+            n.id,
+            human(p.healthy_deadline),
+            detail(n, obs, now, p)
+        ));
+    }
+    if b.new.len() < b.size as usize && now >= b.launch_deadline_at {
+        return Some(format!(
+            "{what}: {} of {} new instances appeared within healthy_deadline {} (desired capacity {}, asked {})",
+            b.new.len(),
+            b.size,
+            human(p.healthy_deadline),
+            obs.group.desired_capacity,
+            b.desired
+        ));
+    }
+    if now >= b.progress_deadline_at {
+        let stuck = unhealthy()
+            .next()
+            .map(|n| format!("instance {}: {}", n.id, detail(n, obs, now, p)))
+            .unwrap_or_else(|| format!("{what}: no new instance appeared"));
+        return Some(format!(
+            "no instance became healthy within progress_deadline {}: {stuck}",
+            human(p.progress_deadline)
+        ));
+    }
+    None
+}
+
+/// Why a new instance is not healthy yet: its lifecycle state and failing
+/// checks, or how long it has been passing out of `min_healthy_time`.
+fn detail(n: &NewInstance, obs: &Observation, now: Timestamp, p: &Params) -> String {
+    match n.passing_since {
+        Some(since) if obs.passing(&n.id) => format!(
+            "passing for only {} of min_healthy_time {} (any non-passing status restarts the timer)",
+            human(now.since(since)),
+            human(p.min_healthy_time)
+        ),
+        _ => obs.why_not_passing(&n.id),
+    }
+}

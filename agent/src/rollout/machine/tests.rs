@@ -1,0 +1,11 @@
+//! Unit tests: whole rollouts against a fake world with a fake clock
+//! (`world`), and focused tests of single steps.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod failures;
+mod operators;
+mod rollouts;
+mod serde_roundtrip;
+mod steps;
+mod world;

@@ -1,0 +1,184 @@
+//! `sandbox bench`: the benchmark scenarios behind `BENCHMARKS.md`.
+//!
+//! Each scenario measures, then its section of `BENCHMARKS.md` is replaced
+//! (between `<!-- bench:NAME -->` markers) with a table, the machine, the date
+//! and the exact command, so every figure in that file comes from this
+//! command. Timing is measured here, never asserted in tests.
+
+pub mod agent;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+/// A description of this machine for the report.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux")
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`, from the system clock.
+pub fn today() -> String {
+    humantime::format_rfc3339(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .take(10)
+        .collect()
+}
+
+/// Milliseconds with one decimal.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The value at quantile `q` (0..=1) of sorted `values`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Markdown for the agent scenario.
+pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
+    let mut s = String::new();
+    let target = r.settings.check_interval + Duration::from_millis(100);
+    let p50 = quantile(&r.ready_to_passing, 0.5);
+    let max = r.ready_to_passing.last().copied().unwrap_or_default();
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let _ = writeln!(s, "## Node agent footprint and reaction\n");
+    let _ = writeln!(s, "| measure | value | target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| idle resident memory (VmRSS) | {:.1} MiB | ≤ 10 MiB | {} |",
+        r.rss_kib as f64 / 1024.0,
+        verdict(r.rss_kib <= 10 * 1024)
+    );
+    let _ = writeln!(
+        s,
+        "| peak resident memory (VmHWM) | {:.1} MiB | | |",
+        r.peak_rss_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        s,
+        "| CPU over {} of steady state | {:.3} % of one core | ≤ 0.1 % | {} |",
+        humantime::format_duration(r.settings.window),
+        r.cpu_percent,
+        verdict(r.cpu_percent <= 0.1)
+    );
+    let _ = writeln!(
+        s,
+        "| app ready → passing in Consul, p50 ({} runs) | {} | ≤ check interval ({}) + 100 ms | {} |",
+        r.ready_to_passing.len(),
+        ms(p50),
+        humantime::format_duration(r.settings.check_interval),
+        verdict(p50 <= target)
+    );
+    let _ = writeln!(
+        s,
+        "| app ready → passing in Consul, max | {} | ≤ {} | {} |",
+        ms(max),
+        ms(target),
+        verdict(max <= target)
+    );
+    let _ = writeln!(
+        s,
+        "\nAll runs (ms): {}\n",
+        r.ready_to_passing
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(s, "- Command: `{command}`");
+    let _ = writeln!(s, "- Machine: {}", machine());
+    let _ = writeln!(s, "- Date: {}", today());
+    let _ = writeln!(
+        s,
+        "- Method: one simulated node (sandbox IMDS, release `web`, release `rollgate agent` on a one-thread runtime) \
+         against the sandbox Consul. Memory from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over the window. \
+         Ready→passing: the app boots with a delay of 2 s plus a different fraction of the check interval per run (so checks land at every phase); the time from its /health first answering 200 (polled every 5 ms) \
+         to a blocking query on /v1/health/service/web?passing returning it."
+    );
+    s
+}
+
+/// Replaces (or appends) the section `name` of the Markdown file at `path`.
+pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
+    let start = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nEvery figure here is written by `sandbox bench` (see each section's command). \
+         Timing is measured here, never asserted in tests.\n"
+            .to_string()
+    });
+    let block = format!("{start}\n{body}{end}\n");
+    let updated = match (existing.find(&start), existing.find(&end)) {
+        (Some(a), Some(b)) if b > a => {
+            format!(
+                "{}{}{}",
+                &existing[..a],
+                block,
+                existing[b + end.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => format!(
+            "{}\n{}",
+            existing.trim_end_matches('\n').to_string() + "\n",
+            block
+        ),
+    };
+    std::fs::write(path, updated)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sections_are_replaced_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("B.md");
+        write_section(&p, "a", "one\n").unwrap();
+        write_section(&p, "b", "two\n").unwrap();
+        write_section(&p, "a", "three\n").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("three") && text.contains("two") && !text.contains("one"));
+        assert!(
+            text.find("bench:a").unwrap() < text.find("bench:b").unwrap(),
+            "order kept"
+        );
+    }
+
+    #[test]
+    fn quantiles_and_dates() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(51));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(today().len(), 10);
+    }
+}
