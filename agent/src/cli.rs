@@ -53,6 +53,18 @@ pub enum Command {
     Reject(RejectArgs),
     /// List plans with their decision, who, when and outcome.
     History(ShowArgs),
+    /// Show the active rollout (phase, batch, instances, next deadline) or
+    /// the last outcome. With --wait, follow it to the end: exit 0 on
+    /// success, 1 on failure, revert or abort.
+    Status(StatusArgs),
+    /// Pause the active rollout (no actions, deadlines suspended).
+    Pause(ServiceArg),
+    /// Resume a paused rollout.
+    Resume(ServiceArg),
+    /// Abort the active rollout and revert to the last stable version.
+    Abort(AbortArgs),
+    /// Promote a canary waiting for approval to continue.
+    Promote(ServiceArg),
 }
 
 /// Options of `check-config`.
@@ -112,6 +124,36 @@ pub struct RejectArgs {
     #[arg(long, default_value = "")]
     pub reason: String,
     /// Who rejects (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_: Option<String>,
+}
+
+/// Options of `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The service (may be omitted when only one is configured).
+    pub service: Option<String>,
+    /// Follow the rollout to its end; exit 0 on success, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// A service argument.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArg {
+    /// The service (may be omitted when only one is configured).
+    pub service: Option<String>,
+}
+
+/// Options of `abort`.
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    /// The service (may be omitted when only one is configured).
+    pub service: Option<String>,
+    /// Why (recorded with the outcome).
+    #[arg(long, default_value = "aborted by an operator")]
+    pub reason: String,
+    /// Who aborts (default: the OS user).
     #[arg(long = "as", value_name = "NAME")]
     pub as_: Option<String>,
 }

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
 
 async fn operator_command(config: &Config, command: Command) -> ExitCode {
     use rollgate::ops;
+    use rollgate::rollout::machine::Command as MachineCommand;
     use rollgate::rollout::plan::{Decision, now_ms};
     let result = match command {
         Command::Publish(a) => {
@@ -93,6 +94,35 @@ async fn operator_command(config: &Config, command: Command) -> ExitCode {
                 reason: a.reason,
             };
             ops::decide(config, &a.plan_id, decision).await
+        }
+        Command::Status(a) => match ops::status(config, a.service.as_deref(), a.wait).await {
+            Ok((text, true)) => Ok(text),
+            Ok((text, false)) => {
+                println!("{text}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => Err(e),
+        },
+        Command::Pause(a) => {
+            ops::command(config, a.service.as_deref(), MachineCommand::Pause).await
+        }
+        Command::Resume(a) => {
+            ops::command(config, a.service.as_deref(), MachineCommand::Resume).await
+        }
+        Command::Promote(a) => {
+            ops::command(config, a.service.as_deref(), MachineCommand::Promote).await
+        }
+        Command::Abort(a) => {
+            let by = ops::operator(a.as_);
+            ops::command(
+                config,
+                a.service.as_deref(),
+                MachineCommand::Abort {
+                    by,
+                    reason: a.reason,
+                },
+            )
+            .await
         }
         _ => Ok(String::new()),
     };

@@ -13,7 +13,7 @@ use crate::aws::registry::manifest::parse_packer_manifest;
 use crate::aws::sdk::SdkFleet;
 use crate::config::Config;
 use crate::consul::Client;
-use crate::rollout::plan::{Decision, Plan, now_ms};
+use crate::rollout::plan::{Decision, Outcome, Plan, now_ms};
 use crate::rollout::render::{self, Style};
 use crate::rollout::store::{Store, StoreError, Trigger};
 
@@ -226,5 +226,138 @@ pub async fn decide(
                 plan.id, plan.service
             )))
         }
+    }
+}
+
+/// The one service meant when none is named (refused when several exist).
+fn one_service<'a>(config: &'a Config, service: Option<&'a str>) -> Result<&'a str, OpsError> {
+    let all = services(config, service)?;
+    match all.as_slice() {
+        [one] => Ok(one),
+        many => Err(OpsError::Refused(format!(
+            "several services are configured ({}); name one",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// `rollgate pause|resume|abort|promote [SERVICE]`: queues the command for
+/// the active rollout; refused when there is none.
+pub async fn command(
+    config: &Config,
+    service: Option<&str>,
+    command: crate::rollout::machine::Command,
+) -> Result<String, OpsError> {
+    let store = store(config)?;
+    let svc = one_service(config, service)?;
+    let Some((rollout, _)) = store.rollout(svc).await? else {
+        return Err(OpsError::Refused(format!(
+            "no rollout in progress for {svc}; `rollgate status {svc}` shows the last one"
+        )));
+    };
+    store.push_command(svc, &command).await?;
+    let word = match &command {
+        crate::rollout::machine::Command::Pause => "pause",
+        crate::rollout::machine::Command::Resume => "resume",
+        crate::rollout::machine::Command::Abort { .. } => "abort (revert)",
+        crate::rollout::machine::Command::Promote => "promote",
+    };
+    Ok(format!(
+        "Asked rollout {} of {svc} (now {}) to {word}; the leader applies it on its next step.",
+        rollout.spec.id,
+        rollout.state.name()
+    ))
+}
+
+fn describe(rollout: &crate::rollout::machine::Rollout, plan: Option<&Plan>) -> String {
+    let p = &rollout.progress;
+    let batches = plan.map(|p| p.batches).unwrap_or(0);
+    let deadline = rollout
+        .wake_at()
+        .map(|t| {
+            let left = t.0.saturating_sub(now_ms());
+            format!(
+                ", next deadline in {}",
+                humantime::format_duration(std::time::Duration::from_secs(left / 1000))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "rollout {} of {}: {} (batch {}/{}), target {} {}; old instances {} (retired {}), new healthy {}{}",
+        rollout.spec.id,
+        rollout.spec.service,
+        rollout.state.name(),
+        p.batches_done,
+        batches,
+        rollout.spec.target_image,
+        rollout.spec.target_version,
+        p.to_replace.len(),
+        p.retired.len(),
+        p.accepted.len(),
+        deadline
+    )
+}
+
+/// `rollgate status [SERVICE] [--wait]`: the active rollout, or the last
+/// outcome. With `wait`, follows the rollout (or the approved plan about to
+/// start) to its end; answers whether it succeeded.
+pub async fn status(
+    config: &Config,
+    service: Option<&str>,
+    wait: bool,
+) -> Result<(String, bool), OpsError> {
+    let store = store(config)?;
+    let svc = one_service(config, service)?;
+    let mut last_line = String::new();
+    loop {
+        let plans = store.plans(svc).await?;
+        let active = store.rollout(svc).await?;
+        let followed = match &active {
+            Some((r, _)) => plans
+                .iter()
+                .find(|(p, _)| p.id == r.spec.id)
+                .map(|(p, _)| p.clone()),
+            None => plans
+                .iter()
+                .find(|(p, _)| p.is_open_approved())
+                .or(plans.iter().rev().find(|(p, _)| p.outcome.is_some()))
+                .map(|(p, _)| p.clone()),
+        };
+        let line = match (&active, &followed) {
+            (Some((r, _)), plan) => describe(r, plan.as_ref()),
+            (None, Some(p)) if p.is_open_approved() => {
+                format!("plan {} is approved; the rollout is starting", p.id)
+            }
+            (None, Some(p)) => {
+                let o = p.outcome.clone().unwrap_or(Outcome {
+                    result: "unknown".into(),
+                    at: 0,
+                    reason: String::new(),
+                });
+                let text = format!(
+                    "no rollout in progress for {svc}; last: plan {} {} at {}{}",
+                    p.id,
+                    o.result,
+                    render::time(o.at),
+                    if o.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", o.reason)
+                    }
+                );
+                return Ok((text, o.result == "succeeded"));
+            }
+            (None, None) => {
+                return Ok((format!("no rollout for {svc} yet"), !wait));
+            }
+        };
+        if !wait {
+            return Ok((line, true));
+        }
+        if line != last_line {
+            println!("{line}");
+            last_line = line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

@@ -65,11 +65,20 @@ impl World {
                  aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
                  [[services]]\nname = \"web\"\nauto_scaling_group = \"{group}\"\n\
                  launch_template = \"web-asg-lt\"\nartifact = \"acmeinc/web\"\napproval = \"{approval}\"\n\
-                 approval_timeout = \"{timeout}\"\n\n[services.rollout]\nbatch_size = 2\n",
+                 approval_timeout = \"{timeout}\"\n\n[services.rollout]\nbatch_size = 2\n{rollout}",
                 consul = self.consul.http_addr(),
                 moto = self.moto.endpoint(),
                 timeout = if approval == "short" { "1m" } else { "72h" },
-                approval = if approval == "short" { "manual" } else { approval },
+                approval = match approval {
+                    "short" => "manual",
+                    "auto-fast" => "auto",
+                    other => other,
+                },
+                rollout = if approval == "auto-fast" {
+                    "min_healthy_time = \"1s\"\nhealthy_deadline = \"6s\"\nprogress_deadline = \"20s\"\n"
+                } else {
+                    ""
+                },
             ),
         )
         .unwrap();
@@ -474,5 +483,78 @@ async fn bad_input_names_the_call_and_the_resource() {
         c.log()
     );
     assert!(w.plans().await.is_empty());
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_whose_instances_never_pass_is_reverted() {
+    // No simulated nodes: new instances never register in Consul, as with an
+    // image whose agent or app never starts.
+    let w = World::new("auto-fast").await;
+    let c = w.coordinator(&w.config());
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    let plan = until("an outcome", Duration::from_secs(90), || async {
+        w.plans().await.pop().filter(|p| p.outcome.is_some())
+    })
+    .await;
+    let outcome = plan.outcome.clone().unwrap();
+    assert_eq!(outcome.result, "reverted", "{outcome:?}\n{}", c.log());
+    assert!(
+        outcome.reason.contains("not registered in Consul"),
+        "{}",
+        outcome.reason
+    );
+    assert!(
+        outcome.reason.contains("healthy_deadline"),
+        "{}",
+        outcome.reason
+    );
+    assert!(
+        outcome.reason.contains("i-"),
+        "names the instance: {}",
+        outcome.reason
+    );
+
+    // The group is back on the old template version and image, at its
+    // original capacity, and the new instances are gone.
+    let fleet = rollgate::aws::sdk::SdkFleet::new(&w.moto.sdk_config());
+    use rollgate::aws::Fleet as _;
+    let group = until("capacity restored", Duration::from_secs(30), || async {
+        let g = fleet.describe_group("web-asg").await.ok()?;
+        let live: Vec<_> = g
+            .instances
+            .iter()
+            .filter(|i| !i.lifecycle_state.starts_with("Terminat"))
+            .collect();
+        (g.desired_capacity == 3 && live.len() == 3).then_some(g)
+    })
+    .await;
+    assert_eq!(
+        group.launch_template.as_ref().unwrap().version,
+        "1",
+        "{group:?}"
+    );
+    let ids: Vec<String> = group
+        .instances
+        .iter()
+        .filter(|i| !i.lifecycle_state.starts_with("Terminat"))
+        .map(|i| i.instance_id.clone())
+        .collect();
+    let instances = fleet.describe_instances(&ids).await.unwrap();
+    assert!(
+        instances.iter().all(|i| i.image_id == w.seeded.image_id),
+        "{instances:?}"
+    );
+    assert!(
+        group.suspended_processes.is_empty(),
+        "processes resumed: {group:?}"
+    );
+    // The revert-loop guard: the failed image is recorded and never planned again.
+    let failed = w.store().failed_images("web").await.unwrap();
+    assert!(failed.contains(&v11), "{failed:?}");
+    let (code, out, _) = w.run(&["status", "web"]).await;
+    assert_eq!(code, 1, "status reports the failure: {out}");
+    assert!(out.contains("reverted"), "{out}");
     w.shutdown().await;
 }

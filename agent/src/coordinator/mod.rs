@@ -7,6 +7,9 @@
 //!   service artifact's publish trigger (a blocking query on
 //!   `<prefix>/trigger/<artifact>`) and by `coordinator.registry_poll`;
 //!   a failing service logs and retries without stopping the others;
+//! - one rollout loop per service ([`RolloutLoop`]): it resumes the active
+//!   rollout from KV, or starts the oldest approved plan, and drives it with
+//!   `rollout::executor` to its end, one rollout per group at a time;
 //! - the health watcher and the alert outbox sender (`rollgate::watch`,
 //!   `rollgate::notify`), so plan announcements and health alerts are
 //!   delivered.
@@ -16,8 +19,6 @@
 //! leader releases the lock so another replica takes over without waiting
 //! for the session TTL.
 //!
-//! The rollout of approved plans is the next step (`rollout::machine` and its
-//! executor); approved plans wait in KV for it.
 
 pub mod config;
 pub mod planner;
@@ -36,6 +37,8 @@ use crate::consul::lock::{Fence, LeaderLock, LockConfig};
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{self, Client, QueryOptions, Response};
 use crate::notify::{NotifyError, Outbox, Receivers, Sender};
+use crate::rollout::executor::{ExecError, Executor};
+use crate::rollout::machine::{Capacity, Rollout, RolloutSpec, StableRef};
 use crate::rollout::plan::now_ms;
 use crate::rollout::store::Store;
 use crate::shutdown::Shutdown;
@@ -152,7 +155,16 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
                 poll: c.registry_poll,
                 wait: config.consul.max_wait,
             };
+            let rollouts = RolloutLoop {
+                service: service.name.clone(),
+                fleet: fleet.clone(),
+                store: store.clone(),
+                outbox: outbox.clone(),
+                fence: leadership.fence().clone(),
+                wait: config.consul.max_wait,
+            };
             tasks.push(tokio::spawn(ctx.run(round.clone())));
+            tasks.push(tokio::spawn(rollouts.run(round.clone())));
         }
         round.cancelled().await;
         for t in tasks {
@@ -259,5 +271,136 @@ where
                 }
             }
         }
+    }
+}
+
+/// One service's rollout loop while leading.
+struct RolloutLoop<F> {
+    service: String,
+    fleet: Arc<F>,
+    store: Store,
+    outbox: Outbox,
+    fence: Fence,
+    wait: Duration,
+}
+
+impl<F: Fleet + 'static> RolloutLoop<F> {
+    async fn run(self, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let active = match self.start_or_resume().await {
+                Ok(active) => active,
+                Err(e) => {
+                    failures += 1;
+                    let pause = backoff(failures, Duration::from_secs(1), Duration::from_secs(30));
+                    tracing::warn!(service = %self.service, error = %e, retry_in = ?pause,
+                        "Cannot start the rollout; retrying.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            };
+            if !active {
+                // Nothing approved: wait for a plan record to change.
+                let key = format!("{}/", self.store.plans_prefix(&self.service));
+                let index = self
+                    .store
+                    .client()
+                    .kv_list(&key, &QueryOptions::default())
+                    .await
+                    .map(|r| r.meta.index)
+                    .unwrap_or(1);
+                let opts = QueryOptions::blocking(index.max(1), self.wait);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.store.client().kv_list(&key, &opts) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+            let executor = Executor {
+                fleet: self.fleet.as_ref(),
+                store: &self.store,
+                outbox: &self.outbox,
+                fence: &self.fence,
+                wait: self.wait,
+            };
+            match executor.drive(&self.service, &cancel).await {
+                Ok(_) => failures = 0,
+                Err(ExecError::NotLeader) => return,
+                Err(e) => {
+                    failures += 1;
+                    let pause = backoff(
+                        failures,
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                    );
+                    tracing::warn!(service = %self.service, error = %e, retry_in = ?pause,
+                        "Rollout step failed; observing again.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a rollout is active (resumed from KV, or started from the
+    /// oldest approved plan).
+    async fn start_or_resume(&self) -> Result<bool, ExecError> {
+        if self.store.rollout(&self.service).await?.is_some() {
+            return Ok(true);
+        }
+        let plans = self.store.plans(&self.service).await?;
+        let Some((plan, _)) = plans.into_iter().find(|(p, _)| p.is_open_approved()) else {
+            return Ok(false);
+        };
+        let group = self.fleet.describe_group(&plan.group).await?;
+        let stable = match self.store.stable(&self.service).await? {
+            Some(s) => s,
+            None => StableRef {
+                template_version: plan.current_template_version,
+                image: plan.current.image_id.clone(),
+                version: plan.current.version.clone(),
+            },
+        };
+        let spec = RolloutSpec {
+            id: plan.id.clone(),
+            service: plan.service.clone(),
+            group: plan.group.clone(),
+            launch_template_id: plan.launch_template_id.clone(),
+            target_image: plan.target.image_id.clone(),
+            target_version: plan.target.version.clone(),
+            target_template_version: None,
+            stable,
+            params: (&plan.params).into(),
+            original: Capacity {
+                min: group.min_size,
+                max: group.max_size,
+                desired: group.desired_capacity,
+            },
+            instances_to_replace: plan.to_replace().map(|i| i.instance_id.clone()).collect(),
+        };
+        if self
+            .fence
+            .verify(self.store.client())
+            .await
+            .unwrap_or(false)
+            && self
+                .store
+                .save_rollout(&Rollout::new(spec), 0)
+                .await?
+                .is_some()
+        {
+            tracing::info!(service = %self.service, plan = %plan.id, target = %plan.target.image_id,
+                "Rollout started.");
+        }
+        Ok(true)
     }
 }

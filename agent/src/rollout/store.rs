@@ -7,7 +7,10 @@
 //! | `<prefix>/services/<svc>/seq` | last plan number (plan IDs are `<svc>-<n>`) |
 //! | `<prefix>/services/<svc>/plans/<n>` | a [`Plan`] (decision and outcome included) |
 //! | `<prefix>/services/<svc>/failed/<ami>` | an image that failed a rollout (revert-loop guard) |
-//! | `<prefix>/services/<svc>/rollout` | the active rollout's state (the rollout writes it) |
+//! | `<prefix>/services/<svc>/rollout` | the active rollout's state (`machine::Rollout`) |
+//! | `<prefix>/services/<svc>/commands/<t>` | operator commands (pause, resume, abort, promote) not yet consumed |
+//! | `<prefix>/services/<svc>/stable` | the last stable template version, image and version |
+//! | `<prefix>/services/<svc>/rollouts/<n>` | finished rollouts' final states, for post-mortems |
 //!
 //! Every update of an existing record is a check-and-set on its ModifyIndex:
 //! two operators cannot both decide a plan, and a deposed coordinator cannot
@@ -18,6 +21,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::machine::{Command, Rollout, StableRef};
 use super::plan::{Decision, Millis, Plan, parse_plan_id};
 use crate::consul::kv::PutOptions;
 use crate::consul::{self, Client, QueryOptions};
@@ -107,6 +111,11 @@ impl Store {
 
     fn service_key(&self, service: &str, rest: &str) -> String {
         format!("{}/services/{service}/{rest}", self.prefix)
+    }
+
+    /// Prefix of a service's plan records (no trailing slash).
+    pub fn plans_prefix(&self, service: &str) -> String {
+        self.service_key(service, "plans")
     }
 
     /// Key of the active rollout's state.
@@ -264,6 +273,139 @@ impl Store {
         let key = self.service_key(service, &format!("failed/{image}"));
         self.client
             .kv_put(&key, reason.as_bytes(), &PutOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    fn json<T: Serialize>(&self, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// The active rollout of `service` and its ModifyIndex, if any.
+    pub async fn rollout(&self, service: &str) -> Result<Option<(Rollout, u64)>, StoreError> {
+        let key = self.rollout_key(service);
+        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
+        match r.value {
+            None => Ok(None),
+            Some(kv) => {
+                let rollout = serde_json::from_slice(&kv.value().unwrap_or_default())
+                    .map_err(|source| StoreError::Corrupt { key, source })?;
+                Ok(Some((rollout, kv.modify_index)))
+            }
+        }
+    }
+
+    /// Writes the rollout if its record is still at `modify_index` (0:
+    /// only if there is none). Answers the new ModifyIndex, or `None` when
+    /// someone else wrote first.
+    pub async fn save_rollout(
+        &self,
+        rollout: &Rollout,
+        modify_index: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = self.rollout_key(&rollout.spec.service);
+        let body = self.json(&key, rollout)?;
+        let put = PutOptions {
+            cas: Some(modify_index),
+            ..PutOptions::default()
+        };
+        if !self.client.kv_put(&key, &body, &put).await? {
+            return Ok(None);
+        }
+        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
+        Ok(r.value.map(|kv| kv.modify_index))
+    }
+
+    /// Moves a finished rollout to the archive and clears the active key.
+    pub async fn archive_rollout(
+        &self,
+        rollout: &Rollout,
+        modify_index: u64,
+    ) -> Result<bool, StoreError> {
+        let service = &rollout.spec.service;
+        let n = parse_plan_id(&rollout.spec.id).map(|(_, n)| n).unwrap_or(0);
+        let key = self.service_key(service, &format!("rollouts/{n:010}"));
+        let body = self.json(&key, rollout)?;
+        self.client
+            .kv_put(&key, &body, &PutOptions::default())
+            .await?;
+        Ok(self
+            .client
+            .kv_delete(&self.rollout_key(service), Some(modify_index), false)
+            .await?)
+    }
+
+    /// Queues an operator command for `service`'s rollout.
+    pub async fn push_command(&self, service: &str, command: &Command) -> Result<(), StoreError> {
+        let key = self.service_key(
+            service,
+            &format!(
+                "commands/{:016}-{:08x}",
+                super::plan::now_ms(),
+                rand::random::<u32>()
+            ),
+        );
+        let body = self.json(&key, command)?;
+        let put = PutOptions {
+            cas: Some(0),
+            ..PutOptions::default()
+        };
+        self.client.kv_put(&key, &body, &put).await?;
+        Ok(())
+    }
+
+    /// Pending commands, oldest first, with their keys and ModifyIndex.
+    pub async fn commands(&self, service: &str) -> Result<Vec<(String, u64, Command)>, StoreError> {
+        let prefix = self.service_key(service, "commands/");
+        let r = self
+            .client
+            .kv_list(&prefix, &QueryOptions::default())
+            .await?;
+        let mut out = Vec::new();
+        for kv in r.value {
+            match serde_json::from_slice::<Command>(&kv.value().unwrap_or_default()) {
+                Ok(c) => out.push((kv.key.clone(), kv.modify_index, c)),
+                Err(e) => {
+                    tracing::warn!(key = %kv.key, error = %e, "Dropping an unreadable command.");
+                    self.client
+                        .kv_delete(&kv.key, Some(kv.modify_index), false)
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes consumed commands.
+    pub async fn consume_commands(&self, keys: &[(String, u64)]) -> Result<(), StoreError> {
+        for (key, index) in keys {
+            self.client.kv_delete(key, Some(*index), false).await?;
+        }
+        Ok(())
+    }
+
+    /// The last stable release of `service`, if recorded.
+    pub async fn stable(&self, service: &str) -> Result<Option<StableRef>, StoreError> {
+        let key = self.service_key(service, "stable");
+        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
+        match r.value {
+            None => Ok(None),
+            Some(kv) => Ok(Some(
+                serde_json::from_slice(&kv.value().unwrap_or_default())
+                    .map_err(|source| StoreError::Corrupt { key, source })?,
+            )),
+        }
+    }
+
+    /// Records the stable release of `service`.
+    pub async fn set_stable(&self, service: &str, stable: &StableRef) -> Result<(), StoreError> {
+        let key = self.service_key(service, "stable");
+        let body = self.json(&key, stable)?;
+        self.client
+            .kv_put(&key, &body, &PutOptions::default())
             .await?;
         Ok(())
     }

@@ -1,0 +1,323 @@
+//! The executor: drives one rollout of `rollout::machine` against the world.
+//!
+//! Each tick it observes (the group and its instances through the [`Fleet`],
+//! the service's health through Consul, pending operator commands from KV),
+//! asks the pure machine for the next step, performs the step's actions in
+//! order (stopping at the first error: the next tick observes again and the
+//! machine asks again, every action being idempotent), then persists the new
+//! state with check-and-set, fenced by the leader lock, and consumes the
+//! commands the step saw.
+//!
+//! Between ticks it waits for whichever comes first: a health change (a
+//! blocking query on the service, so the gate reacts within milliseconds), the
+//! machine's next deadline (`wake_at`), a new operator command, or the AWS
+//! poll interval (EC2 has no change feed). A crash at any point is harmless:
+//! the next leader reloads the state from KV and observes again.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{self, Action, Observation, Rollout, RolloutEvent, Timestamp};
+use super::plan::{Outcome, now_ms};
+use super::store::{Store, StoreError};
+use crate::aws::{self, Fleet};
+use crate::consul::lock::Fence;
+use crate::consul::{self, QueryOptions};
+use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
+
+/// How often the world is observed when nothing else wakes the executor.
+const AWS_POLL: Duration = Duration::from_secs(1);
+
+/// A tick failed; the rollout is retried from KV and a fresh observation.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// AWS failed.
+    #[error(transparent)]
+    Aws(#[from] aws::Error),
+    /// Consul failed.
+    #[error(transparent)]
+    Consul(#[from] consul::Error),
+    /// A KV record problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This replica is no longer the leader: stop at once.
+    #[error("leadership lost; the rollout continues on the new leader")]
+    NotLeader,
+}
+
+/// Drives one service's active rollout.
+#[derive(Debug)]
+pub struct Executor<'a, F> {
+    /// EC2 and Auto Scaling.
+    pub fleet: &'a F,
+    /// KV records.
+    pub store: &'a Store,
+    /// Rollout notices.
+    pub outbox: &'a Outbox,
+    /// The leader's fence, checked before every write.
+    pub fence: &'a Fence,
+    /// `wait` of the health blocking query.
+    pub wait: Duration,
+}
+
+impl<F: Fleet> Executor<'_, F> {
+    /// Runs the service's active rollout to its end (answering its outcome),
+    /// or until `cancel` fires (answering `None`).
+    pub async fn drive(
+        &self,
+        service: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Outcome>, ExecError> {
+        let mut created: Option<i64> = None;
+        let mut health_index;
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(None);
+            }
+            let Some((rollout, index)) = self.store.rollout(service).await? else {
+                return Ok(None);
+            };
+            if rollout.is_terminal() {
+                return self.finish(&rollout, index).await.map(Some);
+            }
+            let (obs, keys, health_at) = self.observe(&rollout, created).await?;
+            // Never block on an index below 1 (see consul::watch).
+            health_index = health_at.max(1);
+            let step = machine::step(&rollout, &obs, Timestamp(now_ms()));
+            for action in &step.actions {
+                if let Some(v) = self.perform(&rollout, action).await? {
+                    created = Some(v);
+                }
+            }
+            if step.next != rollout {
+                self.ensure_leader().await?;
+                if self.store.save_rollout(&step.next, index).await?.is_none() {
+                    tracing::warn!(service, rollout = %rollout.spec.id, "Rollout record changed under us; reloading.");
+                    continue;
+                }
+                if !keys.is_empty() {
+                    self.store.consume_commands(&keys).await?;
+                }
+                if step.next.spec.target_template_version.is_some() {
+                    created = None;
+                }
+                tracing::info!(service, rollout = %rollout.spec.id, from = rollout.state.name(),
+                    to = step.next.state.name(), "Rollout advanced.");
+                continue;
+            }
+            self.wait(&rollout, health_index, cancel).await;
+        }
+    }
+
+    async fn ensure_leader(&self) -> Result<(), ExecError> {
+        match self.fence.verify(self.store.client()).await? {
+            true => Ok(()),
+            false => Err(ExecError::NotLeader),
+        }
+    }
+
+    /// Reads the world; answers the observation, the consumed command keys
+    /// and the health query's index.
+    async fn observe(
+        &self,
+        rollout: &Rollout,
+        created: Option<i64>,
+    ) -> Result<(Observation, Vec<(String, u64)>, u64), ExecError> {
+        let spec = &rollout.spec;
+        let group = self.fleet.describe_group(&spec.group).await?;
+        let ids: Vec<String> = group
+            .instances
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect();
+        let instances = self.fleet.describe_instances(&ids).await?;
+        let entries = self
+            .store
+            .client()
+            .health_service(&spec.service, false, None, &QueryOptions::default())
+            .await?;
+        let commands = self.store.commands(&spec.service).await?;
+        let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
+        let obs = Observation {
+            group,
+            instances,
+            health: Observation::health_by_instance(&entries.value),
+            commands: commands.into_iter().map(|(_, _, c)| c).collect(),
+            created_template_version: created,
+        };
+        Ok((obs, keys, entries.meta.index))
+    }
+
+    /// Waits for a health change, the next deadline, a command, or the poll.
+    async fn wait(&self, rollout: &Rollout, health_index: u64, cancel: &CancellationToken) {
+        let client = self.store.client();
+        let until_wake = rollout
+            .wake_at()
+            .map(|t| Duration::from_millis(t.0.saturating_sub(now_ms())))
+            .unwrap_or(AWS_POLL)
+            .min(AWS_POLL);
+        let opts = QueryOptions::blocking(health_index, self.wait);
+        let health = client.health_service(&rollout.spec.service, false, None, &opts);
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(until_wake) => {}
+            _ = health => {}
+        }
+    }
+
+    /// Performs one action; answers a created template version.
+    async fn perform(&self, rollout: &Rollout, action: &Action) -> Result<Option<i64>, ExecError> {
+        let spec = &rollout.spec;
+        let group = spec.group.as_str();
+        match action {
+            Action::SuspendProcesses(p) => self.fleet.suspend_processes(group, p).await?,
+            Action::ResumeProcesses(p) => self.fleet.resume_processes(group, p).await?,
+            Action::CreateTemplateVersion {
+                template_id,
+                base_version,
+                image,
+                description,
+            } => {
+                let base = self
+                    .fleet
+                    .launch_template_version(template_id, &base_version.to_string())
+                    .await?;
+                let version = self
+                    .fleet
+                    .create_launch_template_version(&base, image, description)
+                    .await?;
+                tracing::info!(rollout = %spec.id, template = %template_id, version, image = %image,
+                    "Launch template version created.");
+                return Ok(Some(version));
+            }
+            Action::SetGroupTemplate {
+                template_id,
+                version,
+            } => {
+                self.fleet
+                    .set_group_launch_template(group, template_id, *version)
+                    .await?;
+            }
+            Action::SetCapacity { min, max, desired } => {
+                let current = self.fleet.describe_group(group).await?;
+                let shrinking_max = max.is_some_and(|m| m < current.max_size);
+                if shrinking_max {
+                    if let Some(d) = desired {
+                        self.fleet.set_desired_capacity(group, *d).await?;
+                    }
+                    self.fleet.set_group_size(group, *min, *max).await?;
+                } else {
+                    self.fleet.set_group_size(group, *min, *max).await?;
+                    if let Some(d) = desired {
+                        self.fleet.set_desired_capacity(group, *d).await?;
+                    }
+                }
+            }
+            Action::Protect(ids) => self.fleet.set_instance_protection(group, ids, true).await?,
+            Action::Unprotect(ids) => {
+                self.fleet
+                    .set_instance_protection(group, ids, false)
+                    .await?
+            }
+            Action::Terminate { ids, decrement } => {
+                for id in ids {
+                    self.fleet.terminate_instance(id, *decrement).await?;
+                }
+            }
+            Action::RecordStable {
+                template_version,
+                image,
+                version,
+            } => {
+                let stable = machine::StableRef {
+                    template_version: *template_version,
+                    image: image.clone(),
+                    version: version.clone(),
+                };
+                self.store.set_stable(&spec.service, &stable).await?;
+            }
+            Action::MarkImageFailed { image, reason } => {
+                self.store.mark_failed(&spec.service, image, reason).await?;
+            }
+            Action::Notify(event) => self.notify(rollout, event).await,
+        }
+        Ok(None)
+    }
+
+    /// Enqueues a rollout notice; failures are logged (the outbox is the
+    /// durable part, and a lost notice must not stop a rollout).
+    async fn notify(&self, rollout: &Rollout, event: &RolloutEvent) {
+        let spec = &rollout.spec;
+        let (stage, reason, batch) = match event {
+            RolloutEvent::Started => (RolloutStage::Started, String::new(), None),
+            RolloutEvent::BatchHealthy { n, of } => {
+                (RolloutStage::BatchHealthy, String::new(), Some((*n, *of)))
+            }
+            RolloutEvent::Failed { reason } => (RolloutStage::Failed, reason.clone(), None),
+            RolloutEvent::Reverted { reason } => (RolloutStage::Reverted, reason.clone(), None),
+            RolloutEvent::Succeeded => (RolloutStage::Succeeded, String::new(), None),
+            other => {
+                tracing::info!(rollout = %spec.id, event = ?other, "Rollout event.");
+                return;
+            }
+        };
+        let notice = RolloutNotice {
+            rollout_id: spec.id.clone(),
+            stage: Some(stage),
+            service: spec.service.clone(),
+            group: spec.group.clone(),
+            old_version: spec.stable.version.clone(),
+            new_version: spec.target_version.clone(),
+            old_ami: spec.stable.image.clone(),
+            new_ami: spec.target_image.clone(),
+            plan: spec.id.clone(),
+            reason,
+            batch: batch.map(|b| b.0),
+            batches: batch.map(|b| b.1),
+        };
+        if let Err(e) = self
+            .outbox
+            .enqueue(Event::rollout(notice, vec![], now_ms()))
+            .await
+        {
+            tracing::warn!(rollout = %spec.id, error = %e, "Cannot enqueue a rollout notice.");
+        }
+    }
+
+    /// Records the outcome on the plan and archives the rollout.
+    async fn finish(&self, rollout: &Rollout, index: u64) -> Result<Outcome, ExecError> {
+        use machine::State;
+        let (result, reason) = match &rollout.state {
+            State::Succeeded { .. } => ("succeeded", String::new()),
+            State::Reverted {
+                reason, aborted, ..
+            } => (
+                if *aborted { "aborted" } else { "reverted" },
+                reason.clone(),
+            ),
+            State::Failed { reason, .. } => ("failed", reason.clone()),
+            _ => ("failed", "rollout ended in an unexpected state".to_string()),
+        };
+        let outcome = Outcome {
+            result: result.into(),
+            at: now_ms(),
+            reason,
+        };
+        self.ensure_leader().await?;
+        for _ in 0..20 {
+            let (mut plan, plan_index) = self.store.plan(&rollout.spec.id).await?;
+            if plan.outcome.is_some() {
+                break;
+            }
+            plan.outcome = Some(outcome.clone());
+            if self.store.update_plan(&plan, plan_index).await? {
+                break;
+            }
+        }
+        self.store.archive_rollout(rollout, index).await?;
+        tracing::info!(service = %rollout.spec.service, rollout = %rollout.spec.id, result,
+            reason = %outcome.reason, "Rollout finished.");
+        Ok(outcome)
+    }
+}
