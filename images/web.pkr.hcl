@@ -88,13 +88,13 @@ variable "subnet_id" {
 
 variable "rollgate_binary" {
   type        = string
-  description = "Path on this machine of the rollgate release binary; empty for ../target/release/rollgate (cargo build --release)."
+  description = "Path on this machine of the rollgate release binary; empty for ../target/dist/rollgate (cargo build --profile dist)."
   default     = ""
 }
 
 variable "web_binary" {
   type        = string
-  description = "Path on this machine of the web release binary; empty for ../target/release/web (cargo build --release)."
+  description = "Path on this machine of the web release binary; empty for ../target/dist/web (cargo build --profile dist)."
   default     = ""
 }
 
@@ -161,8 +161,8 @@ locals {
   # AMI names may not hold every character an artifact name may.
   ami_name = "${replace(var.artifact, "/", "-")}-${var.version}-${var.architecture}-${local.timestamp}"
 
-  rollgate_binary = var.rollgate_binary != "" ? var.rollgate_binary : "${path.root}/../target/release/rollgate"
-  web_binary      = var.web_binary != "" ? var.web_binary : "${path.root}/../target/release/web"
+  rollgate_binary = var.rollgate_binary != "" ? var.rollgate_binary : "${path.root}/../target/dist/rollgate"
+  web_binary      = var.web_binary != "" ? var.web_binary : "${path.root}/../target/dist/web"
   consul_zip      = var.consul_zip != "" ? var.consul_zip : "${path.root}/downloads/consul_${var.consul_version}_linux_${var.architecture}.zip"
 
   # The coordinator finds images by these tags: rollgate:artifact selects the
