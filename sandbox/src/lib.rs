@@ -8,6 +8,10 @@
 //! - [`moto`]: the AWS stand-in (a moto server process) and seeding of an AMI, template and group.
 //! - [`node`]: one simulated instance (IMDS, the real `web`, the real
 //!   `rollgate agent`) as processes.
+//! - [`fleet`]: the fleet simulator: a simulated node for every instance of an
+//!   emulated Auto Scaling group, its behaviour read from the AMI's tags.
+//! - [`load`]: the load generator: traffic to the instances Consul reports
+//!   passing, as a load balancer sends it, with every failure accounted for.
 //! - [`demo`]: `sandbox demo`, the main job in the sandbox.
 //! - [`bench`]: the benchmark scenarios behind `BENCHMARKS.md`.
 //! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
@@ -19,7 +23,9 @@
 pub mod bench;
 pub mod consul;
 pub mod demo;
+pub mod fleet;
 pub mod imds;
+pub mod load;
 pub mod moto;
 pub mod node;
 pub mod slack;

@@ -189,6 +189,18 @@ impl SimNode {
         self.agent.id()
     }
 
+    /// The app's process ID (to check it is gone after a stop, or to kill it
+    /// without a drain in a test).
+    pub fn web_pid(&self) -> Option<u32> {
+        self.web.id()
+    }
+
+    /// The agent's exit status once it has exited on its own (say, on an
+    /// invalid configuration); `None` while it runs.
+    pub fn agent_exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.agent.try_wait()
+    }
+
     /// What the agent logged so far.
     pub fn agent_log(&self) -> String {
         self.agent_log.lock().map(|l| l.clone()).unwrap_or_default()

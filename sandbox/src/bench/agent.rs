@@ -36,6 +36,11 @@ pub struct AgentResults {
     pub rss_kib: u64,
     /// Peak resident memory, KiB.
     pub peak_rss_kib: u64,
+    /// Anonymous resident memory (heap, stacks), KiB.
+    pub anon_kib: u64,
+    /// File-backed resident memory (the binary's code and data pages,
+    /// shared and reclaimable), KiB.
+    pub file_kib: u64,
     /// CPU used over the window, as a percentage of one core.
     pub cpu_percent: f64,
     /// Ready-to-passing times, sorted.
@@ -147,6 +152,8 @@ pub async fn run(
     let elapsed = w0.elapsed().as_secs_f64();
     let rss_kib = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
     let peak_rss_kib = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
+    let anon_kib = proc_field(pid, "status", "RssAnon:").unwrap_or(0);
+    let file_kib = proc_field(pid, "status", "RssFile:").unwrap_or(0);
     let cpu_percent = (t1.saturating_sub(t0)) as f64 / TICKS_PER_SEC / elapsed * 100.0;
     node.stop(Duration::from_secs(5)).await;
 
@@ -207,6 +214,8 @@ pub async fn run(
         settings,
         rss_kib,
         peak_rss_kib,
+        anon_kib,
+        file_kib,
         cpu_percent,
         ready_to_passing: times,
     })

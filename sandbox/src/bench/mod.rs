@@ -118,7 +118,8 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     let _ = writeln!(s, "- Date: {}", today());
     let _ = writeln!(
         s,
-        "- Method: one simulated node (sandbox IMDS, release `web`, release `rollgate agent` on a one-thread runtime) \
+        "- Method: one simulated node (sandbox IMDS, the `web` and `rollgate` binaries beside the `sandbox` binary that ran, \
+         i.e. the cargo profile in the command's path; `rollgate agent` runs on a one-thread runtime) \
          against the sandbox Consul. Memory from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over the window. \
          Ready→passing: the app boots with a delay of 2 s plus a different fraction of the check interval per run (so checks land at every phase); the time from its /health first answering 200 (polled every 5 ms) \
          to a blocking query on /v1/health/service/web?passing returning it."
