@@ -237,12 +237,20 @@ fn the_documented_example_file_is_valid_and_complete() {
     // commented out or not, so the file documents them all.
     let example = std::fs::read_to_string(path).unwrap();
     let effective: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
-    for (section, table) in &effective {
+    for (section, value) in &effective {
+        let Some(table) = value.as_table() else {
+            // An array of tables ([[services]]), empty by default.
+            assert!(
+                example.contains(&format!("[[{section}]]")),
+                "[[{section}]] missing"
+            );
+            continue;
+        };
         assert!(
             example.contains(&format!("[{section}]")),
             "[{section}] missing"
         );
-        for key in table.as_table().unwrap().keys() {
+        for key in table.keys() {
             assert!(
                 example.contains(&format!("\n{key} = "))
                     || example.contains(&format!("# {key} = ")),
@@ -297,4 +305,54 @@ fn agent_rules_are_reported_with_their_keys() {
     let c = Config::default();
     let e = c.agent.validate_for_agent().into_result().unwrap_err();
     assert_eq!(problems(&e), vec!["agent.expected_version"]);
+}
+
+#[test]
+fn the_coordinator_template_of_infra_renders_a_valid_configuration() {
+    // infra/templates/coordinator.toml.tftpl with sample values, as
+    // Terraform renders it: the keys it writes must be keys rollgate reads.
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/templates/coordinator.toml.tftpl"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let values = [
+        ("${jsonencode(consul_token_file)}", format!("{secret:?}")),
+        ("${jsonencode(service_name)}", "\"web\"".into()),
+        ("${jsonencode(auto_scaling_group)}", "\"web\"".into()),
+        ("${jsonencode(launch_template)}", "\"web\"".into()),
+        ("${jsonencode(artifact)}", "\"acmeinc/web\"".into()),
+        ("${jsonencode(approval)}", "\"manual\"".into()),
+        ("${batch_size}", "2".into()),
+        ("${jsonencode(min_healthy_time)}", "\"30s\"".into()),
+        ("${jsonencode(healthy_deadline)}", "\"5m\"".into()),
+        ("${jsonencode(progress_deadline)}", "\"10m\"".into()),
+        ("${jsonencode(slack_token_file)}", format!("{secret:?}")),
+        ("${jsonencode(slack_channel)}", "\"C0ALERTS\"".into()),
+        ("${jsonencode(smtp_host)}", "\"smtp.example.com\"".into()),
+        ("${smtp_port}", "587".into()),
+        ("${jsonencode(smtp_username)}", "\"rollgate\"".into()),
+        ("${jsonencode(smtp_password_file)}", format!("{secret:?}")),
+        (
+            "${jsonencode(email_from)}",
+            "\"rollgate@example.com\"".into(),
+        ),
+        ("${jsonencode(email_to)}", "[\"ops@example.com\"]".into()),
+    ];
+    let mut rendered = template.clone();
+    for (placeholder, value) in &values {
+        rendered = rendered.replace(placeholder, value);
+    }
+    assert!(
+        !rendered.contains("${"),
+        "unrendered placeholder:\n{rendered}"
+    );
+    let f = file(&rendered);
+    let c = Config::load(&sources(Some(f.path().into()), &[])).unwrap();
+    assert_eq!(c.services.len(), 1);
+    assert_eq!(c.services[0].rollout.batch_size, 2);
 }

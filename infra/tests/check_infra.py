@@ -376,7 +376,7 @@ EXPECTED_COORDINATOR_KEYS = {
     "consul": {"address", "token_file", "timeout"},
     "log": {"format", "level"},
     "coordinator": {"registry_poll"},
-    "notify": {"slack", "email"},
+    "notify": {"default_receivers", "receivers"},
 }
 
 
@@ -417,11 +417,19 @@ def check_coordinator_toml(text, problems):
         problems.append(f"coordinator TOML [[services]] is not as expected: {services}")
     elif set(services[0]["rollout"]) != {"batch_size", "min_healthy_time", "healthy_deadline", "progress_deadline"}:
         problems.append(f"coordinator TOML [services.rollout] has {sorted(services[0]['rollout'])}")
-    email = config.get("notify", {}).get("email", {})
+    # The schema of rollgate's [notify] section (agent/src/notify/config.rs);
+    # agent/tests/config.rs also loads this template through rollgate itself.
+    receivers = {r.get("name"): r for r in config.get("notify", {}).get("receivers", [])}
+    if set(receivers) != {"ops-slack", "ops-email"}:
+        problems.append(f"coordinator TOML [[notify.receivers]] are {sorted(receivers)}, expected ops-slack and ops-email")
+    slack = receivers.get("ops-slack", {}).get("slack", {})
+    if set(slack) != {"channel", "token_file"}:
+        problems.append(f"coordinator TOML [notify.receivers.slack] has {sorted(slack)}")
+    email = receivers.get("ops-email", {}).get("email", {})
     if email.get("username") != 'rollgate "ops"' or email.get("to") != ["ops@example.com", "oncall@example.com"]:
         problems.append("coordinator TOML does not round-trip quoted strings and lists")
-    if email.get("tls") != "starttls" or email.get("smtp_port") != 587:
-        problems.append("coordinator TOML [notify.email] tls/smtp_port are wrong")
+    if email.get("tls") != "starttls" or email.get("port") != 587:
+        problems.append("coordinator TOML [notify.receivers.email] tls/port are wrong")
 
 
 def check_cloud_config(name, text, problems):

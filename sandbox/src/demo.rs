@@ -1,30 +1,51 @@
 //! `sandbox demo`: the main job, in the sandbox world on loopback.
 //!
-//! Starts the sandbox Consul, moto's server, an Auto Scaling group of `web`
-//! instances on image 1.0.0, and for every instance a simulated node (IMDS,
-//! the real `web`, the real `rollgate agent`), then a `rollgate coordinator`.
-//! It shows the instances passing in Consul, publishes image 1.1.0 with
-//! `rollgate publish`, prints the plan the coordinator made, approves it with
-//! `rollgate approve`, and prints the history. Every process it started is
-//! stopped on exit, Ctrl-C included.
+//! It starts the world:
+//!
+//! - the sandbox Consul, moto's server, the Slack stand-in and the SMTP
+//!   server;
+//! - an Auto Scaling group of `web` instances on image 1.0.0, each run by the
+//!   fleet simulator as the real `web` and `rollgate agent`;
+//! - a load generator sending requests to the instances Consul reports
+//!   passing;
+//! - two `rollgate coordinator` replicas.
+//!
+//! Then it tells three stories with the real CLI:
+//!
+//! 1. Image 1.1.0 is published, planned, approved and rolled out.
+//! 2. A broken image 1.2.0 fails its first batch and is reverted; the alert
+//!    with the reason arrives on Slack and by email.
+//! 3. During the rollout of 1.3.0 the leading coordinator is killed
+//!    (SIGKILL); the other replica takes over and finishes.
+//!
+//! It ends with a summary. The exit status is 0 only if every expectation
+//! held, zero failed requests included. Every process it started is stopped
+//! on exit, Ctrl-C included.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::Command;
+use base64::Engine as _;
+use tokio::process::{Child, Command};
 
 use crate::consul::{Config as ConsulConfig, Server};
-use crate::imds::Identity;
+use crate::fleet::{Fleet, FleetConfig};
+use crate::load::{Load, LoadConfig, LoadHandle};
 use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
 use crate::moto::{Moto, REGION};
-use crate::node::{Binaries, NodeSpec, SimNode};
+use crate::node::Binaries;
+use crate::slack::SlackServer;
+use crate::smtp::SmtpServer;
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Instances in the group.
     pub instances: usize,
+    /// Instances replaced per batch.
+    pub batch: u32,
     /// Keep everything running at the end until Ctrl-C.
     pub keep_running: bool,
 }
@@ -33,61 +54,225 @@ fn step(title: &str) {
     println!("\n== {title}");
 }
 
-async fn rollgate(bins: &Binaries, config: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1")
-        .output()
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// One story's result, for the summary.
+#[derive(Debug)]
+struct Story {
+    name: String,
+    expected: &'static str,
+    outcome: String,
+    seconds: f64,
+}
+
+struct Ctx {
+    bins: Binaries,
+    work: PathBuf,
+    consul: std::net::SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Ctx {
+    fn config(&self, replica: &str) -> PathBuf {
+        self.work.join(format!("{replica}.toml"))
+    }
+
+    async fn rollgate(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.bins.rollgate)
+            .arg("--config")
+            .arg(self.config("a"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .with_context(|| format!("running rollgate {}", args.join(" ")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "rollgate {} failed: {stdout}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// A KV value as JSON, if present.
+    async fn kv_json(&self, key: &str) -> Option<serde_json::Value> {
+        let url = format!("http://{}/v1/kv/{key}", self.consul);
+        let entries: Vec<serde_json::Value> =
+            self.http.get(url).send().await.ok()?.json().await.ok()?;
+        let raw = entries.first()?["Value"].as_str()?.to_string();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    async fn plan(&self, n: u64) -> Option<serde_json::Value> {
+        self.kv_json(&format!("rollgate/services/web/plans/{n:010}"))
+            .await
+    }
+
+    async fn passing(&self) -> usize {
+        let url = format!("http://{}/v1/health/service/web?passing", self.consul);
+        match self.http.get(url).send().await {
+            Ok(r) => r
+                .json::<Vec<serde_json::Value>>()
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Publishes `version` (with behaviour tags), approves its plan and follows
+/// the rollout; `kill` is called once the first batch is launching.
+async fn story(
+    ctx: &Ctx,
+    moto: &Moto,
+    load: &LoadHandle,
+    n: u64,
+    image: ImageSpec,
+    kill: Option<&mut Vec<(String, Child)>>,
+) -> anyhow::Result<(String, String)> {
+    let version = image.version.clone();
+    let spec = ImageSpec {
+        artifact: "unpublished/web".into(),
+        ..image
+    };
+    let ami = register_image(&moto.sdk_config(), &spec)
         .await
-        .with_context(|| format!("running rollgate {}", args.join(" ")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "rollgate {} failed: {}{}",
-            args.join(" "),
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .context("registering the image")?;
+    print!(
+        "{}",
+        indent(
+            &ctx.rollgate(&[
+                "publish",
+                "--artifact",
+                "acmeinc/web",
+                "--ami",
+                &ami,
+                "--version",
+                &version
+            ])
+            .await?
+        )
+    );
+    let id = format!("web-{n}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctx.plan(n).await.is_none() {
+        if Instant::now() > deadline {
+            bail!("no plan {id} within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(stdout)
+    println!("  $ rollgate plan web");
+    print!(
+        "{}",
+        indent(&indent(&ctx.rollgate(&["plan", "web"]).await?))
+    );
+    println!("  $ rollgate approve {id}");
+    print!(
+        "{}",
+        indent(&indent(
+            &ctx.rollgate(&["approve", &id, "--as", "demo-operator"])
+                .await?
+        ))
+    );
+    println!("  $ rollgate status web   (followed until the rollout ends)");
+    let mut last = String::new();
+    let mut kill = kill;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let rollout = ctx.kv_json("rollgate/services/web/rollout").await;
+        let state = rollout
+            .as_ref()
+            .and_then(|r| r["state"]["state"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Some(r) = &rollout {
+            let p = &r["progress"];
+            let report = load.report();
+            let line = format!(
+                "{state:<12} batches done {}, new healthy {}, old retired {}/{} | passing {} | requests {} ok, {} failed",
+                p["batches_done"],
+                p["accepted"].as_array().map_or(0, Vec::len),
+                p["retired"].as_array().map_or(0, Vec::len),
+                p["to_replace"].as_array().map_or(0, Vec::len),
+                ctx.passing().await,
+                report.ok,
+                report.failed
+            );
+            if line != last {
+                println!("    {line}");
+                last = line;
+            }
+        }
+        if state == "launching" {
+            if let Some(replicas) = kill.take() {
+                let holder = ctx
+                    .kv_json("rollgate/leader")
+                    .await
+                    .and_then(|v| v["holder"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if let Some(pos) = replicas.iter().position(|(name, _)| *name == holder) {
+                    let (name, mut child) = replicas.remove(pos);
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    println!(
+                        "    ** killed the leading coordinator {name:?} with SIGKILL mid-batch **"
+                    );
+                }
+            }
+        }
+        if let Some(plan) = ctx.plan(n).await {
+            if let Some(outcome) = plan["outcome"].as_object() {
+                let result = outcome["result"].as_str().unwrap_or("?").to_string();
+                let reason = outcome["reason"].as_str().unwrap_or("").to_string();
+                return Ok((result, reason));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("rollout {id} did not end within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
-async fn passing(http: &reqwest::Client, consul: std::net::SocketAddr) -> Vec<serde_json::Value> {
-    let url = format!("http://{consul}/v1/health/service/web?passing");
-    match http.get(url).send().await {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Runs the demo; `Ok` only if every step held.
+/// Runs the demo; `Ok` only if every expectation held.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let bins = Binaries::beside_current_exe()?;
     let work = tempfile::tempdir().context("creating a work directory")?;
     let started = Instant::now();
 
     step("Starting the sandbox world on loopback");
-    let consul = Server::start(ConsulConfig {
-        nodes: options.instances,
-        ..ConsulConfig::default()
-    })
-    .await
-    .context("starting the sandbox Consul")?;
-    println!(
-        "  Consul (sandbox): http://{}, {} client nodes",
-        consul.http_addr(),
-        options.instances
-    );
+    let consul = Server::start(ConsulConfig::default())
+        .await
+        .context("starting the sandbox Consul")?;
     let moto = Moto::start().await.context(
         "starting moto's server (the AWS emulator); run `bash sandbox/scripts/prerequisites` to install it",
     )?;
-    println!("  AWS (moto):       {}", moto.endpoint());
-    let count = i32::try_from(options.instances).unwrap_or(3);
+    let slack = SlackServer::start(crate::slack::Config::default())
+        .await
+        .context("starting the Slack stand-in")?;
+    let smtp = SmtpServer::start(crate::smtp::Config::default())
+        .await
+        .context("starting the SMTP server")?;
+    println!(
+        "  Consul (sandbox) http://{}   AWS (moto) {}",
+        consul.http_addr(),
+        moto.endpoint()
+    );
+    println!(
+        "  Slack stand-in {}   SMTP server {}",
+        slack.api_url(),
+        smtp.addr()
+    );
+    let count = i32::try_from(options.instances).unwrap_or(6);
     let seeded = seed_group(
         &moto,
         &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), count),
@@ -95,191 +280,238 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     .await
     .context("creating the launch template and the Auto Scaling group")?;
     println!(
-        "  Auto Scaling group web-asg: {} instances on {} (acmeinc/web 1.0.0), launch template {} v{}",
+        "  Auto Scaling group web-asg: {} instances on {} (acmeinc/web 1.0.0), launch template v{}",
         seeded.instance_ids.len(),
         seeded.image_id,
-        seeded.template_id,
         seeded.template_version
     );
-
-    step("Every instance runs the real web app and the real rollgate agent");
-    let mut nodes = Vec::new();
-    for (n, id) in seeded.instance_ids.iter().enumerate() {
-        let node = consul.nodes()[n % consul.nodes().len()].clone();
-        let spec = NodeSpec {
-            identity: Identity {
-                instance_id: id.clone(),
-                ami_id: seeded.image_id.clone(),
-                availability_zone: format!("{REGION}{}", if n % 2 == 0 { 'a' } else { 'b' }),
-                region: REGION.into(),
-                local_ipv4: std::net::Ipv4Addr::LOCALHOST,
-                instance_type: "t3.micro".into(),
-                account_id: "123456789012".into(),
-            },
-            consul: node.addr,
-            web_env: vec![("WEB_VERSION".into(), "1.0.0".into())],
-            expected_version: "1.0.0".into(),
-            artifact: "acmeinc/web".into(),
-            check_interval: Duration::from_secs(1),
-            ttl: Duration::from_secs(4),
-            drain_time: Duration::from_secs(1),
-            dir: work.path().join(id),
-        };
-        nodes.push(
-            SimNode::start(&bins, &spec)
-                .await
-                .with_context(|| format!("starting node {id}"))?,
-        );
-    }
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let healthy = loop {
-        let list = passing(&http, consul.http_addr()).await;
-        if list.len() == nodes.len() {
-            break list;
-        }
+    let fleet = Fleet::start(FleetConfig::new(
+        moto.sdk_config(),
+        "web-asg",
+        consul.http_addr(),
+        bins.clone(),
+        work.path().join("fleet"),
+    ))
+    .context("starting the fleet simulator")?;
+    let ctx = Ctx {
+        bins: bins.clone(),
+        work: work.path().to_path_buf(),
+        consul: consul.http_addr(),
+        http: reqwest::Client::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ctx.passing().await < options.instances {
         if Instant::now() > deadline {
-            bail!(
-                "only {} of {} instances became passing in Consul",
-                list.len(),
-                nodes.len()
-            );
+            bail!("the instances did not all become passing in Consul within 60s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    println!(
-        "  {:<12} {:<22} {:<10} CHECKS",
-        "NODE", "INSTANCE", "VERSION"
-    );
-    for entry in &healthy {
-        let meta = &entry["Service"]["Meta"];
-        let checks = entry["Checks"].as_array().map(Vec::len).unwrap_or(0);
-        println!(
-            "  {:<12} {:<22} {:<10} {checks} passing",
-            entry["Node"]["Node"].as_str().unwrap_or("?"),
-            meta["instance_id"].as_str().unwrap_or("?"),
-            meta["version"].as_str().unwrap_or("?"),
-        );
     }
+    println!(
+        "  every instance runs the real web and rollgate agent: {} passing in Consul",
+        options.instances
+    );
+    let mut load_config = LoadConfig::new(consul.http_addr());
+    load_config.rate_per_sec = 40;
+    load_config.stop_after = Some(Duration::from_secs(900));
+    let load = Load::start(load_config)
+        .await
+        .context("starting the load generator")?;
+    println!("  load generator: 40 requests/s to the instances Consul reports passing");
 
-    step("Starting rollgate coordinator (leader through the Consul lock)");
-    let config = write_config(work.path(), consul.http_addr(), moto.endpoint())?;
-    let log = std::fs::File::create(work.path().join("coordinator.log"))?;
-    let mut coordinator = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(&config)
-        .arg("coordinator")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting rollgate coordinator")?;
+    for replica in ["a", "b"] {
+        write_config(
+            &ctx.config(replica),
+            replica,
+            &consul.http_addr(),
+            moto.endpoint(),
+            &slack.api_url(),
+            smtp.addr().port(),
+            options.batch,
+        )?;
+    }
+    let mut replicas = Vec::new();
+    for replica in ["a", "b"] {
+        let log = std::fs::File::create(work.path().join(format!("coordinator-{replica}.log")))?;
+        let child = Command::new(&bins.rollgate)
+            .arg("--config")
+            .arg(ctx.config(replica))
+            .arg("coordinator")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting rollgate coordinator")?;
+        replicas.push((format!("demo-{replica}"), child));
+    }
+    println!(
+        "  two rollgate coordinator replicas: demo-a and demo-b (one leads through the Consul lock)"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    step("Packer built acmeinc/web 1.1.0: `rollgate publish`");
-    let new_image = register_image(
-        &moto.sdk_config(),
-        &ImageSpec::new("unpublished/web", "1.1.0"),
-    )
-    .await
-    .context("registering the new image")?;
-    print!(
-        "{}",
-        indent(
-            &rollgate(
-                &bins,
-                &config,
-                &[
-                    "publish",
-                    "--artifact",
-                    "acmeinc/web",
-                    "--ami",
-                    &new_image,
-                    "--version",
-                    "1.1.0"
-                ]
-            )
-            .await?
+    let mut stories = Vec::new();
+    let plan = [
+        (
+            "Story 1: a new image, rolled out batch by batch",
+            ImageSpec::new("acmeinc/web", "1.1.0"),
+            "succeeded",
+            false,
+        ),
+        (
+            "Story 2: a broken image fails its first batch and is reverted",
+            ImageSpec::new("acmeinc/web", "1.2.0").tag("sandbox:broken", "true"),
+            "reverted",
+            false,
+        ),
+        (
+            "Story 3: the leading coordinator dies mid-rollout",
+            ImageSpec::new("acmeinc/web", "1.3.0"),
+            "succeeded",
+            true,
+        ),
+    ];
+    for (n, (title, image, expected, kill)) in plan.into_iter().enumerate() {
+        step(title);
+        let t = Instant::now();
+        let (result, reason) = story(
+            &ctx,
+            &moto,
+            &load,
+            n as u64 + 1,
+            image,
+            kill.then_some(&mut replicas),
         )
-    );
+        .await?;
+        println!(
+            "  outcome: {result}{}",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        );
+        stories.push(Story {
+            name: title.split(':').next().unwrap_or(title).to_string(),
+            expected,
+            outcome: result,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
 
-    step("The coordinator planned it: `rollgate plan web`");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let plan = loop {
-        let text = rollgate(&bins, &config, &["plan", "web"]).await?;
-        if text.contains(&new_image) {
-            break text;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no plan for {new_image} within 20s; coordinator log:\n{}",
-                std::fs::read_to_string(work.path().join("coordinator.log")).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Alerts are delivered by the outbox sender; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reverted_alert = |text: &str| {
+        text.contains("reverted") || text.contains("REVERTED") || text.contains("Reverted")
     };
-    print!("{}", indent(&plan));
+    while !(slack.posts().iter().any(|p| reverted_alert(&p.text))
+        && smtp.messages().iter().any(|m| reverted_alert(&m.data)))
+    {
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let report = load.stop().await;
+    let slack_posts = slack.posts();
+    let emails = smtp.messages();
+    let slack_revert = slack_posts.iter().any(|p| reverted_alert(&p.text));
+    let email_revert = emails.iter().any(|m| reverted_alert(&m.data));
 
-    step("An operator approves: `rollgate approve web-1`");
-    print!(
-        "{}",
-        indent(
-            &rollgate(
-                &bins,
-                &config,
-                &["approve", "web-1", "--as", "demo-operator"]
-            )
-            .await?
-        )
+    step("Summary");
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:<10} {:<10} {:<10} {:>9}",
+        "ROLLOUT", "EXPECTED", "OUTCOME", "DURATION"
     );
-
-    step("`rollgate history`");
-    print!("{}", indent(&rollgate(&bins, &config, &["history"]).await?));
-
+    for s in &stories {
+        let _ = writeln!(
+            table,
+            "{:<10} {:<10} {:<10} {:>8.0}s",
+            s.name, s.expected, s.outcome, s.seconds
+        );
+    }
+    print!("{}", indent(&table));
     println!(
-        "\nDemo complete in {:.0}s: {} instances passing in Consul, image 1.1.0 published, planned and approved.",
-        started.elapsed().as_secs_f64(),
-        nodes.len()
+        "  requests: {} sent, {} ok, {} failed; fewest instances passing during the demo: {}",
+        report.sent, report.ok, report.failed, report.min_targets_seen
     );
-    println!("The health-gated rollout of approved plans is the next part of rollgate to land.");
+    println!(
+        "  alerts delivered: {} Slack messages, {} emails (the revert alert on Slack: {}, by email: {})",
+        slack_posts.len(),
+        emails.len(),
+        if slack_revert { "yes" } else { "NO" },
+        if email_revert { "yes" } else { "NO" }
+    );
+    println!("  total time: {:.0}s", started.elapsed().as_secs_f64());
 
+    let mut failed = Vec::new();
+    for s in &stories {
+        if s.outcome != s.expected {
+            failed.push(format!(
+                "{} ended {} (expected {})",
+                s.name, s.outcome, s.expected
+            ));
+        }
+    }
+    if report.failed > 0 {
+        failed.push(format!("{} requests failed", report.failed));
+    }
+    if !slack_revert || !email_revert {
+        failed.push("the revert alert did not arrive on both channels".into());
+    }
     if options.keep_running {
         println!(
-            "\nKeeping the world running (Consul http://{}, AWS {}); Ctrl-C to stop.",
-            consul.http_addr(),
-            moto.endpoint()
+            "\nKeeping the world running (Consul http://{}); Ctrl-C to stop.",
+            consul.http_addr()
         );
         let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = coordinator.start_kill();
-    let _ = coordinator.wait().await;
-    for node in nodes {
-        node.stop(Duration::from_secs(5)).await;
+    for (_, mut child) in replicas {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
     }
+    fleet.shutdown().await;
+    slack.shutdown().await;
+    smtp.shutdown().await;
     consul.shutdown().await;
     let _ = moto.shutdown();
-    Ok(())
+    if failed.is_empty() {
+        println!("\nEvery expectation held.");
+        Ok(())
+    } else {
+        bail!("expectations not met: {}", failed.join("; "))
+    }
 }
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-fn write_config(dir: &Path, consul: std::net::SocketAddr, moto: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join("rollgate.toml");
+fn write_config(
+    path: &Path,
+    replica: &str,
+    consul: &std::net::SocketAddr,
+    moto: &str,
+    slack: &str,
+    smtp_port: u16,
+    batch: u32,
+) -> anyhow::Result<()> {
     std::fs::write(
-        &path,
+        path,
         format!(
             "[consul]\naddress = \"http://{consul}\"\n\n[log]\nlevel = \"info\"\n\n\
-             [coordinator]\nregistry_poll = \"30s\"\nreplica_name = \"demo-a\"\nlock_delay = \"1s\"\n\
-             aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
+             [coordinator]\nregistry_poll = \"30s\"\nreplica_name = \"demo-{replica}\"\nlock_ttl = \"10s\"\n\
+             lock_delay = \"1s\"\naws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
+             [notify]\ndefault_receivers = [\"ops-slack\", \"ops-email\"]\n\n\
+             [[notify.receivers]]\nname = \"ops-slack\"\n[notify.receivers.slack]\nchannel = \"C0ALERTS\"\n\
+             token = \"xoxb-sandbox-token\"\napi_url = \"{slack}\"\nallow_insecure = true\n\n\
+             [[notify.receivers]]\nname = \"ops-email\"\n[notify.receivers.email]\nhost = \"127.0.0.1\"\n\
+             port = {smtp_port}\ntls = \"none\"\nallow_insecure = true\nfrom = \"rollgate <rollgate@example.com>\"\n\
+             to = [\"ops@example.com\"]\n\n\
              [[services]]\nname = \"web\"\nauto_scaling_group = \"web-asg\"\nlaunch_template = \"web-asg-lt\"\n\
-             artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"5s\"\n\n\
-             [services.rollout]\nbatch_size = 2\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"1m\"\n"
+             artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"2s\"\n\n\
+             [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"20s\"\n\
+             progress_deadline = \"2m\"\n"
         ),
     )?;
-    Ok(path)
+    Ok(())
 }

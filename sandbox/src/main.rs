@@ -26,17 +26,22 @@ enum Command {
     /// Uses the `rollgate` and `web` binaries beside this one: build them
     /// with `cargo build --release -p rollgate -p web -p sandbox`.
     Bench(BenchArgs),
-    /// The main job in the sandbox: the world on loopback, the real web and
-    /// rollgate agent on every instance, a coordinator; publish, plan,
-    /// approve. Stops everything it started on exit (Ctrl-C included).
+    /// The main job in the sandbox: the world on loopback (Consul, AWS,
+    /// Slack, SMTP, simulated instances running the real web and rollgate
+    /// agent, load), two coordinators, and three rollouts: a good image, a
+    /// broken one reverted with alerts, a leader killed mid-rollout. Exits 0
+    /// only if every expectation held. Stops everything it started on exit.
     Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
 struct DemoArgs {
     /// Instances in the Auto Scaling group.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=20))]
     instances: u16,
+    /// Instances replaced per batch.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    batch: u32,
     /// Keep the world running at the end until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
@@ -139,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => {
             let options = sandbox::demo::DemoOptions {
                 instances: usize::from(args.instances),
+                batch: args.batch,
                 keep_running: args.keep_running,
             };
             tokio::select! {
