@@ -196,20 +196,24 @@ async fn story(
             .unwrap_or_default();
         if let Some(r) = &rollout {
             let p = &r["progress"];
-            let report = load.report();
-            let line = format!(
-                "{state:<12} batches done {}, new healthy {}, old retired {}/{} | passing {} | requests {} ok, {} failed",
+            // A line whenever the rollout's progress changes, with the
+            // load counters at that moment.
+            let progress = format!(
+                "{state:<12} batches done {}, new healthy {}, old retired {}/{}",
                 p["batches_done"],
                 p["accepted"].as_array().map_or(0, Vec::len),
                 p["retired"].as_array().map_or(0, Vec::len),
                 p["to_replace"].as_array().map_or(0, Vec::len),
-                ctx.passing().await,
-                report.ok,
-                report.failed
             );
-            if line != last {
-                println!("    {line}");
-                last = line;
+            if progress != last {
+                let report = load.report();
+                println!(
+                    "    {progress} | passing {} | requests {} ok, {} failed",
+                    ctx.passing().await,
+                    report.ok,
+                    report.failed
+                );
+                last = progress;
             }
         }
         if state == "launching" {
@@ -509,7 +513,7 @@ fn write_config(
              to = [\"ops@example.com\"]\n\n\
              [[services]]\nname = \"web\"\nauto_scaling_group = \"web-asg\"\nlaunch_template = \"web-asg-lt\"\n\
              artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"2s\"\n\n\
-             [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"20s\"\n\
+             [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"45s\"\n\
              progress_deadline = \"2m\"\n"
         ),
     )?;
