@@ -84,6 +84,16 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     );
     let _ = writeln!(
         s,
+        "| of which anonymous (heap, stacks) | {:.1} MiB | | |",
+        r.anon_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        s,
+        "| of which file-backed (the binary's code pages: shared, reclaimable) | {:.1} MiB | | |",
+        r.file_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        s,
         "| CPU over {} of steady state | {:.3} % of one core | ≤ 0.1 % | {} |",
         humantime::format_duration(r.settings.window),
         r.cpu_percent,
