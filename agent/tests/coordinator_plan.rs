@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rollgate::config::ConsulConfig;
@@ -16,9 +15,8 @@ use rollgate::rollout::store::Store;
 use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
 use sandbox::moto::seed::{ImageSpec, SeedSpec, Seeded, register_image, seed_group};
 use sandbox::moto::{Moto, REGION};
-use sandbox::testkit::until;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use sandbox::testkit::{LoggedChild, until};
+use tokio::process::Command;
 
 struct World {
     moto: Moto,
@@ -117,26 +115,12 @@ impl World {
         )
     }
 
-    fn coordinator(&self, config: &std::path::Path) -> Replica {
+    fn coordinator(&self, config: &std::path::Path) -> LoggedChild {
         let mut c = self.command(config);
         c.arg("coordinator")
             .env("RUST_LOG", "rollgate=debug,info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = c.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = l.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Replica { child, log }
+            .stdout(Stdio::null());
+        LoggedChild::spawn(c).unwrap()
     }
 
     fn store(&self) -> Store {
@@ -187,17 +171,6 @@ impl World {
     async fn shutdown(self) {
         self.consul.shutdown().await;
         let _ = self.moto.shutdown();
-    }
-}
-
-struct Replica {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Replica {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
     }
 }
 

@@ -15,78 +15,36 @@ use rollgate::consul::types::{CheckStatus, ServiceEntry};
 use rollgate::consul::{Client, QueryOptions};
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
 use sandbox::imds::{self, Identity};
-use sandbox::testkit::until;
+use sandbox::testkit::{LoggedChild, until};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const INSTANCE: &str = "i-0123456789abcdef0";
 
-/// A child process killed on drop, with its stderr collected.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    /// Reads stderr to the end; awaited after exit so no line is missed.
-    reader: Option<tokio::task::JoinHandle<()>>,
+/// Sends `sig` (`TERM`, `INT`) to a running child.
+fn signal(p: &LoggedChild, sig: &str) {
+    let pid = p.child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
 }
 
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        let reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = l.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Self {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([format!("-{sig}"), pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let status = tokio::time::timeout(limit, self.child.wait())
-            .await
-            .expect("process exits in time")
-            .unwrap();
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }
-        status
-    }
+fn spawn(mut cmd: Command) -> LoggedChild {
+    cmd.stdout(Stdio::piped());
+    LoggedChild::spawn(cmd).expect("spawn")
 }
 
 /// Starts the real `web` app on a free port; answers it and its address.
-async fn web(env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+async fn web(env: &[(&str, &str)]) -> (LoggedChild, SocketAddr) {
     let mut cmd = Command::new(sandbox::testkit::binary("web", "web"));
     cmd.args(["--listen", "127.0.0.1:0"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut p = Proc::spawn(cmd);
+    let mut p = spawn(cmd);
     let stdout = p.child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -149,11 +107,17 @@ impl World {
     }
 
     /// Starts `rollgate agent` for an app at `app`, expecting `version`.
-    fn agent(&self, app: SocketAddr, version: &str, extra: &str) -> Proc {
+    fn agent(&self, app: SocketAddr, version: &str, extra: &str) -> LoggedChild {
         self.agent_draining(app, version, "1s", extra)
     }
 
-    fn agent_draining(&self, app: SocketAddr, version: &str, drain: &str, extra: &str) -> Proc {
+    fn agent_draining(
+        &self,
+        app: SocketAddr,
+        version: &str,
+        drain: &str,
+        extra: &str,
+    ) -> LoggedChild {
         let config = format!(
             "[consul]\naddress = \"http://{node}\"\n\n[log]\nlevel = \"info\"\n\n[agent]\n\
              service_port = {port}\nservice_address = \"127.0.0.1\"\nartifact = \"acmeinc/web\"\n\
@@ -170,7 +134,7 @@ impl World {
         cmd.args(["--config", path.to_str().unwrap(), "agent"])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
-        Proc::spawn(cmd)
+        spawn(cmd)
     }
 
     async fn entries(&self, passing: bool) -> Vec<ServiceEntry> {
@@ -332,7 +296,7 @@ async fn sigterm_drains_maintenance_then_deregisters_and_exits_0() {
         w.entries(true).await.into_iter().next()
     })
     .await;
-    agent.signal("TERM");
+    signal(&agent, "TERM");
     let signalled = Instant::now();
     let maint = until("maintenance", Duration::from_secs(5), || async {
         let entries = w.entries(false).await;
@@ -372,7 +336,7 @@ async fn a_second_signal_skips_the_drain_wait() {
         w.entries(true).await.into_iter().next()
     })
     .await;
-    agent.signal("TERM");
+    signal(&agent, "TERM");
     until("maintenance", Duration::from_secs(5), || async {
         let entries = w.entries(false).await;
         let e = entries.first()?;
@@ -382,7 +346,7 @@ async fn a_second_signal_skips_the_drain_wait() {
             .map(|_| ())
     })
     .await;
-    agent.signal("INT");
+    signal(&agent, "INT");
     let status = agent.wait(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "{}", agent.log());
     assert!(
@@ -415,7 +379,7 @@ async fn imds_unreachable_without_configured_identity_exits_2() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollgate"));
     cmd.args(["--config", path.to_str().unwrap(), "agent"])
         .env_clear();
-    let mut p = Proc::spawn(cmd);
+    let mut p = spawn(cmd);
     let status = p.wait(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(2), "{}", p.log());
     let log = p.log();
@@ -434,7 +398,7 @@ async fn imds_unreachable_without_configured_identity_exits_2() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollgate"));
     cmd.args(["--config", path.to_str().unwrap(), "agent"])
         .env_clear();
-    let p = Proc::spawn(cmd);
+    let p = spawn(cmd);
     until("fallback registration", Duration::from_secs(20), || async {
         w.entries(false)
             .await
@@ -588,7 +552,7 @@ async fn consul_unreachable_at_start_is_retried_not_a_crash() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollgate"));
     cmd.args(["--config", path.to_str().unwrap(), "agent"])
         .env_clear();
-    let mut agent = Proc::spawn(cmd);
+    let mut agent = spawn(cmd);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         agent.child.try_wait().unwrap().is_none(),

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollgate::aws::Fleet as _;
@@ -24,9 +23,8 @@ use sandbox::moto::seed::{ImageSpec, SeedSpec, Seeded, register_image, seed_grou
 use sandbox::moto::{Moto, REGION};
 use sandbox::node::Binaries;
 use sandbox::slack::{SlackHandle, SlackServer};
-use sandbox::testkit::until;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use sandbox::testkit::{LoggedChild, until};
+use tokio::process::Command;
 
 const INSTANCES: i32 = 6;
 
@@ -134,7 +132,7 @@ impl World {
         path
     }
 
-    fn coordinator(&self, config: &std::path::Path) -> Replica {
+    fn coordinator(&self, config: &std::path::Path) -> LoggedChild {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rollgate"));
         c.arg("--config")
             .arg(config)
@@ -144,22 +142,8 @@ impl World {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = c.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = l.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Replica { child, log }
+            .stdout(Stdio::null());
+        LoggedChild::spawn(c).unwrap()
     }
 
     async fn publish(&self, spec: ImageSpec) -> String {
@@ -246,17 +230,6 @@ impl World {
         self.consul.shutdown().await;
         let _ = self.moto.shutdown();
         report
-    }
-}
-
-struct Replica {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Replica {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
     }
 }
 
@@ -410,5 +383,93 @@ async fn the_leader_killed_mid_batch_is_replaced_and_every_instance_is_accounted
         "no leaked or old instance: {images:?}"
     );
     drop(b);
+    w.shutdown().await;
+}
+
+async fn rollgate_cli(w: &World, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+        .arg("--config")
+        .arg(w.dir.path().join("a.toml"))
+        .args(args)
+        .env_clear()
+        .env("USER", "ops-test")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_resume_and_abort_a_rollout() {
+    let w = World::new().await;
+    let c = w.coordinator(&w.config("a", "2m"));
+    // No rollout yet: every command is a clear refusal.
+    for cmd in ["pause", "resume", "abort", "promote"] {
+        let (code, out) = rollgate_cli(&w, &[cmd]).await;
+        assert_eq!(code, 1, "{cmd}: {out}");
+        assert!(
+            out.contains("no rollout in progress for web"),
+            "{cmd}: {out}"
+        );
+    }
+    w.publish(ImageSpec::new("acmeinc/web", "1.4.0")).await;
+    let store = Store::new(w.client(), "rollgate");
+    until("the rollout running", Duration::from_secs(60), || async {
+        let (r, _) = store.rollout("web").await.ok()??;
+        (r.state.name() == "launching").then_some(())
+    })
+    .await;
+
+    let (code, out) = rollgate_cli(&w, &["pause"]).await;
+    assert_eq!(code, 0, "{out}");
+    let at_pause = until("paused", Duration::from_secs(20), || async {
+        let (r, _) = store.rollout("web").await.ok()??;
+        (r.state.name() == "paused").then_some(r.progress)
+    })
+    .await;
+    let (code, out) = rollgate_cli(&w, &["status"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("paused"), "{out}");
+    // Paused means frozen: nothing advances while it is.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (r, _) = store.rollout("web").await.unwrap().unwrap();
+    assert_eq!(r.state.name(), "paused");
+    assert_eq!(r.progress, at_pause, "nothing advanced while paused");
+
+    let (code, out) = rollgate_cli(&w, &["resume"]).await;
+    assert_eq!(code, 0, "{out}");
+    until("resumed", Duration::from_secs(20), || async {
+        let (r, _) = store.rollout("web").await.ok()??;
+        (r.state.name() != "paused").then_some(())
+    })
+    .await;
+
+    let (code, out) = rollgate_cli(&w, &["abort", "--reason", "wrong build"]).await;
+    assert_eq!(code, 0, "{out}");
+    let plan = w.outcome(Duration::from_secs(120)).await;
+    let outcome = plan.outcome.unwrap();
+    assert_eq!(outcome.result, "aborted", "{outcome:?}\n{}", c.log());
+    let (code, out) = rollgate_cli(&w, &["status", "--wait"]).await;
+    assert_eq!(code, 1, "status --wait exits 1 after an abort: {out}");
+    let (_, _, images) = until("the old fleet back", Duration::from_secs(60), || async {
+        let state = w.fleet_state().await;
+        (state.2.len() == INSTANCES as usize).then_some(state)
+    })
+    .await;
+    assert!(
+        images.iter().all(|(_, ami)| *ami == w.seeded.image_id),
+        "{images:?}"
+    );
+    // An abort is an operator's decision, not evidence: the image is not
+    // marked failed.
+    assert!(store.failed_images("web").await.unwrap().is_empty());
+    drop(c);
     w.shutdown().await;
 }

@@ -76,3 +76,54 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A child process whose stderr is collected as it runs, killed on drop.
+#[derive(Debug)]
+pub struct LoggedChild {
+    /// The process.
+    pub child: tokio::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LoggedChild {
+    /// Spawns `cmd` with stdout discarded unless the caller piped it, and
+    /// stderr collected.
+    pub fn spawn(mut cmd: tokio::process::Command) -> std::io::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        cmd.stderr(std::process::Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                }
+            })
+        });
+        Ok(Self { child, log, reader })
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits for it to exit (at most `limit`) and for its stderr to be read
+    /// to the end.
+    pub async fn wait(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("the process exits in time")
+            .expect("waiting for the process");
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        }
+        status
+    }
+}
