@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
 use tokio::process::{Child, Command};
 
 use crate::consul::{Config as ConsulConfig, Server};
@@ -102,31 +101,18 @@ impl Ctx {
         Ok(stdout)
     }
 
-    /// A KV value as JSON, if present.
     async fn kv_json(&self, key: &str) -> Option<serde_json::Value> {
-        let url = format!("http://{}/v1/kv/{key}", self.consul);
-        let entries: Vec<serde_json::Value> =
-            self.http.get(url).send().await.ok()?.json().await.ok()?;
-        let raw = entries.first()?["Value"].as_str()?.to_string();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::observe::kv_json(&self.http, self.consul, key).await
     }
 
     async fn plan(&self, n: u64) -> Option<serde_json::Value> {
-        self.kv_json(&format!("rollgate/services/web/plans/{n:010}"))
-            .await
+        crate::observe::plan(&self.http, self.consul, n).await
     }
 
     async fn passing(&self) -> usize {
-        let url = format!("http://{}/v1/health/service/web?passing", self.consul);
-        match self.http.get(url).send().await {
-            Ok(r) => r
-                .json::<Vec<serde_json::Value>>()
-                .await
-                .map(|v| v.len())
-                .unwrap_or(0),
-            Err(_) => 0,
-        }
+        crate::observe::passing(&self.http, self.consul, "web")
+            .await
+            .len()
     }
 }
 

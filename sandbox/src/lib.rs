@@ -12,6 +12,7 @@
 //!   emulated Auto Scaling group, its behaviour read from the AMI's tags.
 //! - [`load`]: the load generator: traffic to the instances Consul reports
 //!   passing, as a load balancer sends it, with every failure accounted for.
+//! - [`observe`]: reading rollgate's KV records and Consul health as JSON.
 //! - [`demo`]: `sandbox demo`, the main job in the sandbox.
 //! - [`bench`]: the benchmark scenarios behind `BENCHMARKS.md`.
 //! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
@@ -28,6 +29,7 @@ pub mod imds;
 pub mod load;
 pub mod moto;
 pub mod node;
+pub mod observe;
 pub mod slack;
 pub mod smtp;
 pub mod testkit;

@@ -70,6 +70,9 @@ struct BenchArgs {
 enum Scenario {
     /// Node agent footprint (memory, CPU) and ready-to-passing time.
     Agent,
+    /// Rollout gate reaction (p50/p99) and overhead against the floor, 12
+    /// instances in batches of 3.
+    Rollout,
 }
 
 #[derive(Args)]
@@ -177,6 +180,21 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::agent_section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "agent", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Rollout => {
+                tracing::info!(runs = args.runs, "Running the rollout benchmark.");
+                let settings = sandbox::bench::rollout::RolloutBench {
+                    instances: 12,
+                    batch: 3,
+                    boot_delay: Duration::from_secs(2),
+                    min_healthy: Duration::from_secs(3),
+                    runs: args.runs.clamp(1, 5),
+                };
+                let results = sandbox::bench::rollout::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::rollout_section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "rollout", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
         }

@@ -6,6 +6,7 @@
 //! command. Timing is measured here, never asserted in tests.
 
 pub mod agent;
+pub mod rollout;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -133,6 +134,72 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
          against the sandbox Consul. Memory from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over the window. \
          Ready→passing: the app boots with a delay of 2 s plus a different fraction of the check interval per run (so checks land at every phase); the time from its /health first answering 200 (polled every 5 ms) \
          to a blocking query on /v1/health/service/web?passing returning it."
+    );
+    s
+}
+
+/// Markdown for the rollout scenario.
+pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
+    let mut s = String::new();
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let p50 = quantile(&r.reactions, 0.5);
+    let p99 = quantile(&r.reactions, 0.99);
+    let mut durations = r.durations.clone();
+    durations.sort();
+    let median = quantile(&durations, 0.5);
+    let ratio = median.as_secs_f64() / r.floor.as_secs_f64().max(0.001);
+    let st = &r.settings;
+    let _ = writeln!(s, "## Rollout gate reaction and overhead\n");
+    let _ = writeln!(s, "| measure | value | target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| gate reaction p50 ({} batches) | {} | | |",
+        r.reactions.len(),
+        ms(p50)
+    );
+    let _ = writeln!(
+        s,
+        "| gate reaction p99 | {} | < 50 ms | {} |",
+        ms(p99),
+        verdict(p99 < Duration::from_millis(50))
+    );
+    let _ = writeln!(
+        s,
+        "| rollout wall time, median of {} | {:.1} s | | |",
+        durations.len(),
+        median.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| overhead: wall time / floor ({:.1} s) | {ratio:.2} | ≤ 1.05 | {} |",
+        r.floor.as_secs_f64(),
+        verdict(ratio <= 1.05)
+    );
+    let _ = writeln!(
+        s,
+        "\nGate reactions (ms): {}\n",
+        r.reactions
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(s, "- Command: `{command}`");
+    let _ = writeln!(s, "- Machine: {}", machine());
+    let _ = writeln!(s, "- Date: {}", today());
+    let _ = writeln!(
+        s,
+        "- Method: {} instances, batch {}, app boot delay {}, min_healthy_time {}, one coordinator (auto approval), \
+         the fleet simulator (real `web` and `rollgate agent` per instance, checks every 1 s) against moto and the sandbox Consul. \
+         Gate: the moment the batch's last new instance has been passing (first seen via /v1/health/service/web?passing) \
+         for min_healthy_time; reaction: until the rollout record in KV moves to `retiring` (after the coordinator protected \
+         the batch). Both are observed by polling every 5 ms, so the resolution is about 10 ms. \
+         Floor: batches × (boot delay + min_healthy_time); wall time from the rollout record's creation to the plan's outcome.",
+        st.instances,
+        st.batch,
+        humantime::format_duration(st.boot_delay),
+        humantime::format_duration(st.min_healthy)
     );
     s
 }
