@@ -349,18 +349,18 @@ async fn acquire_gives_up_cleanly_on_shutdown() {
         .unwrap()
         .unwrap();
     assert!(r.unwrap().is_none());
-    // Its session was destroyed: only a's remains.
-    let c = client(s.http_addr());
-    let sessions: Vec<serde_json::Value> =
+    // Its session was destroyed: only a's remains; after a's release, none.
+    let sessions = || async {
         reqwest::get(format!("http://{}/v1/session/list", s.http_addr()))
             .await
             .unwrap()
-            .json()
+            .json::<Vec<serde_json::Value>>()
             .await
-            .unwrap();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
+            .unwrap()
+    };
+    assert_eq!(sessions().await.len(), 1);
     lead.release().await.unwrap();
-    let _ = c;
+    assert!(sessions().await.is_empty(), "release destroys the session");
     s.shutdown().await;
 }
 

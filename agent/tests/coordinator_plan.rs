@@ -318,8 +318,6 @@ async fn an_expired_plan_cannot_be_approved() {
     let w = World::new("manual").await;
     let store = w.store();
     // A plan whose time ran out, as the coordinator would have stored it.
-    let v11 = w.new_image("1.1.0").await;
-    let _ = v11;
     let mut plan: Plan = serde_json::from_str(include_str!("fixtures/plan_pending.json")).unwrap();
     plan.decision = Decision::Pending { expires_at: 1 };
     assert!(store.create_plan(&plan).await.unwrap());
