@@ -201,6 +201,7 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
             reason: String::new(),
             batch: None,
             batches: Some(plan.batches),
+            ordinal: None,
         };
         let event = Event::rollout(notice, vec![], plan.created_at);
         if let Err(e) = self.outbox.enqueue(event).await {

@@ -190,6 +190,17 @@ pub enum RolloutStage {
     Reverted,
     /// Every instance runs the new version.
     Succeeded,
+    /// The canary is healthy and waits for `rollgate promote` (or for its
+    /// automatic promotion, said in the reason).
+    CanaryWaiting,
+    /// The canary was promoted; the remaining batches follow.
+    Promoted,
+    /// An operator paused the rollout.
+    Paused,
+    /// An operator resumed it.
+    Resumed,
+    /// An operator aborted it; a revert follows.
+    Aborted,
 }
 
 impl RolloutStage {
@@ -202,6 +213,11 @@ impl RolloutStage {
             RolloutStage::Failed => "failed",
             RolloutStage::Reverted => "reverted",
             RolloutStage::Succeeded => "succeeded",
+            RolloutStage::CanaryWaiting => "canary_waiting",
+            RolloutStage::Promoted => "promoted",
+            RolloutStage::Paused => "paused",
+            RolloutStage::Resumed => "resumed",
+            RolloutStage::Aborted => "aborted",
         }
     }
 
@@ -214,6 +230,11 @@ impl RolloutStage {
             RolloutStage::Failed => "ROLLOUT FAILED",
             RolloutStage::Reverted => "ROLLOUT REVERTED",
             RolloutStage::Succeeded => "ROLLOUT SUCCEEDED",
+            RolloutStage::CanaryWaiting => "CANARY WAITING FOR PROMOTION",
+            RolloutStage::Promoted => "CANARY PROMOTED",
+            RolloutStage::Paused => "ROLLOUT PAUSED",
+            RolloutStage::Resumed => "ROLLOUT RESUMED",
+            RolloutStage::Aborted => "ROLLOUT ABORTED",
         }
     }
 
@@ -221,7 +242,10 @@ impl RolloutStage {
     pub fn severity(self) -> Severity {
         match self {
             RolloutStage::Failed => Severity::Critical,
-            RolloutStage::Reverted | RolloutStage::PendingApproval => Severity::Warning,
+            RolloutStage::Reverted
+            | RolloutStage::PendingApproval
+            | RolloutStage::CanaryWaiting
+            | RolloutStage::Aborted => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -255,6 +279,10 @@ pub struct RolloutNotice {
     pub batch: Option<u32>,
     /// For `batch_healthy`: of how many.
     pub batches: Option<u32>,
+    /// For stages that can happen more than once in a rollout (`paused`,
+    /// `resumed`): which time, so each is its own message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<u32>,
 }
 
 /// The watcher's own blind spots.
@@ -304,14 +332,15 @@ pub struct MetaNotice {
 }
 
 impl Event {
-    /// A rollout event; its dedup key is `rollout/<id>/<stage>[/<batch>]`, so
+    /// A rollout event; its dedup key is
+    /// `rollout/<id>/<stage>[/<batch>][/<ordinal>]`, so
     /// the coordinator may enqueue it again after a restart without a
     /// second message.
     pub fn rollout(notice: RolloutNotice, tags: Vec<String>, at_ms: UnixMillis) -> Self {
         let stage = notice.stage.unwrap_or(RolloutStage::Started);
         let mut key = format!("rollout/{}/{}", notice.rollout_id, stage.as_str());
-        if let Some(b) = notice.batch {
-            key.push_str(&format!("/{b}"));
+        for n in [notice.batch, notice.ordinal].into_iter().flatten() {
+            key.push_str(&format!("/{n}"));
         }
         Self {
             key,
@@ -376,6 +405,19 @@ mod tests {
         assert_eq!(e.key, "rollout/r-7/batch_healthy/2");
         assert_eq!(Event::rollout(n, vec![], 99).key, e.key);
         assert_eq!(e.severity, Severity::Info);
+    }
+
+    #[test]
+    fn repeatable_stages_get_one_key_per_occurrence() {
+        let pause = |n| RolloutNotice {
+            rollout_id: "r-7".into(),
+            stage: Some(RolloutStage::Paused),
+            ordinal: Some(n),
+            ..RolloutNotice::default()
+        };
+        let first = Event::rollout(pause(1), vec![], 5);
+        assert_eq!(first.key, "rollout/r-7/paused/1");
+        assert_ne!(Event::rollout(pause(2), vec![], 5).key, first.key);
     }
 
     #[test]

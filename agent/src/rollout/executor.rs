@@ -29,6 +29,22 @@ use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
 /// How often the world is observed when nothing else wakes the executor.
 const AWS_POLL: Duration = Duration::from_secs(1);
 
+/// The last AWS read of the group and its instances.
+#[derive(Debug)]
+struct AwsView {
+    group: aws::Group,
+    instances: Vec<aws::Instance>,
+    read_at: std::time::Instant,
+}
+
+/// Whether performing `a` may change what AWS answers.
+fn changes_aws(a: &Action) -> bool {
+    !matches!(
+        a,
+        Action::Notify(_) | Action::RecordStable { .. } | Action::MarkImageFailed { .. }
+    )
+}
+
 /// A tick failed; the rollout is retried from KV and a fresh observation.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -70,6 +86,7 @@ impl<F: Fleet> Executor<'_, F> {
         cancel: &CancellationToken,
     ) -> Result<Option<Outcome>, ExecError> {
         let mut created: Option<i64> = None;
+        let mut aws: Option<AwsView> = None;
         let mut health_index;
         loop {
             if cancel.is_cancelled() {
@@ -81,10 +98,13 @@ impl<F: Fleet> Executor<'_, F> {
             if rollout.is_terminal() {
                 return self.finish(&rollout, index).await.map(Some);
             }
-            let (obs, keys, health_at) = self.observe(&rollout, created).await?;
+            let (obs, keys, health_at, now) = self.observe(&rollout, created, &mut aws).await?;
             // Never block on an index below 1 (see consul::watch).
             health_index = health_at.max(1);
-            let step = machine::step(&rollout, &obs, Timestamp(now_ms()));
+            let step = machine::step(&rollout, &obs, now);
+            if step.actions.iter().any(changes_aws) {
+                aws = None;
+            }
             for action in &step.actions {
                 if let Some(v) = self.perform(&rollout, action).await? {
                     created = Some(v);
@@ -102,8 +122,13 @@ impl<F: Fleet> Executor<'_, F> {
                 if step.next.spec.target_template_version.is_some() {
                     created = None;
                 }
-                tracing::info!(service, rollout = %rollout.spec.id, from = rollout.state.name(),
-                    to = step.next.state.name(), "Rollout advanced.");
+                if step.actions.is_empty() && step.next.state.name() == rollout.state.name() {
+                    tracing::debug!(service, rollout = %rollout.spec.id, state = rollout.state.name(),
+                        "Rollout record refreshed.");
+                } else {
+                    tracing::info!(service, rollout = %rollout.spec.id, from = rollout.state.name(),
+                        to = step.next.state.name(), "Rollout advanced.");
+                }
                 continue;
             }
             self.wait(&rollout, health_index, cancel).await;
@@ -117,36 +142,57 @@ impl<F: Fleet> Executor<'_, F> {
         }
     }
 
-    /// Reads the world; answers the observation, the consumed command keys
-    /// and the health query's index.
+    /// Reads the world; answers the observation, the consumed command keys,
+    /// the health query's index and the time of the health read.
+    ///
+    /// Health is read first and its arrival is the step's `now`: a passing
+    /// instance's timer starts when passing was seen, not after the slower
+    /// AWS reads, which keeps the gate reaction to a few milliseconds. The
+    /// AWS part is reused from `aws` while it is younger than [`AWS_POLL`]
+    /// and no action has changed the group since (the executor accepts that
+    /// staleness between polls anyway; an action on a vanished instance
+    /// fails and the next tick reads AWS again).
     async fn observe(
         &self,
         rollout: &Rollout,
         created: Option<i64>,
-    ) -> Result<(Observation, Vec<(String, u64)>, u64), ExecError> {
+        aws: &mut Option<AwsView>,
+    ) -> Result<(Observation, Vec<(String, u64)>, u64, Timestamp), ExecError> {
         let spec = &rollout.spec;
-        let group = self.fleet.describe_group(&spec.group).await?;
-        let ids: Vec<String> = group
-            .instances
-            .iter()
-            .map(|i| i.instance_id.clone())
-            .collect();
-        let instances = self.fleet.describe_instances(&ids).await?;
         let entries = self
             .store
             .client()
             .health_service(&spec.service, false, None, &QueryOptions::default())
             .await?;
+        let now = Timestamp(now_ms());
         let commands = self.store.commands(&spec.service).await?;
         let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
+        let view = match aws.take() {
+            Some(v) if v.read_at.elapsed() < AWS_POLL => v,
+            _ => {
+                let group = self.fleet.describe_group(&spec.group).await?;
+                let ids: Vec<String> = group
+                    .instances
+                    .iter()
+                    .map(|i| i.instance_id.clone())
+                    .collect();
+                let instances = self.fleet.describe_instances(&ids).await?;
+                AwsView {
+                    group,
+                    instances,
+                    read_at: std::time::Instant::now(),
+                }
+            }
+        };
         let obs = Observation {
-            group,
-            instances,
+            group: view.group.clone(),
+            instances: view.instances.clone(),
             health: Observation::health_by_instance(&entries.value),
             commands: commands.into_iter().map(|(_, _, c)| c).collect(),
             created_template_version: created,
         };
-        Ok((obs, keys, entries.meta.index))
+        *aws = Some(view);
+        Ok((obs, keys, entries.meta.index, now))
     }
 
     /// Waits for a health change, the next deadline, a command, or the poll.
@@ -249,18 +295,8 @@ impl<F: Fleet> Executor<'_, F> {
     /// durable part, and a lost notice must not stop a rollout).
     async fn notify(&self, rollout: &Rollout, event: &RolloutEvent) {
         let spec = &rollout.spec;
-        let (stage, reason, batch) = match event {
-            RolloutEvent::Started => (RolloutStage::Started, String::new(), None),
-            RolloutEvent::BatchHealthy { n, of } => {
-                (RolloutStage::BatchHealthy, String::new(), Some((*n, *of)))
-            }
-            RolloutEvent::Failed { reason } => (RolloutStage::Failed, reason.clone(), None),
-            RolloutEvent::Reverted { reason } => (RolloutStage::Reverted, reason.clone(), None),
-            RolloutEvent::Succeeded => (RolloutStage::Succeeded, String::new(), None),
-            other => {
-                tracing::info!(rollout = %spec.id, event = ?other, "Rollout event.");
-                return;
-            }
+        let Some((stage, reason, batch, ordinal)) = notice_of(rollout, event) else {
+            return;
         };
         let notice = RolloutNotice {
             rollout_id: spec.id.clone(),
@@ -275,6 +311,7 @@ impl<F: Fleet> Executor<'_, F> {
             reason,
             batch: batch.map(|b| b.0),
             batches: batch.map(|b| b.1),
+            ordinal,
         };
         if let Err(e) = self
             .outbox
@@ -320,4 +357,65 @@ impl<F: Fleet> Executor<'_, F> {
             reason = %outcome.reason, "Rollout finished.");
         Ok(outcome)
     }
+}
+
+/// What a notice says: its stage, reason, batch (n of m) and ordinal.
+type NoticeParts = (RolloutStage, String, Option<(u32, u32)>, Option<u32>);
+
+/// Maps a machine event onto a notice, or logs it when people need not be
+/// told (a silence the deadlines were moved for).
+fn notice_of(rollout: &Rollout, event: &RolloutEvent) -> Option<NoticeParts> {
+    let service = &rollout.spec.service;
+    Some(match event {
+        RolloutEvent::Started => (RolloutStage::Started, String::new(), None, None),
+        RolloutEvent::BatchHealthy { n, of } => (
+            RolloutStage::BatchHealthy,
+            String::new(),
+            Some((*n, *of)),
+            None,
+        ),
+        RolloutEvent::CanaryWaiting { auto_promote_at } => {
+            let how = match auto_promote_at {
+                Some(t) => {
+                    format!("it promotes itself at {t}, or now with `rollgate promote {service}`")
+                }
+                None => format!(
+                    "promote it with `rollgate promote {service}`, or `rollgate abort {service}`"
+                ),
+            };
+            (
+                RolloutStage::CanaryWaiting,
+                format!("the canary is healthy; {how}"),
+                None,
+                None,
+            )
+        }
+        RolloutEvent::Promoted => (RolloutStage::Promoted, String::new(), None, None),
+        RolloutEvent::Failed { reason } => (RolloutStage::Failed, reason.clone(), None, None),
+        RolloutEvent::Reverted { reason } => (RolloutStage::Reverted, reason.clone(), None, None),
+        RolloutEvent::Succeeded => (RolloutStage::Succeeded, String::new(), None, None),
+        RolloutEvent::Paused { n } => (
+            RolloutStage::Paused,
+            format!("no action and no deadline until `rollgate resume {service}`"),
+            None,
+            Some(*n),
+        ),
+        RolloutEvent::Resumed { n } => (
+            RolloutStage::Resumed,
+            "deadlines moved later by the time paused; health timers restarted".into(),
+            None,
+            Some(*n),
+        ),
+        RolloutEvent::Aborted { by, reason } => (
+            RolloutStage::Aborted,
+            format!("aborted by {by}: {reason}; reverting to the stable version"),
+            None,
+            None,
+        ),
+        RolloutEvent::Unobserved { gap } => {
+            tracing::warn!(rollout = %rollout.spec.id, gap = %humantime::format_duration(*gap),
+                "Nobody observed this rollout for a while (leader change or outage); its deadlines moved later by that time.");
+            return None;
+        }
+    })
 }

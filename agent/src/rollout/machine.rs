@@ -83,6 +83,8 @@
 //! will not roll it again without a new approval). An abort is an operator's
 //! decision: the image is not marked. Both revert the same way.
 
+use std::time::Duration;
+
 mod action;
 mod batch;
 mod finish;
@@ -126,6 +128,7 @@ pub fn step(state: &Rollout, obs: &Observation, now: Timestamp) -> Step {
     if next.spec.target_template_version.is_none() && !next.is_terminal() {
         next.spec.target_template_version = obs.created_template_version;
     }
+    catch_up(&mut next, &mut cx);
     let current = std::mem::replace(&mut next.state, State::Pending);
     let (current, commanded) = apply_commands(&mut next, current, &mut cx);
     next.state = if commanded {
@@ -133,9 +136,55 @@ pub fn step(state: &Rollout, obs: &Observation, now: Timestamp) -> Step {
     } else {
         advance(&mut next, current, &mut cx)
     };
+    heartbeat(state, &mut next, now);
     Step {
         next,
         actions: cx.actions,
+    }
+}
+
+/// How often a rollout that is waiting records that it is still observed
+/// (one check-and-set write per interval).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Silence longer than this since the last recorded step means nobody
+/// observed the world in between. The executor steps at least every second
+/// while it runs, so only a leader takeover, a crash or an outage of Consul
+/// or AWS (steps failing) produce one.
+pub const OBSERVATION_GAP: Duration = Duration::from_secs(15);
+
+/// Deadlines measure observed time: a batch must not fail its
+/// `healthy_deadline` because the coordinators were changing leader (about
+/// two lock TTLs plus the lock delay) or could not reach Consul. After a
+/// silence longer than [`OBSERVATION_GAP`] every deadline of the state moves
+/// later by the whole silence, and health timers of instances not yet
+/// accepted restart, exactly as after a pause (nobody watched them
+/// continuously). A paused rollout is left alone: resuming shifts it by the
+/// whole pause anyway.
+fn catch_up(r: &mut Rollout, cx: &mut Cx<'_>) {
+    let Some(last) = r.progress.observed_at else {
+        return;
+    };
+    let gap = cx.now.since(last);
+    if r.is_terminal() || gap <= OBSERVATION_GAP || matches!(r.state, State::Paused { .. }) {
+        return;
+    }
+    r.state.shift(gap);
+    cx.notify(RolloutEvent::Unobserved { gap });
+}
+
+/// Records `now` as the last observation when the step changed anything,
+/// or when the last record is [`HEARTBEAT`] old, so silence is measurable.
+fn heartbeat(before: &Rollout, next: &mut Rollout, now: Timestamp) {
+    if next.is_terminal() {
+        return;
+    }
+    let stale = before
+        .progress
+        .observed_at
+        .is_none_or(|t| now.since(t) >= HEARTBEAT);
+    if stale || next != before {
+        next.progress.observed_at = Some(now);
     }
 }
 
@@ -202,7 +251,10 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
             }
             (Command::Pause, s) if pausable(&s) => {
                 moved = true;
-                cx.notify(RolloutEvent::Paused);
+                r.progress.pauses += 1;
+                cx.notify(RolloutEvent::Paused {
+                    n: r.progress.pauses,
+                });
                 State::Paused {
                     since: cx.now,
                     prior: Box::new(s),
@@ -212,7 +264,9 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                 moved = true;
                 let mut prior = *prior;
                 prior.shift(cx.now.since(since));
-                cx.notify(RolloutEvent::Resumed);
+                cx.notify(RolloutEvent::Resumed {
+                    n: r.progress.pauses,
+                });
                 prior
             }
             (Command::Promote, s) => {

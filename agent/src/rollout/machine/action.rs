@@ -137,10 +137,24 @@ pub enum RolloutEvent {
     },
     /// Every instance runs the target.
     Succeeded,
-    /// An operator paused the rollout.
-    Paused,
-    /// An operator resumed it.
-    Resumed,
+    /// An operator paused the rollout (the `n`th time).
+    Paused {
+        /// 1-based count of pauses in this rollout.
+        n: u32,
+    },
+    /// An operator resumed it after pause `n`.
+    Resumed {
+        /// The pause this ends.
+        n: u32,
+    },
+    /// No coordinator observed the rollout for `gap` (a leader takeover, an
+    /// outage of Consul or AWS): its deadlines moved later by that time and
+    /// the health timers of instances not yet accepted restarted.
+    Unobserved {
+        /// How long nobody observed.
+        #[serde(with = "super::time::millis")]
+        gap: std::time::Duration,
+    },
     /// An operator aborted it; a revert follows.
     Aborted {
         /// Who.

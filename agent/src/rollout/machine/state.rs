@@ -44,6 +44,14 @@ pub struct Progress {
     pub processes: Vec<String>,
     /// An operator promoted the canary (possibly before it was healthy).
     pub promoted: bool,
+    /// How many times an operator paused it (numbers the pause notices).
+    #[serde(default)]
+    pub pauses: u32,
+    /// When a coordinator last stepped it (refreshed at least every
+    /// [`HEARTBEAT`](super::HEARTBEAT) while active): a longer silence means
+    /// nobody observed the world, and the deadlines move later by that time.
+    #[serde(default)]
+    pub observed_at: Option<Timestamp>,
 }
 
 /// Where a rollout is. Non-terminal states own their deadlines.

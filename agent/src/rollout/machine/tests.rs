@@ -4,6 +4,7 @@
 
 mod crash;
 mod failures;
+mod gaps;
 mod operators;
 mod rollouts;
 mod serde_roundtrip;

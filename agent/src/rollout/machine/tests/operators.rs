@@ -153,7 +153,7 @@ fn pause_freezes_actions_and_deadlines_resume_shifts_them() {
     assert!((900..=905).contains(&after), "failed {after}s after launch");
     let events = w.events();
     let pos = |e: &RolloutEvent| events.iter().position(|x| x == e).unwrap();
-    assert!(pos(&RolloutEvent::Paused) < pos(&RolloutEvent::Resumed));
+    assert!(pos(&RolloutEvent::Paused { n: 1 }) < pos(&RolloutEvent::Resumed { n: 1 }));
 }
 
 #[test]

@@ -138,8 +138,13 @@ fn preparation_stuck_past_the_progress_deadline_fails() {
     let w = World::new(2, 0);
     let r = Rollout::new(spec(&w, params()));
     let obs = w.observe();
-    let r = step(&r, &obs, w.now).next;
-    // The executor never manages to create the version.
+    let mut r = step(&r, &obs, w.now).next;
+    // The executor never manages to create the version, stepping every
+    // second (a silence would move the deadline: see tests::gaps).
+    for s in 1..600 {
+        r = step(&r, &obs, w.now.plus(Duration::from_secs(s))).next;
+        assert!(matches!(r.state, State::Preparing { .. }), "{:?}", r.state);
+    }
     let s = step(&r, &obs, w.now.plus(Duration::from_secs(600)));
     let State::Reverting(rv) = &s.next.state else {
         panic!("{:?}", s.next.state)
