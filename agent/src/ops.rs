@@ -282,8 +282,22 @@ fn describe(rollout: &crate::rollout::machine::Rollout, plan: Option<&Plan>) -> 
             )
         })
         .unwrap_or_default();
+    use crate::rollout::machine::State;
+    let svc = &rollout.spec.service;
+    let hint = match &rollout.state {
+        State::CanaryPaused(c) => match c.auto_promote_at {
+            Some(t) => format!(
+                "; the canary is healthy and promotes itself at {t} (or now: `rollgate promote {svc}`)"
+            ),
+            None => format!(
+                "; the canary is healthy and waits: `rollgate promote {svc}` or `rollgate abort {svc}`"
+            ),
+        },
+        State::Paused { .. } => format!("; paused: `rollgate resume {svc}` to continue"),
+        _ => String::new(),
+    };
     format!(
-        "rollout {} of {}: {} (batch {}/{}), target {} {}; old instances {} (retired {}), new healthy {}{}",
+        "rollout {} of {}: {} (batch {}/{}), target {} {}; old instances {} (retired {}), new healthy {}{}{hint}",
         rollout.spec.id,
         rollout.spec.service,
         rollout.state.name(),

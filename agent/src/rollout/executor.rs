@@ -8,7 +8,9 @@
 //! state with check-and-set, fenced by the leader lock, and consumes the
 //! commands the step saw.
 //!
-//! Between ticks it waits for whichever comes first: a health change (a
+//! After actions that left the state as it was (the machine waits to see
+//! their effect), it observes again at once, a single time. Otherwise,
+//! between ticks it waits for whichever comes first: a health change (a
 //! blocking query on the service, so the gate reacts within milliseconds), the
 //! machine's next deadline (`wake_at`), a new operator command, or the AWS
 //! poll interval (EC2 has no change feed). A crash at any point is harmless:
@@ -87,6 +89,7 @@ impl<F: Fleet> Executor<'_, F> {
     ) -> Result<Option<Outcome>, ExecError> {
         let mut created: Option<i64> = None;
         let mut aws: Option<AwsView> = None;
+        let mut acted = false;
         let mut health_index;
         loop {
             if cancel.is_cancelled() {
@@ -129,8 +132,18 @@ impl<F: Fleet> Executor<'_, F> {
                     tracing::info!(service, rollout = %rollout.spec.id, from = rollout.state.name(),
                         to = step.next.state.name(), "Rollout advanced.");
                 }
+                acted = false;
                 continue;
             }
+            // Actions changed the world but not the state (the machine waits
+            // to see their effect): look again at once instead of after the
+            // poll interval. Only once in a row: an action the machine keeps
+            // asking for while AWS catches up waits like everything else.
+            if !acted && step.actions.iter().any(changes_aws) {
+                acted = true;
+                continue;
+            }
+            acted = false;
             self.wait(&rollout, health_index, cancel).await;
         }
     }

@@ -11,7 +11,11 @@
 //!   rollout record's transition to `retiring` (the coordinator's next
 //!   action: the new instances are protected, then the state persisted);
 //! - **overhead**: the rollout's wall time (record created to outcome)
-//!   divided by the floor, batches × (boot delay + `min_healthy_time`).
+//!   divided by the floor Σ over batches (boot + `min_healthy_time`), where
+//!   a batch's boot is measured: from its launch to its last new instance
+//!   first passing (the app's boot delay, the process start and the first
+//!   round of both checks, which no coordinator can shorten). The nominal
+//!   floor, batches × (boot delay + `min_healthy_time`), is reported too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,8 +55,22 @@ pub struct RolloutResults {
     pub reactions: Vec<Duration>,
     /// Wall time of each rollout.
     pub durations: Vec<Duration>,
-    /// The floor: batches × (boot delay + min_healthy_time).
+    /// The nominal floor: batches × (boot delay + min_healthy_time).
     pub floor: Duration,
+    /// Per rollout, per batch: launch to the batch's last new instance
+    /// first seen passing (boot delay + process start + the first passing
+    /// check of both checks).
+    pub boots: Vec<Vec<Duration>>,
+}
+
+impl RolloutResults {
+    /// Per rollout: the floor with boots as measured, Σ (boot + min_healthy_time).
+    pub fn measured_floors(&self) -> Vec<Duration> {
+        self.boots
+            .iter()
+            .map(|b| b.iter().map(|d| *d + self.settings.min_healthy).sum())
+            .collect()
+    }
 }
 
 /// Runs the benchmark in `dir`.
@@ -119,6 +137,7 @@ pub async fn run(
 
     let mut reactions = Vec::new();
     let mut durations = Vec::new();
+    let mut boots = Vec::new();
     for run in 1..=settings.runs {
         let version = format!("1.{run}.0");
         let boot = format!("{}ms", settings.boot_delay.as_millis());
@@ -142,9 +161,10 @@ pub async fn run(
         if !out.status.success() {
             bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let (samples, duration) = follow(&http, addr, run as u64, &settings).await?;
-        reactions.extend(samples);
-        durations.push(duration);
+        let followed = follow(&http, addr, run as u64, &settings).await?;
+        reactions.extend(followed.reactions);
+        durations.push(followed.duration);
+        boots.push(followed.boots);
     }
     let _ = coordinator.start_kill();
     let _ = coordinator.wait().await;
@@ -158,25 +178,48 @@ pub async fn run(
         settings,
         reactions,
         durations,
+        boots,
     })
 }
 
-/// Follows rollout `web-<n>`; answers its gate reactions and wall time.
+/// What one rollout measured.
+struct Followed {
+    reactions: Vec<Duration>,
+    duration: Duration,
+    /// Per batch: from the batch's launch (`launched_at` in the record, the
+    /// coordinator's clock on this machine) to its last new instance first
+    /// seen passing.
+    boots: Vec<Duration>,
+}
+
+/// Milliseconds since the Unix epoch, comparable with the record's times.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Follows rollout `web-<n>`; answers its gate reactions, boots and wall
+/// time.
 async fn follow(
     http: &reqwest::Client,
     consul: std::net::SocketAddr,
     n: u64,
     settings: &RolloutBench,
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let mut passing_since: BTreeMap<String, Instant> = BTreeMap::new();
+) -> anyhow::Result<Followed> {
+    let mut passing_since: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
     let mut started: Option<Instant> = None;
     let mut last_state = String::new();
     let mut batch_new: Vec<String> = Vec::new();
+    let mut launched_at: u64 = 0;
     let mut reactions = Vec::new();
+    let mut boots = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         // Poll tightly: both the gate and the transition are timed here.
         let now = Instant::now();
+        let now_ms = wall_ms();
         let ids: Vec<String> = observe::passing(http, consul, "web")
             .await
             .iter()
@@ -188,7 +231,7 @@ async fn follow(
             .collect();
         passing_since.retain(|id, _| ids.contains(id));
         for id in ids {
-            passing_since.entry(id).or_insert(now);
+            passing_since.entry(id).or_insert((now, now_ms));
         }
         let rollout = observe::kv_json(http, consul, "rollgate/services/web/rollout").await;
         if let Some(r) = &rollout {
@@ -203,15 +246,19 @@ async fn follow(
                             .collect()
                     })
                     .unwrap_or_default();
+                launched_at = r["state"]["launched_at"].as_u64().unwrap_or(0);
             }
             if state == "retiring" && last_state == "launching" && !batch_new.is_empty() {
-                let gate = batch_new
+                let last_passing = batch_new
                     .iter()
                     .filter_map(|id| passing_since.get(id))
-                    .max()
-                    .map(|t| *t + settings.min_healthy);
-                if let Some(gate) = gate {
+                    .max();
+                if let Some((first_passing, first_passing_ms)) = last_passing {
+                    let gate = *first_passing + settings.min_healthy;
                     reactions.push(now.saturating_duration_since(gate));
+                    boots.push(Duration::from_millis(
+                        first_passing_ms.saturating_sub(launched_at),
+                    ));
                 }
             }
             last_state = state;
@@ -226,7 +273,11 @@ async fn follow(
                     );
                 }
                 let duration = started.map(|s| s.elapsed()).unwrap_or_default();
-                return Ok((reactions, duration));
+                return Ok(Followed {
+                    reactions,
+                    duration,
+                    boots,
+                });
             }
         }
         if Instant::now() > deadline {
