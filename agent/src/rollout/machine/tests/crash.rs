@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::world::{NEW, OLD, World, critical, params, passing, spec};
+use super::world::{NEW, OLD, World, params, spec};
 use crate::rollout::machine::{Action, Rollout, State, step};
 
 /// The smallest pieces an executor performs one by one (one termination
@@ -96,16 +96,7 @@ fn a_crash_during_a_revert_is_harmless() {
     let keeps: [fn(usize) -> usize; 2] = [|_| 1, |n| n - 1];
     for keep in keeps {
         let mut w = World::new(6, 0);
-        let boot = w.boot;
-        w.health = Box::new(move |p| {
-            (p.age >= boot).then(|| {
-                if p.image == NEW {
-                    critical(p.id)
-                } else {
-                    passing()
-                }
-            })
-        });
+        w.broken_new_image();
         let r = Rollout::new(spec(&w, params()));
         let r = run_with_crashes(&mut w, r, 2, keep);
         assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);

@@ -5,20 +5,6 @@ use std::time::Duration;
 use super::world::{NEW, OLD, T0, World, critical, params, passing, spec};
 use crate::rollout::machine::{Action, Rollout, RolloutEvent, State};
 
-/// New-image instances answer 500 forever.
-fn broken_new_image(w: &mut World) {
-    let boot = w.boot;
-    w.health = Box::new(move |p| {
-        (p.age >= boot).then(|| {
-            if p.image == NEW {
-                critical(p.id)
-            } else {
-                passing()
-            }
-        })
-    });
-}
-
 fn reason_of(r: &Rollout) -> String {
     match &r.state {
         State::Reverted { reason, .. } | State::Failed { reason, .. } => reason.clone(),
@@ -44,7 +30,7 @@ fn assert_reverted(w: &World, n: usize) {
 #[test]
 fn instance_never_healthy_fails_at_healthy_deadline_and_reverts() {
     let mut w = World::new(6, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     let r = w.run(Rollout::new(spec(&w, params())));
 
     assert!(
@@ -152,7 +138,7 @@ fn flapping_until_the_deadline_names_the_short_passing_window() {
 #[test]
 fn progress_deadline_fails_a_stuck_rollout() {
     let mut w = World::new(4, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     let mut p = params();
     p.progress_deadline = Duration::from_secs(120);
     let r = w.run(Rollout::new(spec(&w, p)));
@@ -231,7 +217,7 @@ fn an_old_instance_vanishing_is_not_a_failure() {
 #[test]
 fn auto_revert_off_leaves_the_new_version_and_stops() {
     let mut w = World::new(4, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     let mut p = params();
     p.auto_revert = false;
     let r = w.run(Rollout::new(spec(&w, p)));
@@ -338,7 +324,7 @@ fn an_instance_failing_during_the_bake_reverts_everything() {
 #[test]
 fn revert_loop_guard_never_reverts_to_the_failing_image() {
     let mut w = World::new(2, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     let mut s = spec(&w, params());
     s.stable.image = NEW.into(); // "stable" is the failing image itself
     let r = w.run(Rollout::new(s));
@@ -364,7 +350,7 @@ fn revert_loop_guard_never_reverts_to_the_failing_image() {
 #[test]
 fn revert_loop_guard_on_identical_template_version() {
     let mut w = World::new(2, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     w.templates.insert(1, (NEW.into(), "initial".into()));
     let mut s = spec(&w, params());
     s.target_template_version = Some(1); // the stable version is the target
@@ -387,7 +373,7 @@ fn a_revert_decrements_capacity_only_down_to_the_original() {
     // one AWS took away, from the target template. Terminating all three
     // with decrement would take the group below its original capacity.
     let mut w = World::new(4, 0);
-    broken_new_image(&mut w);
+    w.broken_new_image();
     let r = Rollout::new(spec(&w, params()));
     let r = w.run_until(
         r,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::world::{NEW, World, critical, params, passing, spec};
+use super::world::{NEW, World, params, spec};
 use crate::rollout::machine::{
     Action, HEARTBEAT, OBSERVATION_GAP, Rollout, RolloutEvent, State, Timestamp,
 };
@@ -26,17 +26,15 @@ fn silence(w: &mut World, d: Duration) {
     }
 }
 
-fn broken_new_image(w: &mut World) {
-    let boot = w.boot;
-    w.health = Box::new(move |p| {
-        (p.age >= boot).then(|| {
-            if p.image == NEW {
-                critical(p.id)
-            } else {
-                passing()
-            }
-        })
-    });
+/// A broken image's first batch, a minute after its launch: answers the
+/// rollout and the launch time.
+fn broken_batch_a_minute_in(w: &mut World) -> (Rollout, Timestamp) {
+    w.broken_new_image();
+    let r = Rollout::new(spec(w, params()));
+    let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
+    let launched = w.now;
+    let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
+    (r, launched)
 }
 
 fn failed_at(w: &World) -> Timestamp {
@@ -109,11 +107,7 @@ fn health_timers_restart_after_a_silence() {
 #[test]
 fn a_broken_image_still_fails_counting_only_observed_time() {
     let mut w = World::new(2, 0);
-    broken_new_image(&mut w);
-    let r = Rollout::new(spec(&w, params()));
-    let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
-    let launched = w.now;
-    let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
+    let (r, launched) = broken_batch_a_minute_in(&mut w);
     silence(&mut w, Duration::from_secs(600));
     let r = w.run(r);
     assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);
@@ -125,11 +119,7 @@ fn a_broken_image_still_fails_counting_only_observed_time() {
 #[test]
 fn a_short_silence_moves_no_deadline() {
     let mut w = World::new(2, 0);
-    broken_new_image(&mut w);
-    let r = Rollout::new(spec(&w, params()));
-    let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
-    let launched = w.now;
-    let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
+    let (r, launched) = broken_batch_a_minute_in(&mut w);
     silence(&mut w, OBSERVATION_GAP - HEARTBEAT - Duration::from_secs(1));
     let r = w.run(r);
     assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);
@@ -141,11 +131,7 @@ fn a_short_silence_moves_no_deadline() {
 #[test]
 fn a_pause_is_not_counted_twice() {
     let mut w = World::new(2, 0);
-    broken_new_image(&mut w);
-    let r = Rollout::new(spec(&w, params()));
-    let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
-    let launched = w.now;
-    let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
+    let (r, launched) = broken_batch_a_minute_in(&mut w);
     w.commands.push(crate::rollout::machine::Command::Pause);
     let r = w.run_until(r, Duration::from_secs(2), |_, _| false);
     assert!(matches!(r.state, State::Paused { .. }));

@@ -161,6 +161,20 @@ impl World {
     }
 
     /// Target-image instances pass once booted; others always pass.
+    /// New-image instances answer 500 forever once booted; old ones pass.
+    pub fn broken_new_image(&mut self) {
+        let boot = self.boot;
+        self.health = Box::new(move |p| {
+            (p.age >= boot).then(|| {
+                if p.image == NEW {
+                    critical(p.id)
+                } else {
+                    passing()
+                }
+            })
+        });
+    }
+
     pub fn healthy_after_boot(&mut self) {
         let boot = self.boot;
         self.health = Box::new(move |p| (p.age >= boot).then(passing));
