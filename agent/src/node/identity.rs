@@ -70,15 +70,28 @@ pub async fn resolve(
     endpoint: &str,
     attempts: u32,
 ) -> Result<Identity, IdentityError> {
+    // One client for every attempt (dropped, with its connections, once the
+    // identity is known).
+    let http = super::local_http_client(endpoint)
+        .timeout(config.check_timeout.max(Duration::from_secs(1)))
+        // The metadata service is link-local: never through a proxy.
+        .no_proxy()
+        .build();
     let mut cause = String::new();
-    for attempt in 1..=attempts.max(1) {
-        match from_imds(endpoint, config.check_timeout.max(Duration::from_secs(1))).await {
-            Ok(id) => return Ok(id),
-            Err(e) => {
-                tracing::debug!(endpoint, attempt, error = %e, "Instance metadata not available yet.");
-                cause = e;
-                if attempt < attempts {
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    match http {
+        Err(e) => cause = e.to_string(),
+        Ok(http) => {
+            for attempt in 1..=attempts.max(1) {
+                match from_imds(&http, endpoint).await {
+                    Ok(id) => return Ok(id),
+                    Err(e) => {
+                        tracing::debug!(endpoint, attempt, error = %e, "Instance metadata not available yet.");
+                        cause = e;
+                        if attempt < attempts {
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                                .await;
+                        }
+                    }
                 }
             }
         }
@@ -117,13 +130,7 @@ fn from_config(fixed: &StaticIdentity) -> Result<Identity, IdentityError> {
     })
 }
 
-async fn from_imds(endpoint: &str, timeout: Duration) -> Result<Identity, String> {
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        // The metadata service is link-local: never through a proxy.
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
+async fn from_imds(http: &reqwest::Client, endpoint: &str) -> Result<Identity, String> {
     let token = http
         .put(format!("{endpoint}/latest/api/token"))
         .header(

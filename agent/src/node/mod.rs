@@ -32,6 +32,27 @@ use self::identity::Identity;
 use self::probe::Prober;
 use self::registration::Ids;
 
+/// A client builder for one of the agent's local peers (the metadata
+/// service, the app). When `url` is plain HTTP no TLS trust roots are
+/// loaded: the default builder reads and parses the system's whole CA bundle
+/// on every build, code and heap that would stay resident in a process that
+/// runs on every node and never speaks TLS to these peers (neither
+/// redirects to `https`; one that did would fail certificate verification).
+/// An `https` URL gets the default trust roots.
+pub(crate) fn local_http_client(url: &str) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    if is_plain_http(url) {
+        builder.tls_certs_only(std::iter::empty())
+    } else {
+        builder
+    }
+}
+
+fn is_plain_http(url: &str) -> bool {
+    url.get(.."http://".len())
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+}
+
 /// How often the agent probes and refreshes its TTL check: every check
 /// interval, and never less often than TTL/2.
 pub fn refresh_interval(config: &AgentConfig) -> Duration {
@@ -200,6 +221,15 @@ mod tests {
             ..c
         };
         assert_eq!(refresh_interval(&c), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn only_plain_http_peers_skip_the_trust_roots() {
+        assert!(is_plain_http("http://127.0.0.1:8080"));
+        assert!(is_plain_http("HTTP://169.254.169.254"));
+        assert!(!is_plain_http("https://app.internal"));
+        assert!(!is_plain_http("http:/"));
+        assert!(local_http_client("http://127.0.0.1:9").build().is_ok());
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Prober {
     /// A prober of `app_url` expecting `expected_version`, each request
     /// limited to `timeout`.
     pub fn new(app_url: &str, expected_version: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        let http = super::local_http_client(app_url)
             .timeout(timeout)
             .no_proxy()
             .pool_max_idle_per_host(1)
