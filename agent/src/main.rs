@@ -24,11 +24,17 @@ fn main() -> ExitCode {
         config.log.format = format;
     }
     // The agent runs on every node and must be nearly free: one thread.
+    // The rest wait on the network almost all the time: two workers are
+    // plenty, and a bounded count bounds the allocator's per-thread arenas
+    // (the watcher's peak memory) whatever the machine's core count.
     let runtime = match cli.command {
         Command::Agent => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        _ => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(r) => r,

@@ -173,6 +173,24 @@ impl Client {
         Ok(Response { value, meta })
     }
 
+    /// A GET decoded by `decode` (a decoder with state of its own, say one
+    /// that reuses parts of the previous answer).
+    pub(crate) async fn read_with<T>(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        opts: &QueryOptions,
+        decode: impl FnOnce(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> Result<Response<T>, Error> {
+        let (meta, body) = self.read_raw(path, params, opts).await?;
+        let value = decode(&body).map_err(|source| Error::Decode {
+            call: format!("GET {path}"),
+            source,
+            snippet: error::snippet(&body),
+        })?;
+        Ok(Response { value, meta })
+    }
+
     /// A GET whose 404 means "absent" (KV), answering `None` then. Consul
     /// sends `X-Consul-Index` with the 404 too, so a watch can block for the
     /// key's creation.
@@ -310,13 +328,25 @@ impl Client {
                 }
             }
         };
-        let resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let meta = query_meta(resp.headers());
-        let bytes = resp.bytes().await.map_err(transport)?;
-        Ok((status, meta, bytes))
+        // Copied chunk by chunk into one buffer of the announced size: no
+        // list of chunks held until the end and copied again (large
+        // answers, like the cluster's every check, would be held twice).
+        let mut body = Vec::with_capacity(
+            resp.content_length()
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0).min(MAX_PREALLOC)),
+        );
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, meta, bytes::Bytes::from(body)))
     }
 }
+
+/// Largest body buffer reserved up front from `Content-Length`.
+const MAX_PREALLOC: usize = 256 * 1024 * 1024;
 
 fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::config::{GroupBy, WatcherConfig};
-use super::diff::{CheckKey, Snapshot, Transition, diff};
+use super::diff::{CheckKey, Snapshot, Transition};
 use crate::consul::types::CheckStatus;
 use crate::notify::event::instance_of;
 use crate::notify::render::truncate;
@@ -106,15 +106,7 @@ fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
 
 /// One step of the engine.
 pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMillis) -> Step {
-    let known: BTreeMap<CheckKey, CheckStatus> = state
-        .checks
-        .iter()
-        .map(|(k, c)| (k.clone(), c.observed))
-        .collect();
-    let transitions: Vec<Transition> = diff(&known, snap)
-        .into_iter()
-        .filter(|t| !(t.from.is_none() && t.to == Some(CheckStatus::Passing)))
-        .collect();
+    let transitions = tracked_transitions(&state, snap);
     for t in &transitions {
         match (t.from, t.to) {
             (_, None) => {
@@ -144,11 +136,7 @@ pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMil
         if c.effective == c.observed {
             continue;
         }
-        let service = snap
-            .checks
-            .get(k)
-            .map(|o| o.service_name.as_str())
-            .unwrap_or("");
+        let service = snap.get(k).map(|o| &*o.service_name).unwrap_or("");
         let due = c.observed_since + ms(cfg.threshold(&k.check_id, service));
         if now >= due {
             c.effective = c.observed;
@@ -189,6 +177,54 @@ pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMil
         next_wake,
         transitions,
     }
+}
+
+/// [`diff`](super::diff::diff) of the tracked checks against `snap`, without the checks first
+/// seen passing (they are not tracked): the same transitions, without
+/// building one for every settled-passing check of the cluster.
+fn tracked_transitions(state: &State, snap: &Snapshot) -> Vec<Transition> {
+    // Both are in key order: one merge, no lookup (and no key built) per
+    // check of the cluster.
+    let mut out = Vec::new();
+    let mut tracked = state.checks.iter().peekable();
+    for (node, id, o) in snap.iter() {
+        let mut from = None;
+        while let Some((k, c)) = tracked.peek() {
+            match (k.node.as_str(), k.check_id.as_str()).cmp(&(node, id)) {
+                std::cmp::Ordering::Less => {
+                    out.push(Transition {
+                        key: (*k).clone(),
+                        from: Some(c.observed),
+                        to: None,
+                    });
+                    tracked.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    from = Some(c.observed);
+                    tracked.next();
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let untracked_passing = from.is_none() && o.status == CheckStatus::Passing;
+        if from != Some(o.status) && !untracked_passing {
+            out.push(Transition {
+                key: CheckKey::new(node, id),
+                from,
+                to: Some(o.status),
+            });
+        }
+    }
+    for (k, c) in tracked {
+        out.push(Transition {
+            key: k.clone(),
+            from: Some(c.observed),
+            to: None,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 /// The alerts of one group at this step.
@@ -241,7 +277,7 @@ fn classify(cfg: &WatcherConfig, state: &State, snap: &Snapshot) -> BTreeMap<Str
     let mut out: BTreeMap<String, GroupAlerts> = BTreeMap::new();
     let mut inhibited_per_node: BTreeMap<String, u32> = BTreeMap::new();
     for (k, c) in &state.checks {
-        let Some(o) = snap.checks.get(k) else {
+        let Some(o) = snap.get(k) else {
             continue;
         };
         if c.effective == CheckStatus::Passing {
@@ -257,17 +293,17 @@ fn classify(cfg: &WatcherConfig, state: &State, snap: &Snapshot) -> BTreeMap<Str
         if snap.silenced(k) || inhibited {
             g.muted.insert(k.clone());
         } else {
-            g.tags.extend(o.tags.iter().cloned());
+            g.tags.extend(o.tags.iter().map(|t| t.to_string()));
             g.active.insert(
                 k.clone(),
                 CheckInfo {
                     node: k.node.clone(),
                     check_id: k.check_id.clone(),
-                    name: o.name.clone(),
+                    name: o.name.to_string(),
                     status: Some(c.effective),
-                    output: o.output.clone(),
-                    service_id: o.service_id.clone(),
-                    service_name: o.service_name.clone(),
+                    output: o.output.to_string(),
+                    service_id: o.service_id.to_string(),
+                    service_name: o.service_name.to_string(),
                     instance: instance_of(&o.service_id),
                     since_ms: c.effective_since,
                 },
@@ -342,10 +378,10 @@ fn group_step(
             .iter()
             .filter_map(|k| {
                 let mut info = g.notified.remove(k)?;
-                let current = snap.checks.get(k);
+                let current = snap.get(k);
                 info.status = current.map(|o| o.status);
                 if let Some(o) = current {
-                    info.output = o.output.clone();
+                    info.output = o.output.to_string();
                 }
                 info.since_ms = now;
                 Some(info)

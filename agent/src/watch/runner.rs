@@ -12,14 +12,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WatcherConfig;
-use super::diff::{CheckKey, Snapshot};
+use super::diff::{CheckKey, Decoder, Snapshot};
 use super::engine::{self, State};
 use super::meta::{self, MetaState, Progress};
 use super::store::{StateStore, StoreError};
-use crate::consul::health::HealthState;
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{Client, QueryOptions};
 use crate::notify::route::Router;
@@ -90,12 +90,17 @@ impl Watcher {
         ));
         let (mut state, mut index) = self.load(&cancel).await;
         let mut meta_state = MetaState::default();
-        let mut snapshot: Option<Snapshot> = None;
+        let mut snapshot: Option<Arc<Snapshot>> = None;
         let mut failures = 0u32;
+        // A step whose commit failed (Consul unreachable, say): committed
+        // again as it is, so its events keep their dedup keys; recomputing
+        // it later would give new groups a new `since`, so new keys, and
+        // the same alerts would be sent twice.
+        let mut pending: Option<(Vec<crate::notify::Event>, State)> = None;
         tracing::info!(key = %self.store.key(), "Health watcher started.");
         while !cancel.is_cancelled() {
             if let Some(resp) = rx.borrow_and_update().clone() {
-                let snap = Snapshot::from_checks(&resp.value);
+                let snap = resp.value.clone();
                 if snap.skipped > 0 {
                     tracing::warn!(
                         skipped = snap.skipped,
@@ -107,15 +112,25 @@ impl Watcher {
             let now = now_ms();
             let mut wake: Option<u64> = None;
             if let Some(snap) = &snapshot {
-                let step = engine::step(&self.config, state.clone(), snap, now);
-                for t in &step.transitions {
-                    log_transition(&t.key, t.from, t.to);
-                }
-                wake = step.next_wake;
-                if step.state != state || !step.events.is_empty() {
-                    match self.commit(&step.events, &step.state, index).await {
+                let (events, next) = match pending.take() {
+                    Some((events, next)) => {
+                        // Step again with the latest snapshot right after.
+                        wake = Some(now);
+                        (events, next)
+                    }
+                    None => {
+                        let step = engine::step(&self.config, state.clone(), snap, now);
+                        for t in &step.transitions {
+                            log_transition(&t.key, t.from, t.to);
+                        }
+                        wake = step.next_wake;
+                        (step.events, step.state)
+                    }
+                };
+                if next != state || !events.is_empty() {
+                    match self.commit(&events, &next, index).await {
                         Ok(i) => {
-                            state = step.state;
+                            state = next;
                             index = i;
                             failures = 0;
                         }
@@ -129,6 +144,8 @@ impl Watcher {
                             tracing::warn!(error = %e, retry_in = ?retry, "Cannot commit the watcher's step; retrying.");
                             if matches!(e, CommitError::Store(StoreError::Conflict { .. })) {
                                 (state, index) = self.load(&cancel).await;
+                            } else {
+                                pending = Some((events, next));
                             }
                             wake = Some(now + retry.as_millis() as u64);
                         }
@@ -157,7 +174,7 @@ impl Watcher {
         &self,
         progress: Arc<Mutex<Progress>>,
     ) -> Watch<
-        Vec<crate::consul::types::HealthCheck>,
+        Arc<Snapshot>,
         impl FnMut(QueryOptions) -> futures::future::BoxFuture<'static, HealthResult> + Send + 'static,
     > {
         let client = self.client.clone();
@@ -165,11 +182,24 @@ impl Watcher {
             wait: self.wait,
             ..WatchConfig::default()
         };
+        // Shared by the reads (one at a time): only the entries whose text
+        // changed since the previous answer are parsed.
+        let decoder = Arc::new(Mutex::new(Decoder::default()));
         Watch::new("health", config, move |opts: QueryOptions| {
             let client = client.clone();
             let progress = progress.clone();
+            let decoder = decoder.clone();
             Box::pin(async move {
-                let r = client.health_state(HealthState::Any, &opts).await;
+                // Decoded straight into a snapshot (no list of every
+                // check, no copies): the answer is the cluster's every
+                // check, tens of thousands in a large one. The watch keeps
+                // the last one by `Arc` and compares by value (mostly
+                // pointers: unchanged entries are shared).
+                let r = client
+                    .read_with(HEALTH_STATE_ANY, &[], &opts, |json| {
+                        lock(&decoder).decode(json)
+                    })
+                    .await;
                 let mut p = lock(&progress);
                 match &r {
                     Ok(resp) => p.answered(now_ms(), resp.meta.known_leader),
@@ -211,7 +241,15 @@ impl Watcher {
     ) -> Result<u64, CommitError> {
         for e in events {
             tracing::info!(event = %e.key, title = %crate::notify::render::title(e), "Health notice.");
-            self.outbox.enqueue(e.clone()).await?;
+        }
+        // Independent writes (each entry has its own key): a few at a time,
+        // not one round trip after another. All must succeed before the
+        // state is saved.
+        let mut writes = futures::stream::iter(events.iter().cloned())
+            .map(|e| self.outbox.enqueue(e))
+            .buffer_unordered(ENQUEUE_CONCURRENCY);
+        while let Some(r) = writes.next().await {
+            r?;
         }
         Ok(self.store.save(state, index).await?)
     }
@@ -252,8 +290,14 @@ impl Watcher {
     }
 }
 
-type HealthResult =
-    Result<crate::consul::Response<Vec<crate::consul::types::HealthCheck>>, crate::consul::Error>;
+type HealthResult = Result<crate::consul::Response<Arc<Snapshot>>, crate::consul::Error>;
+
+/// Outbox writes in flight at once when a step has many events.
+const ENQUEUE_CONCURRENCY: usize = 8;
+
+/// What the watcher reads: every check of the cluster
+/// (`GET /v1/health/state/any`).
+const HEALTH_STATE_ANY: &str = "/v1/health/state/any";
 
 /// A step could not be committed.
 #[derive(Debug, thiserror::Error)]

@@ -130,6 +130,34 @@ pub(crate) async fn block<T>(
     }
 }
 
+/// Like [`block`] for queries whose index is cheap to compute and whose
+/// answer is not (the health and catalog reads): `index` is evaluated on
+/// every wake-up, `render` only once, when the query answers, under the
+/// same lock as its final index.
+pub(crate) async fn block_split<T>(
+    cluster: &Cluster,
+    opts: &QueryOptions,
+    index: impl Fn(&Store) -> u64,
+    render: impl FnOnce(&Store) -> Result<T, ApiError>,
+) -> Result<(T, u64), ApiError> {
+    let mut changes = cluster.subscribe();
+    let deadline = opts.deadline();
+    loop {
+        changes.borrow_and_update();
+        let current = index(&cluster.store()).max(1);
+        if opts.index == 0 || current > opts.index || Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    let store = cluster.store();
+    let current = index(&store).max(1);
+    Ok((render(&store)?, current))
+}
+
 /// Hash-based blocking of agent-local endpoints: runs `query` until the
 /// hash of its answer differs from `opts.hash` or the wait ends.
 pub(crate) async fn block_on_hash<T>(

@@ -101,6 +101,16 @@ async fn serve(
             server::remove_node(cluster, name).await.map_err(bad)?;
             Ok(ok())
         }
+        ("PUT", ["nodes", name, "services"]) => {
+            let list: Vec<Value> = parse(body)?;
+            let n = server::register_services(cluster, name, &list).map_err(|e| match e {
+                server::BulkError::Node(e) => bad(e),
+                server::BulkError::Registration(i, e) => {
+                    (StatusCode::BAD_REQUEST, format!("Registration {i}: {e}"))
+                }
+            })?;
+            Ok(json_resp(&json!({ "Registered": n })))
+        }
         ("PUT", ["nodes", name, "serf-health"]) => {
             let req: SerfHealth = parse(body)?;
             let status = Status::parse(&req.status).ok_or_else(|| {

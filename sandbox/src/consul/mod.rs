@@ -53,6 +53,7 @@
 //! | `GET nodes` | `[{"Name","Addr"}]` of every node, `server-1` included |
 //! | `PUT nodes` `{"Name"}` | starts a node, answers `{"Name","Addr"}` |
 //! | `DELETE nodes/:name` | stops a node and removes it from the catalog |
+//! | `PUT nodes/:name/services` `[registration, ...]` | registers many services on the node at once (bodies as for `agent/service/register`, all valid or none written), answers `{"Registered"}` |
 //! | `PUT nodes/:name/serf-health` `{"Status","Output"?}` | sets its `serfHealth` |
 //! | `PUT faults` `{"PathPrefix","Count","Status","Body"?,"ContentType"?}` | the next `Count` `/v1/` requests under the prefix answer that instead |
 //! | `DELETE faults` | drops pending faults |
@@ -96,7 +97,7 @@ mod views;
 
 pub use cluster::Fault;
 pub use model::Status;
-pub use server::{Config, Error, NodeInfo, SERVER_NODE, Server, ServerHandle};
+pub use server::{BulkError, Config, Error, NodeInfo, SERVER_NODE, Server, ServerHandle};
 
 /// The Consul version this server claims to be (`/v1/agent/self`).
 pub const CONSUL_VERSION: &str = "1.20.0";

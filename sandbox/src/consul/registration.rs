@@ -235,28 +235,33 @@ fn check(value: &Value, service: &ServiceDef, id_default: String) -> Result<Chec
 /// Parses a registration body into the service and its checks.
 pub(crate) fn parse(body: &[u8]) -> Result<(ServiceDef, Vec<CheckDef>), ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| decode_failed(&e.to_string()))?;
+    parse_value(&value)
+}
+
+/// Parses a registration already decoded as JSON.
+pub(crate) fn parse_value(value: &Value) -> Result<(ServiceDef, Vec<CheckDef>), ApiError> {
     if !value.is_object() {
         return Err(decode_failed("expected a JSON object"));
     }
-    let name = string(&value, "Name")?;
+    let name = string(value, "Name")?;
     if name.is_empty() {
         return Err(ApiError::bad_request("Missing service name"));
     }
-    let address = string(&value, "Address")?;
+    let address = string(value, "Address")?;
     if ["0.0.0.0", "::", "[::]"].contains(&address.as_str()) {
         return Err(ApiError::bad_request("Invalid service address"));
     }
-    let mut id = string(&value, "ID")?;
+    let mut id = string(value, "ID")?;
     if id.is_empty() {
         id = name.clone();
     }
-    let tags = match field(&value, "Tags") {
+    let tags = match field(value, "Tags") {
         None => Vec::new(),
         Some(t) => {
             serde_json::from_value(t.clone()).map_err(|e| decode_failed(&format!("Tags: {e}")))?
         }
     };
-    let weights = match field(&value, "Weights") {
+    let weights = match field(value, "Weights") {
         None => (1, 1),
         Some(w) => {
             let get = |n: &str| field(w, n).and_then(Value::as_i64).unwrap_or(0);
@@ -270,7 +275,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<(ServiceDef, Vec<CheckDef>), ApiError
         }
     };
     let mut tagged_addresses = BTreeMap::new();
-    if let Some(Value::Object(map)) = field(&value, "TaggedAddresses") {
+    if let Some(Value::Object(map)) = field(value, "TaggedAddresses") {
         for (tag, addr) in map {
             tagged_addresses.insert(
                 tag.clone(),
@@ -281,7 +286,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<(ServiceDef, Vec<CheckDef>), ApiError
             );
         }
     }
-    let meta = string_map(&value, "Meta")?;
+    let meta = string_map(value, "Meta")?;
     validate_meta(&meta)
         .map_err(|e| ApiError::bad_request(format!("Invalid Service Meta: {e}")))?;
     let service = ServiceDef {
@@ -289,18 +294,18 @@ pub(crate) fn parse(body: &[u8]) -> Result<(ServiceDef, Vec<CheckDef>), ApiError
         name,
         tags,
         address,
-        port: port(&value, "Port")?,
+        port: port(value, "Port")?,
         meta,
-        enable_tag_override: boolean(&value, "EnableTagOverride")?,
+        enable_tag_override: boolean(value, "EnableTagOverride")?,
         tagged_addresses,
         weights,
     };
     let mut raw_checks: Vec<&Value> = Vec::new();
-    if let Some(c) = field(&value, "Check").filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
+    if let Some(c) = field(value, "Check").filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
     {
         raw_checks.push(c);
     }
-    match field(&value, "Checks") {
+    match field(value, "Checks") {
         None => {}
         Some(Value::Array(list)) => raw_checks.extend(list.iter()),
         Some(_) => return Err(decode_failed("Checks: expected an array")),

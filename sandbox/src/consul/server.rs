@@ -18,6 +18,7 @@ use super::checks;
 use super::cluster::{Cluster, Fault, lock};
 use super::listener;
 use super::model::{SERF_CHECK_ID, ServiceDef, Status};
+use super::registration;
 use super::session::new_uuid;
 use super::store::SERF_ALIVE_OUTPUT;
 
@@ -223,6 +224,43 @@ pub(crate) async fn remove_node(cluster: &Arc<Cluster>, name: &str) -> Result<()
     Ok(())
 }
 
+/// A bulk registration was refused (nothing was registered).
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    /// No node has that name.
+    #[error(transparent)]
+    Node(Error),
+    /// Registration number `.0` (from 0) is not valid: Consul's 400 text.
+    #[error("registration {0}: {1}")]
+    Registration(usize, String),
+}
+
+/// Registers many services on `node` at once, each body as for
+/// `PUT /v1/agent/service/register` (without `replace-existing-checks`):
+/// all are validated first, then written under one lock. Answers how many
+/// were registered.
+pub(crate) fn register_services(
+    cluster: &Arc<Cluster>,
+    node: &str,
+    bodies: &[serde_json::Value],
+) -> Result<usize, BulkError> {
+    let parsed = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| registration::parse_value(b).map_err(|e| BulkError::Registration(i, e.body)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut spawn = cluster.spawner();
+    let mut store = cluster.store();
+    if !store.nodes.contains_key(node) {
+        return Err(BulkError::Node(Error::UnknownNode(node.to_string())));
+    }
+    let n = parsed.len();
+    for (service, checks) in parsed {
+        store.register_service(node, service, checks, false, &mut spawn);
+    }
+    Ok(n)
+}
+
 /// Sets a node's `serfHealth` check, as gossip would on a failed node.
 pub(crate) fn set_serf_health(
     cluster: &Cluster,
@@ -294,6 +332,16 @@ impl ServerHandle {
         output: Option<&str>,
     ) -> Result<(), Error> {
         set_serf_health(&self.cluster, node, status, output)
+    }
+
+    /// Registers many services on `node` at once (the control API's
+    /// `PUT nodes/:name/services`); see the module docs.
+    pub fn register_services(
+        &self,
+        node: &str,
+        bodies: &[serde_json::Value],
+    ) -> Result<usize, BulkError> {
+        register_services(&self.cluster, node, bodies)
     }
 
     /// Makes the next `fault.count` matching requests fail as described.

@@ -106,12 +106,20 @@ impl Store {
     /// Records a change of a check on `node` (of `service_id`, or a node check).
     pub fn touch_check(&mut self, node: &str, service_id: &str, idx: u64) {
         self.tables.checks = idx;
-        let names: Vec<String> = self
-            .services
-            .values()
-            .filter(|s| s.node == node && (service_id.is_empty() || s.def.id == service_id))
-            .map(|s| s.def.name.clone())
-            .collect();
+        // Services are keyed by (node, service ID): look up, never scan.
+        let names: Vec<String> = if service_id.is_empty() {
+            self.services
+                .range((node.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == node)
+                .map(|(_, s)| s.def.name.clone())
+                .collect()
+        } else {
+            self.services
+                .get(&(node.to_string(), service_id.to_string()))
+                .map(|s| s.def.name.clone())
+                .into_iter()
+                .collect()
+        };
         for name in names {
             self.service_index.insert(name, idx);
         }

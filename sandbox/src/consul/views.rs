@@ -131,81 +131,143 @@ pub(crate) fn catalog_service(
 
 /// A check as in `/v1/health/*` and `/v1/agent/checks` (Consul's `HealthCheck`).
 pub(crate) fn check(check: &CheckRecord) -> Value {
-    let (interval, timeout) = match &check.def.kind {
-        CheckKind::Http {
-            interval, timeout, ..
+    serde_json::to_value(CheckView::of(check)).unwrap_or(Value::Null)
+}
+
+/// Checks rendered straight to JSON text, without building [`Value`]s
+/// (the big, unfiltered answers such as `/v1/health/state/any`).
+pub(crate) fn checks_json<'a>(checks: impl Iterator<Item = &'a CheckRecord>) -> String {
+    let views: Vec<CheckView<'a>> = checks.map(CheckView::of).collect();
+    serde_json::to_string(&views).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Consul's `HealthCheck`, borrowed from a record, in Consul's field order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CheckView<'a> {
+    node: &'a str,
+    #[serde(rename = "CheckID")]
+    check_id: &'a str,
+    name: &'a str,
+    status: &'static str,
+    notes: &'a str,
+    output: &'a str,
+    #[serde(rename = "ServiceID")]
+    service_id: &'a str,
+    service_name: &'a str,
+    service_tags: &'a [String],
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    interval: String,
+    timeout: String,
+    exposed_port: u16,
+    definition: DefinitionView<'a>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> CheckView<'a> {
+    /// The view of `check`.
+    pub(crate) fn of(check: &'a CheckRecord) -> Self {
+        let (interval, timeout) = match &check.def.kind {
+            CheckKind::Http {
+                interval, timeout, ..
+            }
+            | CheckKind::Tcp {
+                interval, timeout, ..
+            } => (duration::format(*interval), duration::format(*timeout)),
+            _ => (String::new(), String::new()),
+        };
+        CheckView {
+            node: &check.node,
+            check_id: &check.def.id,
+            name: &check.def.name,
+            status: check.status.as_str(),
+            notes: &check.def.notes,
+            output: &check.output,
+            service_id: &check.def.service_id,
+            service_name: &check.service_name,
+            service_tags: &check.service_tags,
+            kind: check.def.kind.type_name(),
+            interval,
+            timeout,
+            exposed_port: 0,
+            definition: DefinitionView::of(check),
+            create_index: check.create_index,
+            modify_index: check.modify_index,
         }
-        | CheckKind::Tcp {
-            interval, timeout, ..
-        } => (duration::format(*interval), duration::format(*timeout)),
-        _ => (String::new(), String::new()),
-    };
-    json!({
-        "Node": check.node,
-        "CheckID": check.def.id,
-        "Name": check.def.name,
-        "Status": check.status.as_str(),
-        "Notes": check.def.notes,
-        "Output": check.output,
-        "ServiceID": check.def.service_id,
-        "ServiceName": check.service_name,
-        "ServiceTags": check.service_tags,
-        "Type": check.def.kind.type_name(),
-        "Interval": interval,
-        "Timeout": timeout,
-        "ExposedPort": 0,
-        "Definition": check_definition(check),
-        "CreateIndex": check.create_index,
-        "ModifyIndex": check.modify_index,
-    })
+    }
 }
 
 /// Consul's `HealthCheckDefinition`, whose fields are all `omitempty`.
-fn check_definition(check: &CheckRecord) -> Value {
-    let mut def = Map::new();
-    match &check.def.kind {
-        CheckKind::Http {
-            url,
-            method,
-            header,
-            tls_skip_verify,
-            interval,
-            timeout,
-        } => {
-            def.insert("HTTP".into(), json!(url));
-            if !method.is_empty() {
-                def.insert("Method".into(), json!(method));
+#[derive(serde::Serialize)]
+struct DefinitionView<'a> {
+    #[serde(rename = "HTTP", skip_serializing_if = "Option::is_none")]
+    http: Option<&'a str>,
+    #[serde(rename = "Method", skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(rename = "Header", skip_serializing_if = "Option::is_none")]
+    header: Option<&'a std::collections::BTreeMap<String, Vec<String>>>,
+    #[serde(rename = "TLSSkipVerify", skip_serializing_if = "Option::is_none")]
+    tls_skip_verify: Option<bool>,
+    #[serde(rename = "TCP", skip_serializing_if = "Option::is_none")]
+    tcp: Option<&'a str>,
+    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+    #[serde(rename = "Interval", skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(rename = "Timeout", skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(
+        rename = "DeregisterCriticalServiceAfter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    deregister_after: Option<String>,
+}
+
+impl<'a> DefinitionView<'a> {
+    fn of(check: &'a CheckRecord) -> Self {
+        let mut def = DefinitionView {
+            http: None,
+            method: None,
+            header: None,
+            tls_skip_verify: None,
+            tcp: None,
+            ttl: None,
+            interval: None,
+            timeout: None,
+            deregister_after: check.def.deregister_after.map(duration::format),
+        };
+        match &check.def.kind {
+            CheckKind::Http {
+                url,
+                method,
+                header,
+                tls_skip_verify,
+                interval,
+                timeout,
+            } => {
+                def.http = Some(url);
+                def.method = (!method.is_empty()).then_some(method.as_str());
+                def.header = (!header.is_empty()).then_some(header);
+                def.tls_skip_verify = tls_skip_verify.then_some(true);
+                def.interval = Some(duration::format(*interval));
+                def.timeout = Some(duration::format(*timeout));
             }
-            if !header.is_empty() {
-                def.insert("Header".into(), json!(header));
+            CheckKind::Tcp {
+                address,
+                interval,
+                timeout,
+            } => {
+                def.tcp = Some(address);
+                def.interval = Some(duration::format(*interval));
+                def.timeout = Some(duration::format(*timeout));
             }
-            if *tls_skip_verify {
-                def.insert("TLSSkipVerify".into(), json!(true));
-            }
-            def.insert("Interval".into(), json!(duration::format(*interval)));
-            def.insert("Timeout".into(), json!(duration::format(*timeout)));
+            CheckKind::Ttl(ttl) => def.ttl = Some(duration::format(*ttl)),
+            CheckKind::Serf | CheckKind::Maintenance => {}
         }
-        CheckKind::Tcp {
-            address,
-            interval,
-            timeout,
-        } => {
-            def.insert("TCP".into(), json!(address));
-            def.insert("Interval".into(), json!(duration::format(*interval)));
-            def.insert("Timeout".into(), json!(duration::format(*timeout)));
-        }
-        CheckKind::Ttl(ttl) => {
-            def.insert("TTL".into(), json!(duration::format(*ttl)));
-        }
-        CheckKind::Serf | CheckKind::Maintenance => {}
+        def
     }
-    if let Some(after) = check.def.deregister_after {
-        def.insert(
-            "DeregisterCriticalServiceAfter".into(),
-            json!(duration::format(after)),
-        );
-    }
-    Value::Object(def)
 }
 
 /// A KV entry (Consul's `DirEntry`); `Value` is base64, or `null` when empty.

@@ -17,7 +17,7 @@ use super::super::filter::{self, Expr};
 use super::super::model::{ServiceRecord, Status};
 use super::super::store::Store;
 use super::super::views;
-use super::{ApiError, Ctx, json as json_resp, require_leader, with_meta};
+use super::{ApiError, Ctx, require_leader, with_meta};
 
 const ENTRY_ROOTS: &[&str] = &["Node", "Service", "Checks"];
 const CHECK_ROOTS: &[&str] = &[
@@ -140,11 +140,57 @@ async fn serve(ctx: &Ctx<'_>, which: Query<'_>) -> Result<Response<Body>, ApiErr
         passing: ctx.query.flag("passing"),
     };
     let dc = ctx.cluster.datacenter.clone();
-    let (value, index) = blocking::block(ctx.cluster, &opts, |store| {
-        Ok(evaluate(store, which, &narrow, expr.as_ref(), &dc))
-    })
+    let (body, index) = blocking::block_split(
+        ctx.cluster,
+        &opts,
+        |store| index_of(store, which),
+        |store| Ok(render(store, which, &narrow, expr.as_ref(), &dc)),
+    )
     .await?;
-    Ok(with_meta(json_resp(&value), ctx.cluster, index, &opts))
+    Ok(with_meta(json_body(body), ctx.cluster, index, &opts))
+}
+
+/// The index a query reports, as [`evaluate`] computes it, without the data.
+fn index_of(store: &Store, which: Query<'_>) -> u64 {
+    match which {
+        Query::HealthService(name) | Query::ServiceChecks(name) | Query::CatalogService(name) => {
+            store.service_name_index(name)
+        }
+        Query::State(_) => store.tables.checks,
+        Query::Node(_) => store.tables.checks.max(store.tables.nodes),
+        Query::CatalogServices => store.tables.services,
+        Query::CatalogNodes => store.tables.nodes,
+    }
+}
+
+/// The JSON text of the answer. Unfiltered check lists (`health/state`,
+/// the largest answers) are written straight from the records.
+fn render(
+    store: &Store,
+    which: Query<'_>,
+    narrow: &Narrow,
+    expr: Option<&Expr>,
+    dc: &str,
+) -> String {
+    if let (Query::State(state), None) = (which, expr) {
+        let wanted = Status::parse(state);
+        return views::checks_json(
+            store
+                .checks
+                .values()
+                .filter(|c| wanted.is_none_or(|w| c.status == w)),
+        );
+    }
+    evaluate(store, which, narrow, expr, dc).0.to_string()
+}
+
+fn json_body(body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn keep(expr: Option<&Expr>, item: &Value) -> bool {
