@@ -18,25 +18,57 @@
 //! 3. During the rollout of 1.3.0 the leading coordinator is killed
 //!    (SIGKILL); the other replica takes over and finishes.
 //!
-//! It ends with a summary. The exit status is 0 only if every expectation
-//! held, zero failed requests included. Every process it started is stopped
-//! on exit, Ctrl-C included.
+//! While a rollout runs, a live view ([`view`]) shows it on a terminal; the
+//! log lines are the same everywhere. At the end: a summary
+//! ([`summary::Summary`], also as JSON), a timeline chart (SVG, see
+//! [`crate::chart`]) in the working directory, and an exit status of 0 only if
+//! every expectation held, zero failed requests included.
+//!
+//! # What it must never do
+//!
+//! - Leave a process behind: every process it starts is stopped on exit, on
+//!   an error, and on Ctrl-C (SIGINT), SIGTERM or SIGHUP (gracefully; a
+//!   second signal kills everything at once).
+//! - Run twice on one working directory ([`lock`]).
+//! - Reach off loopback: every server binds `127.0.0.1`.
 
-use std::fmt::Write as _;
+mod lock;
+mod record;
+pub mod summary;
+mod view;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use rand::{Rng as _, SeedableRng as _};
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::consul::{Config as ConsulConfig, Server};
-use crate::fleet::{Fleet, FleetConfig};
-use crate::load::{Load, LoadConfig, LoadHandle};
+use crate::chart::{RequestPoint, Span, Timeline};
+use crate::consul::{Config as ConsulConfig, Server, ServerHandle};
+use crate::fleet::{BOOT_DELAY_TAG, BROKEN_TAG, Fleet, FleetConfig, FleetHandle, InstanceState};
+use crate::load::{Load, LoadConfig, LoadHandle, LoadReport};
 use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
 use crate::moto::{Moto, REGION};
 use crate::node::Binaries;
-use crate::slack::SlackServer;
-use crate::smtp::SmtpServer;
+use crate::slack::{SlackHandle, SlackServer};
+use crate::smtp::{SmtpHandle, SmtpServer};
+
+pub use self::lock::{DemoLock, LOCK_FILE, LockError};
+use self::record::Recorder;
+use self::summary::{AlertSummary, FleetSummary, RequestSummary, RolloutSummary, Summary};
+use self::view::{Frame, View};
+
+/// The Auto Scaling group the demo creates.
+const GROUP: &str = "web-asg";
+/// The load generator's rate.
+const RATE: u32 = 40;
+/// How often the recorder samples the fleet.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -47,37 +79,127 @@ pub struct DemoOptions {
     pub batch: u32,
     /// Keep everything running at the end until Ctrl-C.
     pub keep_running: bool,
+    /// Seeds every random choice: the load generator's target per request,
+    /// each image's boot delay, the moment the leader is killed.
+    pub seed: u64,
+    /// The rollouts' `healthy_deadline`: how long a broken batch has before
+    /// the rollout fails. Deadlines count observed time: a silence over
+    /// 15 s (a leader takeover: the lock's session TTL plus lock delay)
+    /// moves them later, a shorter one does not, so it must exceed a boot,
+    /// `min_healthy_time` and 15 s.
+    pub healthy_deadline: Duration,
+    /// Where the configuration, logs, chart and summary go; one demo at a
+    /// time per directory. `None`: [`default_work_dir`].
+    pub work_dir: Option<PathBuf>,
+    /// The chart's path; `None`: `timeline.svg` in the working directory.
+    pub chart: Option<PathBuf>,
+    /// Also write the summary as JSON here (it is always written to
+    /// `summary.json` in the working directory).
+    pub summary_json: Option<PathBuf>,
+    /// The sandbox Consul's port; 0 picks a free one.
+    pub consul_port: u16,
+    /// Show bars: `None` decides from whether stdout is a terminal.
+    pub live: Option<bool>,
 }
 
-fn step(title: &str) {
-    println!("\n== {title}");
+impl DemoOptions {
+    /// The demo of the README: 6 instances, batches of 2, a 45 s healthy
+    /// deadline, a free Consul port, the given seed.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            instances: 6,
+            batch: 2,
+            keep_running: false,
+            seed,
+            healthy_deadline: Duration::from_secs(45),
+            work_dir: None,
+            chart: None,
+            summary_json: None,
+            consul_port: 0,
+            live: None,
+        }
+    }
 }
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
+/// A seed from the clock, for a run without `--seed`.
+pub fn clock_seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Seconds and nanoseconds mixed: two runs a second apart differ.
+    now.as_secs().wrapping_mul(1_000_000_007) ^ u64::from(now.subsec_nanos())
 }
 
-/// One story's result, for the summary.
+/// `demo` beside the target directory the running binary was built into
+/// (`target/demo` for `target/release/sandbox`), else in the temporary
+/// directory.
+pub fn default_work_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("demo")))
+        .unwrap_or_else(|| std::env::temp_dir().join("rollgate-demo"))
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP and answers which.
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup());
+    match (term, hup) {
+        (Ok(mut term), Ok(mut hup)) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+/// Turns "address in use" into what to do about it.
+fn explain_bind(e: std::io::Error, what: &str, port: u16) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "{what}: port {port} on 127.0.0.1 is already in use (by another Consul, or a demo \
+             started with --keep-running?). Stop the program that holds it (`ss -ltnp 'sport = :{port}'` \
+             shows it), choose another port with --consul-port, or leave the option out to let the \
+             demo pick a free one"
+        )
+    } else {
+        anyhow::Error::new(e).context(what.to_owned())
+    }
+}
+
+/// The running world.
 #[derive(Debug)]
-struct Story {
-    name: String,
-    expected: &'static str,
-    outcome: String,
-    seconds: f64,
-}
-
-struct Ctx {
+struct World {
     bins: Binaries,
     work: PathBuf,
-    consul: std::net::SocketAddr,
+    consul: ServerHandle,
+    moto: Moto,
+    slack: SlackHandle,
+    smtp: SmtpHandle,
+    fleet: Arc<FleetHandle>,
+    load: LoadHandle,
+    recorder: Recorder,
+    /// Coordinator replicas still running, by replica name.
+    replicas: Vec<(String, Child)>,
     http: reqwest::Client,
 }
 
-impl Ctx {
+impl World {
     fn config(&self, replica: &str) -> PathBuf {
         self.work.join(format!("{replica}.toml"))
     }
 
+    /// Runs the `rollgate` CLI (with replica a's configuration) and answers
+    /// its stdout.
     async fn rollgate(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.bins.rollgate)
             .arg("--config")
@@ -87,6 +209,7 @@ impl Ctx {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
+            .kill_on_drop(true)
             .output()
             .await
             .with_context(|| format!("running rollgate {}", args.join(" ")))?;
@@ -102,229 +225,203 @@ impl Ctx {
     }
 
     async fn kv_json(&self, key: &str) -> Option<serde_json::Value> {
-        crate::observe::kv_json(&self.http, self.consul, key).await
+        crate::observe::kv_json(&self.http, self.consul.http_addr(), key).await
     }
 
     async fn plan(&self, n: u64) -> Option<serde_json::Value> {
-        crate::observe::plan(&self.http, self.consul, n).await
+        crate::observe::plan(&self.http, self.consul.http_addr(), n).await
     }
 
     async fn passing(&self) -> usize {
-        crate::observe::passing(&self.http, self.consul, "web")
+        crate::observe::passing(&self.http, self.consul.http_addr(), "web")
             .await
             .len()
     }
-}
 
-/// Publishes `version` (with behaviour tags), approves its plan and follows
-/// the rollout; `kill` is called once the first batch is launching.
-async fn story(
-    ctx: &Ctx,
-    moto: &Moto,
-    load: &LoadHandle,
-    n: u64,
-    image: ImageSpec,
-    kill: Option<&mut Vec<(String, Child)>>,
-) -> anyhow::Result<(String, String)> {
-    let version = image.version.clone();
-    let spec = ImageSpec {
-        artifact: "unpublished/web".into(),
-        ..image
-    };
-    let ami = register_image(&moto.sdk_config(), &spec)
-        .await
-        .context("registering the image")?;
-    print!(
-        "{}",
-        indent(
-            &ctx.rollgate(&[
-                "publish",
-                "--artifact",
-                "acmeinc/web",
-                "--ami",
-                &ami,
-                "--version",
-                &version
-            ])
-            .await?
-        )
-    );
-    let id = format!("web-{n}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ctx.plan(n).await.is_none() {
-        if Instant::now() > deadline {
-            bail!("no plan {id} within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    async fn leader(&self) -> Option<String> {
+        self.kv_json("rollgate/leader")
+            .await
+            .and_then(|v| v["holder"].as_str().map(str::to_owned))
+            .filter(|h| !h.is_empty())
     }
-    println!("  $ rollgate plan web");
-    print!(
-        "{}",
-        indent(&indent(&ctx.rollgate(&["plan", "web"]).await?))
-    );
-    println!("  $ rollgate approve {id}");
-    print!(
-        "{}",
-        indent(&indent(
-            &ctx.rollgate(&["approve", &id, "--as", "demo-operator"])
-                .await?
-        ))
-    );
-    println!("  $ rollgate status web   (followed until the rollout ends)");
-    let mut last = String::new();
-    let mut kill = kill;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let rollout = ctx.kv_json("rollgate/services/web/rollout").await;
-        let state = rollout
-            .as_ref()
-            .and_then(|r| r["state"]["state"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        if let Some(r) = &rollout {
-            let p = &r["progress"];
-            // A line whenever the rollout's progress changes, with the
-            // load counters at that moment.
-            let progress = format!(
-                "{state:<12} batches done {}, new healthy {}, old retired {}/{}",
-                p["batches_done"],
-                p["accepted"].as_array().map_or(0, Vec::len),
-                p["retired"].as_array().map_or(0, Vec::len),
-                p["to_replace"].as_array().map_or(0, Vec::len),
-            );
-            if progress != last {
-                let report = load.report();
-                println!(
-                    "    {progress} | passing {} | requests {} ok, {} failed",
-                    ctx.passing().await,
-                    report.ok,
-                    report.failed
-                );
-                last = progress;
-            }
+
+    /// Stops everything, in order: coordinators, the recorder, the load,
+    /// the fleet (drained), the servers, moto. Answers the load's final
+    /// report and the recorded timeline.
+    async fn shutdown(self) -> (LoadReport, Timeline) {
+        let World {
+            consul,
+            moto,
+            slack,
+            smtp,
+            fleet,
+            load,
+            recorder,
+            replicas,
+            ..
+        } = self;
+        for (_, mut child) in replicas {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
-        if state == "launching" {
-            if let Some(replicas) = kill.take() {
-                let holder = ctx
-                    .kv_json("rollgate/leader")
-                    .await
-                    .and_then(|v| v["holder"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                if let Some(pos) = replicas.iter().position(|(name, _)| *name == holder) {
-                    let (name, mut child) = replicas.remove(pos);
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                    println!(
-                        "    ** killed the leading coordinator {name:?} with SIGKILL mid-batch **"
-                    );
-                }
-            }
+        let report = load.stop().await;
+        let (fleet_points, spans, marks) = recorder.stop().await;
+        if let Some(fleet) = Arc::into_inner(fleet) {
+            fleet.shutdown().await;
         }
-        if let Some(plan) = ctx.plan(n).await {
-            if let Some(outcome) = plan["outcome"].as_object() {
-                let result = outcome["result"].as_str().unwrap_or("?").to_string();
-                let reason = outcome["reason"].as_str().unwrap_or("").to_string();
-                return Ok((result, reason));
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("rollout {id} did not end within 5 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        slack.shutdown().await;
+        smtp.shutdown().await;
+        consul.shutdown().await;
+        let _ = moto.shutdown();
+        let timeline = Timeline {
+            title: String::new(),
+            fleet: fleet_points,
+            requests: report
+                .series
+                .iter()
+                .map(|s| RequestPoint {
+                    at_ms: u64::try_from(s.at.as_millis()).unwrap_or(u64::MAX),
+                    width_ms: u64::try_from(report.bucket.as_millis()).unwrap_or(1000),
+                    ok: s.ok,
+                    failed: s.failed,
+                })
+                .collect(),
+            spans,
+            marks,
+        };
+        (report, timeline)
     }
 }
 
-/// Runs the demo; `Ok` only if every expectation held.
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    let bins = Binaries::beside_current_exe()?;
-    let work = tempfile::tempdir().context("creating a work directory")?;
-    let started = Instant::now();
-
-    step("Starting the sandbox world on loopback");
-    let consul = Server::start(ConsulConfig::default())
-        .await
-        .context("starting the sandbox Consul")?;
+/// Starts the world and waits until every instance passes in Consul.
+async fn start_world(
+    options: &DemoOptions,
+    bins: Binaries,
+    work: &Path,
+    rng: &mut rand::rngs::StdRng,
+    view: &View,
+) -> anyhow::Result<World> {
+    view.line("\n== Starting the sandbox world on loopback");
+    // moto first: a missing Python or moto is the likeliest problem on a
+    // fresh machine, and nothing else has started yet.
     let moto = Moto::start().await.context(
-        "starting moto's server (the AWS emulator); run `bash sandbox/scripts/prerequisites` to install it",
+        "starting moto's server (the AWS emulator); run `bash sandbox/scripts/prerequisites` \
+         to install Python's moto[server]",
     )?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], options.consul_port));
+    if options.consul_port != 0 {
+        // Checked here, so the message can say what to do.
+        drop(
+            std::net::TcpListener::bind(listen)
+                .map_err(|e| explain_bind(e, "starting the sandbox Consul", options.consul_port))?,
+        );
+    }
+    let consul = Server::start(ConsulConfig {
+        listen,
+        ..ConsulConfig::default()
+    })
+    .await
+    .map_err(|e| match e {
+        crate::consul::Error::Bind { source, .. } => {
+            explain_bind(source, "starting the sandbox Consul", options.consul_port)
+        }
+        other => anyhow::Error::new(other).context("starting the sandbox Consul"),
+    })?;
     let slack = SlackServer::start(crate::slack::Config::default())
         .await
         .context("starting the Slack stand-in")?;
     let smtp = SmtpServer::start(crate::smtp::Config::default())
         .await
         .context("starting the SMTP server")?;
-    println!(
+    view.line(format!(
         "  Consul (sandbox) http://{}   AWS (moto) {}",
         consul.http_addr(),
         moto.endpoint()
-    );
-    println!(
+    ));
+    view.line(format!(
         "  Slack stand-in {}   SMTP server {}",
         slack.api_url(),
         smtp.addr()
-    );
-    let count = i32::try_from(options.instances).unwrap_or(6);
-    let seeded = seed_group(
-        &moto,
-        &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), count),
-    )
-    .await
-    .context("creating the launch template and the Auto Scaling group")?;
-    println!(
-        "  Auto Scaling group web-asg: {} instances on {} (acmeinc/web 1.0.0), launch template v{}",
+    ));
+    let count = i32::try_from(options.instances).context("too many instances")?;
+    let seeded = seed_group(&moto, &SeedSpec::new(GROUP, image("1.0.0", rng), count))
+        .await
+        .context("creating the launch template and the Auto Scaling group")?;
+    view.line(format!(
+        "  Auto Scaling group {GROUP}: {} instances on {} (acmeinc/web 1.0.0), launch template v{}",
         seeded.instance_ids.len(),
         seeded.image_id,
         seeded.template_version
-    );
+    ));
+    let fleet_dir = work.join("fleet");
     let fleet = Fleet::start(FleetConfig::new(
         moto.sdk_config(),
-        "web-asg",
+        GROUP,
         consul.http_addr(),
         bins.clone(),
-        work.path().join("fleet"),
+        fleet_dir,
     ))
     .context("starting the fleet simulator")?;
-    let ctx = Ctx {
-        bins: bins.clone(),
-        work: work.path().to_path_buf(),
-        consul: consul.http_addr(),
-        http: reqwest::Client::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ctx.passing().await < options.instances {
+    let fleet = Arc::new(fleet);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("building an HTTP client")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let passing = crate::observe::passing(&http, consul.http_addr(), "web")
+            .await
+            .len();
+        if passing >= options.instances {
+            break;
+        }
         if Instant::now() > deadline {
-            bail!("the instances did not all become passing in Consul within 60s");
+            let failed = fleet.counters().start_failures;
+            bail!(
+                "only {passing} of {} instances became passing in Consul within 90s \
+                 ({failed} failed starts; the instances' logs are in {})",
+                options.instances,
+                work.join("fleet").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!(
+    view.line(format!(
         "  every instance runs the real web and rollgate agent: {} passing in Consul",
         options.instances
-    );
+    ));
+    let recorder = Recorder::start(Arc::clone(&fleet), consul.http_addr(), SAMPLE_EVERY);
     let mut load_config = LoadConfig::new(consul.http_addr());
-    load_config.rate_per_sec = 40;
-    load_config.stop_after = Some(Duration::from_secs(900));
+    load_config.rate_per_sec = RATE;
+    load_config.stop_after = Some(Duration::from_secs(3600));
+    load_config.seed = Some(rng.random());
     let load = Load::start(load_config)
         .await
         .context("starting the load generator")?;
-    println!("  load generator: 40 requests/s to the instances Consul reports passing");
+    view.line(format!(
+        "  load generator: {RATE} requests/s, each to a passing instance picked at random (seeded)"
+    ));
 
     for replica in ["a", "b"] {
         write_config(
-            &ctx.config(replica),
+            &work.join(format!("{replica}.toml")),
             replica,
             &consul.http_addr(),
             moto.endpoint(),
             &slack.api_url(),
             smtp.addr().port(),
-            options.batch,
+            options,
         )?;
     }
     let mut replicas = Vec::new();
     for replica in ["a", "b"] {
-        let log = std::fs::File::create(work.path().join(format!("coordinator-{replica}.log")))?;
+        let log_path = work.join(format!("coordinator-{replica}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(&bins.rollgate)
             .arg("--config")
-            .arg(ctx.config(replica))
+            .arg(work.join(format!("{replica}.toml")))
             .arg("coordinator")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -336,155 +433,556 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .context("starting rollgate coordinator")?;
         replicas.push((format!("demo-{replica}"), child));
     }
-    println!(
-        "  two rollgate coordinator replicas: demo-a and demo-b (one leads through the Consul lock)"
+    view.line(
+        "  two rollgate coordinator replicas: demo-a and demo-b (one leads through the Consul lock)",
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let world = World {
+        bins,
+        work: work.to_path_buf(),
+        consul,
+        moto,
+        slack,
+        smtp,
+        fleet,
+        load,
+        recorder,
+        replicas,
+        http,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.leader().await.is_none() {
+        if Instant::now() > deadline {
+            bail!(
+                "no coordinator took the leader lock within 30s; see {}",
+                work.join("coordinator-a.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(world)
+}
 
-    let mut stories = Vec::new();
-    let plan = [
-        (
-            "Story 1: a new image, rolled out batch by batch",
-            ImageSpec::new("acmeinc/web", "1.1.0"),
-            "succeeded",
-            false,
-        ),
-        (
-            "Story 2: a broken image fails its first batch and is reverted",
-            ImageSpec::new("acmeinc/web", "1.2.0").tag("sandbox:broken", "true"),
-            "reverted",
-            false,
-        ),
-        (
-            "Story 3: the leading coordinator dies mid-rollout",
-            ImageSpec::new("acmeinc/web", "1.3.0"),
-            "succeeded",
-            true,
-        ),
-    ];
-    for (n, (title, image, expected, kill)) in plan.into_iter().enumerate() {
-        step(title);
-        let t = Instant::now();
-        let (result, reason) = story(
-            &ctx,
-            &moto,
-            &load,
-            n as u64 + 1,
-            image,
-            kill.then_some(&mut replicas),
-        )
+/// An image of `acmeinc/web` at `version`, booting in 0.5 to 2 s (seeded).
+fn image(version: &str, rng: &mut rand::rngs::StdRng) -> ImageSpec {
+    let boot = rng.random_range(500..2000u64);
+    ImageSpec::new("acmeinc/web", version).tag(BOOT_DELAY_TAG, &format!("{boot}ms"))
+}
+
+/// One story: what to roll out and what should happen.
+#[derive(Debug)]
+struct Story {
+    title: &'static str,
+    image: ImageSpec,
+    expected: &'static str,
+    kill_leader: bool,
+}
+
+/// Publishes the story's image, approves its plan and follows the rollout
+/// to its outcome, killing the leader mid-batch when the story says so.
+async fn run_story(
+    world: &mut World,
+    view: &mut View,
+    options: &DemoOptions,
+    n: u64,
+    story: Story,
+    kill_delay: Duration,
+) -> anyhow::Result<RolloutSummary> {
+    let version = story.image.version.clone();
+    let id = format!("web-{n}");
+    let mut result = RolloutSummary {
+        plan: id.clone(),
+        version: version.clone(),
+        expected: story.expected.to_owned(),
+        outcome: String::new(),
+        reason: String::new(),
+        seconds: 0.0,
+        kills_leader: story.kill_leader,
+        leader_at_start: None,
+        leader_killed: None,
+        leader_at_end: None,
+    };
+    let started = Instant::now();
+    let start_ms = world.recorder.now_ms();
+    // Registered under another artifact so the registry does not see it
+    // before `rollgate publish` says so.
+    let spec = ImageSpec {
+        artifact: "unpublished/web".into(),
+        ..story.image
+    };
+    let ami = register_image(&world.moto.sdk_config(), &spec)
+        .await
+        .context("registering the image")?;
+    world.recorder.set_target(&version);
+    let published = world
+        .rollgate(&[
+            "publish",
+            "--artifact",
+            "acmeinc/web",
+            "--ami",
+            &ami,
+            "--version",
+            &version,
+        ])
         .await?;
-        println!(
-            "  outcome: {result}{}",
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {reason}")
+    view.line(format!(
+        "  $ rollgate publish --artifact acmeinc/web --ami {ami} --version {version}"
+    ));
+    view.line(indent(&published, "    ").trim_end());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.plan(n).await.is_none() {
+        if Instant::now() > deadline {
+            bail!("no plan {id} within 30s of publishing {version}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    view.line("  $ rollgate plan web");
+    view.line(indent(&world.rollgate(&["plan", "web"]).await?, "    ").trim_end());
+    view.line(format!("  $ rollgate approve {id}"));
+    let approved = world
+        .rollgate(&["approve", &id, "--as", "demo-operator"])
+        .await?;
+    view.line(indent(&approved, "    ").trim_end());
+    view.line("  $ rollgate status web   (followed until the rollout ends)");
+    result.leader_at_start = world.leader().await;
+
+    let approved_at = Instant::now();
+    let batch = u64::from(options.batch);
+    view.start(options.instances as u64, batch);
+    let mut last_step = String::new();
+    let mut kill_at: Option<Instant> = None;
+    let mut killed: Option<String> = None;
+    let mut took_over = false;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let outcome = loop {
+        let rollout = world.kv_json("rollgate/services/web/rollout").await;
+        let leader = world.leader().await.unwrap_or_default();
+        if let Some(dead) = &killed {
+            if !took_over && !leader.is_empty() && leader != *dead {
+                took_over = true;
+                world.recorder.mark(format!("{leader} took over"));
+                view.line(format!(
+                    "    ** {leader} took the leader lock and continues the rollout **"
+                ));
             }
-        );
-        stories.push(Story {
-            name: title.split(':').next().unwrap_or(title).to_string(),
-            expected,
-            outcome: result,
-            seconds: t.elapsed().as_secs_f64(),
-        });
+        }
+        // Only the rollout of this plan counts (the record of the previous
+        // one stays until this one starts).
+        let rollout = rollout.filter(|r| r["spec"]["id"].as_str() == Some(id.as_str()));
+        if let Some(r) = &rollout {
+            let frame = frame(r, &id, &version, options, world, &leader, approved_at);
+            view.show(&frame);
+            let step = format!(
+                "{}|{}|{}|{}",
+                frame.phase,
+                frame.batch,
+                r["progress"]["accepted"].as_array().map_or(0, Vec::len),
+                r["progress"]["retired"].as_array().map_or(0, Vec::len)
+            );
+            if step != last_step {
+                view.line(view::step_line(&frame));
+                last_step = step;
+            }
+            if story.kill_leader && killed.is_none() && frame.phase == "launching" {
+                let at = *kill_at.get_or_insert_with(|| Instant::now() + kill_delay);
+                if Instant::now() >= at {
+                    if let Some(pos) = world.replicas.iter().position(|(name, _)| *name == leader) {
+                        let (name, mut child) = world.replicas.remove(pos);
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        world.recorder.mark(format!("{name} killed"));
+                        view.line(format!(
+                            "    ** killed the leading coordinator {name} with SIGKILL mid-batch **"
+                        ));
+                        killed = Some(name);
+                    }
+                }
+            }
+        }
+        if let Some(plan) = world.plan(n).await {
+            if let Some(outcome) = plan["outcome"].as_object() {
+                let result = outcome
+                    .get("result")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .to_owned();
+                let reason = outcome
+                    .get("reason")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                break (result, reason);
+            }
+        }
+        if Instant::now() > deadline {
+            view.finish();
+            bail!("rollout {id} did not end within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    view.finish();
+    (result.outcome, result.reason) = outcome;
+    result.leader_killed = killed;
+    result.leader_at_end = world.leader().await;
+    result.seconds = started.elapsed().as_secs_f64();
+    let good = result.outcome == result.expected;
+    world.recorder.span(Span {
+        start_ms,
+        end_ms: world.recorder.now_ms(),
+        label: format!("{version} {}", result.outcome),
+        good: good && result.outcome == "succeeded",
+    });
+    Ok(result)
+}
+
+/// The live view's frame for a rollout record.
+fn frame(
+    r: &serde_json::Value,
+    id: &str,
+    version: &str,
+    options: &DemoOptions,
+    world: &World,
+    leader: &str,
+    approved_at: Instant,
+) -> Frame {
+    let state = &r["state"];
+    let phase = state["state"].as_str().unwrap_or("?").to_owned();
+    let progress = &r["progress"];
+    let done = progress["batches_done"].as_u64().unwrap_or(0);
+    let to_replace =
+        progress["to_replace"]
+            .as_array()
+            .map_or(0, Vec::len)
+            .max(if phase == "pending" {
+                options.instances
+            } else {
+                0
+            });
+    let batch = u64::from(options.batch.max(1));
+    let batches = (to_replace as u64).div_ceil(batch);
+    let current = state["number"]
+        .as_u64()
+        .or_else(|| state["batch"].as_u64())
+        .unwrap_or(done);
+    let fleet = world.recorder.latest();
+    let report = world.load.report();
+    Frame {
+        title: format!("{id} -> {version}"),
+        phase,
+        batch: u32::try_from(current).unwrap_or(0),
+        batches: u32::try_from(batches).unwrap_or(0),
+        old: fleet.old as u64,
+        new: fleet.new as u64,
+        passing: fleet.passing as u64,
+        leader: leader.to_owned(),
+        served: report.ok,
+        failed: report.failed,
+        seconds: approved_at.elapsed().as_secs(),
+    }
+}
+
+/// Waits (up to 30 s) for the fleet to settle on `instances` passing
+/// instances of `version` with nothing draining, then accounts for every
+/// instance.
+async fn account(world: &World, instances: usize, version: &str) -> FleetSummary {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut summary;
+    loop {
+        let snapshot = world.fleet.snapshot();
+        let running: Vec<_> = snapshot
+            .iter()
+            .filter(|i| matches!(i.state, InstanceState::Booting | InstanceState::Running))
+            .collect();
+        let draining = snapshot
+            .iter()
+            .filter(|i| i.state == InstanceState::Draining)
+            .count();
+        let mut in_group = in_service(world).await;
+        in_group.sort();
+        let mut running_ids: Vec<String> = running.iter().map(|i| i.instance_id.clone()).collect();
+        running_ids.sort();
+        let counters = world.fleet.counters();
+        summary = FleetSummary {
+            expected: instances,
+            final_version: version.to_owned(),
+            in_group: in_group.len(),
+            running: running.len(),
+            on_final_version: running.iter().filter(|i| i.version == version).count(),
+            passing: world.passing().await,
+            started: counters.started,
+            stopped: counters.stopped,
+            group_matches_fleet: in_group == running_ids,
+        };
+        if (draining == 0 && summary.problems().is_empty()) || Instant::now() > deadline {
+            return summary;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The InService members of the group, as moto reports them.
+async fn in_service(world: &World) -> Vec<String> {
+    let asg = aws_sdk_autoscaling::Client::new(&world.moto.sdk_config());
+    match asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(GROUP)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.instances())
+            .filter(|i| {
+                i.lifecycle_state()
+                    .is_some_and(|s| s.as_str() == "InService")
+            })
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot describe the group for the summary.");
+            Vec::new()
+        }
+    }
+}
+
+/// Whether an alert's text is about the revert.
+fn revert_alert(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("reverted")
+}
+
+/// Runs the demo until it ends or `shutdown` is cancelled (then it stops
+/// everything it started and fails). `Ok` only if every expectation held;
+/// the summary is printed and written either way once the stories ran.
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let bins = Binaries::beside_current_exe()?;
+    let work = options.work_dir.clone().unwrap_or_else(default_work_dir);
+    std::fs::create_dir_all(&work)
+        .with_context(|| format!("creating the working directory {}", work.display()))?;
+    let _lock = DemoLock::acquire(&work)?;
+    // The instances' folders of an earlier run would only confuse.
+    let _ = std::fs::remove_dir_all(work.join("fleet"));
+    let chart_path = options
+        .chart
+        .clone()
+        .unwrap_or_else(|| work.join("timeline.svg"));
+    let started = Instant::now();
+    let mut view = View::new(options.live.unwrap_or_else(View::stdout_is_terminal));
+    let seed = options.seed;
+    view.line(format!(
+        "sandbox demo: seed {seed} (repeat this run with --seed {seed}); working files in {}",
+        work.display()
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let mut world = tokio::select! {
+        world = start_world(&options, bins, &work, &mut rng, &view) => world?,
+        _ = shutdown.cancelled() => bail!("interrupted while starting; stopped everything the demo started"),
+    };
+
+    let stories = [
+        Story {
+            title: "Story 1: a new image, rolled out batch by batch",
+            image: image("1.1.0", &mut rng),
+            expected: "succeeded",
+            kill_leader: false,
+        },
+        Story {
+            title: "Story 2: a broken image fails its first batch and is reverted",
+            image: image("1.2.0", &mut rng).tag(BROKEN_TAG, "true"),
+            expected: "reverted",
+            kill_leader: false,
+        },
+        Story {
+            title: "Story 3: the leading coordinator dies mid-rollout",
+            image: image("1.3.0", &mut rng),
+            expected: "succeeded",
+            kill_leader: true,
+        },
+    ];
+    let kill_delay = Duration::from_millis(rng.random_range(0..1500));
+    let mut rollouts = Vec::new();
+    let mut interrupted = false;
+    let mut final_version = "1.0.0".to_owned();
+    let mut failed_early = false;
+    for (n, story) in stories.into_iter().enumerate() {
+        let n = n as u64 + 1;
+        if failed_early || interrupted {
+            rollouts.push(RolloutSummary {
+                plan: format!("web-{n}"),
+                version: story.image.version.clone(),
+                expected: story.expected.to_owned(),
+                outcome: "not run".into(),
+                reason: String::new(),
+                seconds: 0.0,
+                kills_leader: story.kill_leader,
+                leader_at_start: None,
+                leader_killed: None,
+                leader_at_end: None,
+            });
+            continue;
+        }
+        view.line(format!("\n== {}", story.title));
+        let version = story.image.version.clone();
+        let expected = story.expected;
+        let kills_leader = story.kill_leader;
+        let result = tokio::select! {
+            r = run_story(&mut world, &mut view, &options, n, story, kill_delay) => Some(r),
+            _ = shutdown.cancelled() => None,
+        };
+        view.finish();
+        match result {
+            None => {
+                interrupted = true;
+                view.line("  interrupted: stopping everything the demo started");
+            }
+            Some(Ok(r)) => {
+                view.line(format!(
+                    "  outcome: {}{}",
+                    r.outcome,
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.reason)
+                    }
+                ));
+                if r.outcome == "succeeded" {
+                    final_version = r.version.clone();
+                }
+                rollouts.push(r);
+            }
+            Some(Err(e)) => {
+                view.line(format!("  the demo could not follow this rollout: {e:#}"));
+                failed_early = true;
+                rollouts.push(RolloutSummary {
+                    plan: format!("web-{n}"),
+                    version,
+                    expected: expected.to_owned(),
+                    outcome: "error".into(),
+                    reason: format!("{e:#}"),
+                    seconds: 0.0,
+                    kills_leader,
+                    leader_at_start: None,
+                    leader_killed: None,
+                    leader_at_end: None,
+                });
+            }
+        }
+    }
+    if interrupted {
+        world.shutdown().await;
+        bail!("interrupted; stopped everything the demo started");
     }
 
     // Alerts are delivered by the outbox sender; give it a moment.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let reverted_alert = |text: &str| {
-        text.contains("reverted") || text.contains("REVERTED") || text.contains("Reverted")
-    };
-    while !(slack.posts().iter().any(|p| reverted_alert(&p.text))
-        && smtp.messages().iter().any(|m| reverted_alert(&m.data)))
+    while !(world.slack.posts().iter().any(|p| revert_alert(&p.text))
+        && world.smtp.messages().iter().any(|m| revert_alert(&m.data)))
     {
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || shutdown.is_cancelled() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let report = load.stop().await;
-    let slack_posts = slack.posts();
-    let emails = smtp.messages();
-    let slack_revert = slack_posts.iter().any(|p| reverted_alert(&p.text));
-    let email_revert = emails.iter().any(|m| reverted_alert(&m.data));
+    let slack_posts = world.slack.posts();
+    let emails = world.smtp.messages();
+    let alerts = AlertSummary {
+        slack: slack_posts.len(),
+        email: emails.len(),
+        revert_on_slack: slack_posts.iter().any(|p| revert_alert(&p.text)),
+        revert_on_email: emails.iter().any(|m| revert_alert(&m.data)),
+    };
+    let fleet = account(&world, options.instances, &final_version).await;
 
-    step("Summary");
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "{:<10} {:<10} {:<10} {:>9}",
-        "ROLLOUT", "EXPECTED", "OUTCOME", "DURATION"
-    );
-    for s in &stories {
-        let _ = writeln!(
-            table,
-            "{:<10} {:<10} {:<10} {:>8.0}s",
-            s.name, s.expected, s.outcome, s.seconds
-        );
+    if options.keep_running && !shutdown.is_cancelled() {
+        view.line(format!(
+            "\nKeeping the world running (Consul http://{}, AWS {}); `rollgate --config {} status web` \
+             works against it. Ctrl-C to stop.",
+            world.consul.http_addr(),
+            world.moto.endpoint(),
+            world.config("b").display()
+        ));
+        shutdown.cancelled().await;
     }
-    print!("{}", indent(&table));
-    println!(
-        "  requests: {} sent, {} ok, {} failed; fewest instances passing during the demo: {}",
-        report.sent, report.ok, report.failed, report.min_targets_seen
+    view.line("\n== Stopping everything the demo started");
+    let (report, mut timeline) = world.shutdown().await;
+    timeline.title = format!(
+        "rollgate sandbox demo: {} instances, batches of {}, seed {seed}",
+        options.instances, options.batch
     );
-    println!(
-        "  alerts delivered: {} Slack messages, {} emails (the revert alert on Slack: {}, by email: {})",
-        slack_posts.len(),
-        emails.len(),
-        if slack_revert { "yes" } else { "NO" },
-        if email_revert { "yes" } else { "NO" }
-    );
-    println!("  total time: {:.0}s", started.elapsed().as_secs_f64());
-
-    let mut failed = Vec::new();
-    for s in &stories {
-        if s.outcome != s.expected {
-            failed.push(format!(
-                "{} ended {} (expected {})",
-                s.name, s.outcome, s.expected
-            ));
+    let chart = match timeline.write_svg(&chart_path) {
+        Ok(()) => Some(chart_path.clone()),
+        Err(e) => {
+            view.line(format!("  {e}"));
+            None
         }
+    };
+    let mut summary = Summary {
+        ok: false,
+        problems: Vec::new(),
+        seed,
+        instances: options.instances,
+        batch: options.batch,
+        rollouts,
+        requests: RequestSummary {
+            sent: report.sent,
+            ok: report.ok,
+            failed: report.failed,
+            min_passing: report.min_targets_seen,
+        },
+        alerts,
+        fleet,
+        chart: chart.clone(),
+        work_dir: work.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    summary.check();
+    if chart.is_none() {
+        summary.ok = false;
+        summary
+            .problems
+            .push("the timeline chart was not written".into());
     }
-    if report.failed > 0 {
-        failed.push(format!("{} requests failed", report.failed));
+
+    view.line("\n== Summary");
+    view.line(summary.render().trim_end());
+    if let Some(path) = &chart {
+        view.line(format!("  timeline chart: {}", path.display()));
     }
-    if !slack_revert || !email_revert {
-        failed.push("the revert alert did not arrive on both channels".into());
+    let json = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+    let mut json_paths = vec![work.join("summary.json")];
+    json_paths.extend(options.summary_json.clone());
+    for path in &json_paths {
+        std::fs::write(path, &json)
+            .with_context(|| format!("writing the summary to {}", path.display()))?;
     }
-    if options.keep_running {
-        println!(
-            "\nKeeping the world running (Consul http://{}); Ctrl-C to stop.",
-            consul.http_addr()
-        );
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    for (_, mut child) in replicas {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
-    fleet.shutdown().await;
-    slack.shutdown().await;
-    smtp.shutdown().await;
-    consul.shutdown().await;
-    let _ = moto.shutdown();
-    if failed.is_empty() {
-        println!("\nEvery expectation held.");
-        Ok(())
+    view.line(format!(
+        "  summary as JSON: {}; coordinator logs: {}",
+        json_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        work.join("coordinator-*.log").display()
+    ));
+    if summary.ok {
+        view.line("\nEvery expectation held.");
+        Ok(summary)
     } else {
-        bail!("expectations not met: {}", failed.join("; "))
+        bail!("expectations not met: {}", summary.problems.join("; "))
     }
 }
 
 fn write_config(
     path: &Path,
     replica: &str,
-    consul: &std::net::SocketAddr,
+    consul: &SocketAddr,
     moto: &str,
     slack: &str,
     smtp_port: u16,
-    batch: u32,
+    options: &DemoOptions,
 ) -> anyhow::Result<()> {
+    let batch = options.batch;
+    let healthy = format!("{}ms", options.healthy_deadline.as_millis());
     std::fs::write(
         path,
         format!(
@@ -497,11 +995,62 @@ fn write_config(
              [[notify.receivers]]\nname = \"ops-email\"\n[notify.receivers.email]\nhost = \"127.0.0.1\"\n\
              port = {smtp_port}\ntls = \"none\"\nallow_insecure = true\nfrom = \"rollgate <rollgate@example.com>\"\n\
              to = [\"ops@example.com\"]\n\n\
-             [[services]]\nname = \"web\"\nauto_scaling_group = \"web-asg\"\nlaunch_template = \"web-asg-lt\"\n\
+             [[services]]\nname = \"web\"\nauto_scaling_group = \"{GROUP}\"\nlaunch_template = \"{GROUP}-lt\"\n\
              artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"2s\"\n\n\
-             [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"45s\"\n\
+             [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"{healthy}\"\n\
              progress_deadline = \"2m\"\n"
         ),
-    )?;
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_images() {
+        let boot = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            image("1.1.0", &mut rng).tags
+        };
+        assert_eq!(boot(3), boot(3));
+        assert_ne!(boot(3), boot(4));
+    }
+
+    #[test]
+    fn a_port_in_use_says_what_to_do() {
+        let e = explain_bind(
+            std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            "starting the sandbox Consul",
+            8500,
+        );
+        let text = format!("{e:#}");
+        assert!(text.contains("port 8500"), "{text}");
+        assert!(text.contains("--consul-port"), "{text}");
+    }
+
+    #[test]
+    fn the_config_sets_the_deadline_and_batch() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("a.toml");
+        let mut options = DemoOptions::new(1);
+        options.batch = 3;
+        options.healthy_deadline = Duration::from_secs(20);
+        write_config(
+            &path,
+            "a",
+            &SocketAddr::from(([127, 0, 0, 1], 8500)),
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5001/api/",
+            2525,
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(text.contains("batch_size = 3"), "{text}");
+        assert!(text.contains("healthy_deadline = \"20000ms\""), "{text}");
+        assert!(text.contains("replica_name = \"demo-a\""), "{text}");
+    }
 }

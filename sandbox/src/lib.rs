@@ -13,7 +13,10 @@
 //! - [`load`]: the load generator: traffic to the instances Consul reports
 //!   passing, as a load balancer sends it, with every failure accounted for.
 //! - [`observe`]: reading rollgate's KV records and Consul health as JSON.
+//! - [`proxy`]: a fault-injecting proxy: a server unreachable or throttling
+//!   for one client only.
 //! - [`demo`]: `sandbox demo`, the main job in the sandbox.
+//! - [`chart`]: the demo's timeline chart (SVG).
 //! - [`bench`]: the benchmark scenarios behind `BENCHMARKS.md`.
 //! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
 //! - [`smtp`]: a real SMTP server on loopback that keeps what it receives
@@ -22,6 +25,7 @@
 //!   an incoming webhook, with switches to go down and come back.
 
 pub mod bench;
+pub mod chart;
 pub mod consul;
 pub mod demo;
 pub mod fleet;
@@ -30,6 +34,7 @@ pub mod load;
 pub mod moto;
 pub mod node;
 pub mod observe;
+pub mod proxy;
 pub mod slack;
 pub mod smtp;
 pub mod testkit;

@@ -8,7 +8,9 @@
 //! of the passing set (maintenance, a failing check, deregistration) and
 //! picks up new ones as soon as they pass. It sends `GET /` round-robin over
 //! the targets at a steady rate (open loop: requests are sent on schedule
-//! whether or not earlier ones have answered), and counts successes (2xx,
+//! whether or not earlier ones have answered), or picks each request's target
+//! at random with a seeded generator when [`LoadConfig::seed`] is set (a run
+//! can then be repeated request for request), and counts successes (2xx,
 //! body read in full) and failures with their time, target and cause.
 //! A request to an instance that is draining but still serving succeeds;
 //! that is the point of draining.
@@ -87,6 +89,11 @@ pub struct LoadConfig {
     pub stop_after: Option<Duration>,
     /// Width of one [`Sample`] of the time series (at least 10 ms).
     pub bucket: Duration,
+    /// `None`: round-robin over the targets. `Some(seed)`: each request goes
+    /// to a target picked at random by a generator seeded with it, as a
+    /// load balancer with a random policy would (the demo passes its
+    /// `--seed`, so the same seed makes the same choices).
+    pub seed: Option<u64>,
 }
 
 impl LoadConfig {
@@ -100,6 +107,7 @@ impl LoadConfig {
             timeout: Duration::from_secs(2),
             stop_after: None,
             bucket: Duration::from_secs(1),
+            seed: None,
         }
     }
 
@@ -279,8 +287,11 @@ impl Load {
         tracker.spawn(send_loop(
             Arc::clone(&shared),
             app_http,
-            config.rate_per_sec,
-            config.stop_after,
+            Pace {
+                rate: config.rate_per_sec,
+                stop_after: config.stop_after,
+                picker: Picker::new(config.seed),
+            },
             cancel.clone(),
             sender_done.clone(),
             tracker.clone(),
@@ -659,12 +670,16 @@ async fn resolve_loop(
 async fn send_loop(
     shared: Arc<Shared>,
     http: reqwest::Client,
-    rate: u32,
-    stop_after: Option<Duration>,
+    pace: Pace,
     cancel: CancellationToken,
     done: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Pace {
+        rate,
+        stop_after,
+        mut picker,
+    } = pace;
     let period = Duration::from_secs(1) / rate.max(1);
     let mut ticker = tokio::time::interval_at(shared.start, period);
     // Open loop: a late tick is sent at once, so the count matches the time.
@@ -677,7 +692,6 @@ async fn send_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut next = 0usize;
     loop {
         tokio::select! {
             biased;
@@ -688,13 +702,8 @@ async fn send_loop(
         let at = shared.start.elapsed();
         let target = {
             let targets = lock(&shared.targets);
-            if targets.is_empty() {
-                None
-            } else {
-                Some(targets[next % targets.len()])
-            }
+            picker.index(targets.len()).map(|i| targets[i])
         };
-        next = next.wrapping_add(1);
         shared.sent(at, target);
         match target {
             None => shared.outcome(at, None, Err(FailureCause::NoTarget)),
@@ -710,6 +719,50 @@ async fn send_loop(
             .min(stop_after.unwrap_or(Duration::MAX)),
     );
     done.cancel();
+}
+
+/// How the sender sends: its rate, when it stops, how it picks targets.
+#[derive(Debug)]
+struct Pace {
+    rate: u32,
+    stop_after: Option<Duration>,
+    picker: Picker,
+}
+
+/// Chooses the target of each request: round-robin, or at random from a
+/// seeded generator.
+#[derive(Debug)]
+enum Picker {
+    /// The count of requests so far.
+    RoundRobin(usize),
+    /// A generator that gives the same choices for the same seed.
+    Seeded(Box<rand::rngs::StdRng>),
+}
+
+impl Picker {
+    fn new(seed: Option<u64>) -> Self {
+        use rand::SeedableRng as _;
+        match seed {
+            None => Self::RoundRobin(0),
+            Some(seed) => Self::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed))),
+        }
+    }
+
+    /// The index of the next target among `len`, `None` when there is none.
+    fn index(&mut self, len: usize) -> Option<usize> {
+        use rand::Rng as _;
+        if len == 0 {
+            return None;
+        }
+        Some(match self {
+            Self::RoundRobin(next) => {
+                let i = *next % len;
+                *next = next.wrapping_add(1);
+                i
+            }
+            Self::Seeded(rng) => rng.random_range(0..len),
+        })
+    }
 }
 
 /// One `GET /`, counted when it ends.
@@ -805,6 +858,21 @@ mod tests {
         assert_eq!(stats.series[1].targets_min, 1);
         assert_eq!(stats.series[3].at, Duration::from_millis(300));
         assert_eq!(stats.series.iter().map(|s| s.sent).sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn the_same_seed_picks_the_same_targets() {
+        let picks = |seed| {
+            let mut picker = Picker::new(seed);
+            (0..50)
+                .map(|_| picker.index(5).unwrap_or(usize::MAX))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(picks(Some(7)), picks(Some(7)));
+        assert_ne!(picks(Some(7)), picks(Some(8)));
+        assert!(picks(Some(7)).iter().all(|&i| i < 5));
+        assert_eq!(picks(None)[..6], [0, 1, 2, 3, 4, 0]);
+        assert_eq!(Picker::new(Some(1)).index(0), None);
     }
 
     #[test]

@@ -23,8 +23,8 @@ enum Command {
     /// listens, one JSON line with its addresses is printed on stdout.
     Consul(ConsulArgs),
     /// Run benchmark scenarios and write their sections of BENCHMARKS.md.
-    /// Uses the `rollgate` and `web` binaries beside this one: build them
-    /// with `cargo build --release -p rollgate -p web -p sandbox`.
+    /// Measures the `rollgate` and `web` binaries in `--bin-dir`, or beside
+    /// this one.
     Bench(BenchArgs),
     /// The main job in the sandbox: the world on loopback (Consul, AWS,
     /// Slack, SMTP, simulated instances running the real web and rollgate
@@ -45,6 +45,34 @@ struct DemoArgs {
     /// Keep the world running at the end until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// Seed of every random choice (load targets, boot delays, the moment
+    /// the leader is killed); printed at the start. Default: from the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long a new instance has to become healthy before the rollout
+    /// fails (Go duration). Deadlines count observed time (a silence over
+    /// 15s, such as a leader takeover, moves them later), so it must exceed
+    /// a boot, min_healthy_time (3s) and up to 15s of silence.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    healthy_deadline: Duration,
+    /// Directory for the configuration, logs, chart and summary; one demo
+    /// at a time per directory. Default: `demo` in the target directory.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<std::path::PathBuf>,
+    /// Where to write the timeline chart (SVG). Default: timeline.svg in
+    /// the working directory.
+    #[arg(long, value_name = "PATH")]
+    chart: Option<std::path::PathBuf>,
+    /// Also write the summary as JSON to PATH (always written to
+    /// summary.json in the working directory).
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<std::path::PathBuf>,
+    /// Port of the sandbox Consul on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    consul_port: u16,
+    /// Plain log lines only, no live bars, even on a terminal.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +89,13 @@ struct BenchArgs {
     /// Repetitions of reaction measurements.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Where the measured `rollgate` and `web` binaries are (default: beside
+    /// this one). The figures in BENCHMARKS.md are taken with `target/dist`,
+    /// built as images/ builds them: `cargo build --profile dist -p rollgate
+    /// -p web` (on its own: built with `-p sandbox`, dependency features
+    /// unify and `rollgate` grows).
+    #[arg(long)]
+    bin_dir: Option<std::path::PathBuf>,
     /// Check interval of the simulated nodes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     check_interval: Duration,
@@ -73,6 +108,9 @@ enum Scenario {
     /// Rollout gate reaction (p50/p99) and overhead against the floor, 12
     /// instances in batches of 3.
     Rollout,
+    /// Health watcher throughput: 10,000 instances × 3 checks, 1,000 status
+    /// changes over 10 s; change → alert enqueued (p50/p99), CPU, memory.
+    Watcher,
 }
 
 #[derive(Args)]
@@ -149,14 +187,33 @@ async fn main() -> anyhow::Result<()> {
                 instances: usize::from(args.instances),
                 batch: args.batch,
                 keep_running: args.keep_running,
+                seed: args.seed.unwrap_or_else(sandbox::demo::clock_seed),
+                healthy_deadline: args.healthy_deadline,
+                work_dir: args.work_dir,
+                chart: args.chart,
+                summary_json: args.summary_json,
+                consul_port: args.consul_port,
+                live: args.plain.then_some(false),
             };
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let demo = sandbox::demo::run(options, shutdown.clone());
+            tokio::pin!(demo);
             tokio::select! {
-                r = sandbox::demo::run(options) => r,
-                _ = tokio::signal::ctrl_c() => {
-                    // Returning drops the demo's future: every child it owns
-                    // is killed (kill_on_drop), moto's launcher exits with
-                    // its stdin, and the in-process servers stop.
-                    anyhow::bail!("interrupted; stopped everything the demo started")
+                r = &mut demo => r.map(drop),
+                signal = sandbox::demo::stop_signal() => {
+                    // The demo stops everything it started, then returns.
+                    eprintln!("sandbox demo: {signal}: stopping everything the demo started (send it again to stop at once)");
+                    shutdown.cancel();
+                    tokio::select! {
+                        r = &mut demo => r.map(drop),
+                        signal = sandbox::demo::stop_signal() => {
+                            // Returning drops the demo's future: every child
+                            // it owns is killed (kill_on_drop), moto's
+                            // launcher exits with its stdin, the in-process
+                            // servers stop and the lock file is removed.
+                            anyhow::bail!("{signal} again: killed everything the demo started")
+                        }
+                    }
                 }
             }
         }
@@ -164,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    let bins = sandbox::node::Binaries::beside_current_exe()?;
+    let bins = match &args.bin_dir {
+        Some(dir) => sandbox::node::Binaries::in_dir(dir)?,
+        None => sandbox::node::Binaries::beside_current_exe()?,
+    };
     let dir = tempfile::tempdir().context("creating a work directory")?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     for scenario in &args.scenarios {
@@ -195,6 +255,15 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::rollout_section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "rollout", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Watcher => {
+                tracing::info!("Running the watcher benchmark.");
+                let settings = sandbox::bench::watcher::WatcherBench::issue();
+                let results = sandbox::bench::watcher::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::watcher_section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "watcher", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
         }

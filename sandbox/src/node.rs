@@ -35,6 +35,12 @@ impl Binaries {
         if dir.ends_with("deps") {
             dir.pop();
         }
+        Self::in_dir(&dir)
+    }
+
+    /// The `web` and `rollgate` binaries in `dir` (such as `target/dist`),
+    /// or an error naming the one missing and how to build it.
+    pub fn in_dir(dir: &Path) -> std::io::Result<Self> {
         let found = Self {
             web: dir.join("web"),
             rollgate: dir.join("rollgate"),

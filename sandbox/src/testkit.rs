@@ -127,3 +127,15 @@ impl LoggedChild {
         status
     }
 }
+
+/// Process `pid` exists and has not exited (a zombie counts as gone), from
+/// `/proc/<pid>/stat`.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}

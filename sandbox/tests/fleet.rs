@@ -47,15 +47,8 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// Process `pid` exists (a zombie counts as gone: it has exited).
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+    sandbox::testkit::process_alive(pid)
 }
 
 /// `/v1/health/service/web` entries (all, or passing only).

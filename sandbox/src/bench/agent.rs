@@ -1,8 +1,9 @@
 //! Benchmark: the node agent's footprint and reaction.
 //!
 //! - Idle footprint: one node (IMDS, `web`, `rollgate agent`) registered and
-//!   passing; the agent's resident memory (VmRSS, peak VmHWM) and CPU time
-//!   (utime + stime from /proc) over a steady-state window.
+//!   passing; the agent's resident memory (VmRSS, peak VmHWM, and by mapping
+//!   from /proc/PID/smaps) and CPU time (utime + stime from /proc) over a
+//!   steady-state window.
 //! - Ready to passing: the app starts with a boot delay; the time from the
 //!   app's `/health` first answering 200 (polled every 5 ms) to the service
 //!   appearing in `/v1/health/service/web?passing` (a blocking query). Targets:
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::{cpu_ticks, proc_status_kib};
 use crate::consul::{Config as ConsulConfig, Server};
 use crate::imds::Identity;
 use crate::node::{Binaries, NodeSpec, SimNode};
@@ -41,10 +43,95 @@ pub struct AgentResults {
     /// File-backed resident memory (the binary's code and data pages,
     /// shared and reclaimable), KiB.
     pub file_kib: u64,
+    /// Resident memory by mapping at the end of the window, largest first.
+    pub mappings: Vec<Mapping>,
     /// CPU used over the window, as a percentage of one core.
     pub cpu_percent: f64,
     /// Ready-to-passing times, sorted.
     pub ready_to_passing: Vec<Duration>,
+}
+
+/// Resident memory of one group of mappings of the agent, from
+/// /proc/PID/smaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// What the pages are (`rollgate code`, `libc`, `heap`, ...).
+    pub name: String,
+    /// Resident, KiB.
+    pub rss_kib: u64,
+    /// Of which anonymous (written: heap, stacks, relocated data), KiB.
+    pub anon_kib: u64,
+}
+
+/// The group a mapping of /proc/PID/smaps belongs to, from its permissions
+/// and path.
+fn mapping_group(perms: &str, path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    if file == "rollgate" {
+        return match perms.get(..3) {
+            Some("r-x") => "rollgate code",
+            Some("r--") => "rollgate read-only data",
+            _ => "rollgate writable data",
+        }
+        .into();
+    }
+    if file.starts_with("libc.so") {
+        "libc".into()
+    } else if file.starts_with("ld-linux") {
+        "ld.so".into()
+    } else if file.contains(".so") {
+        "other libraries".into()
+    } else if path == "[heap]" {
+        "heap".into()
+    } else if path.starts_with("[stack") {
+        "stack".into()
+    } else if path.is_empty() {
+        "other anonymous".into()
+    } else {
+        // [vdso], [vvar] and the like.
+        "kernel-provided".into()
+    }
+}
+
+/// Sums the resident memory of `smaps` (the text of /proc/PID/smaps) by
+/// [`mapping_group`], largest first.
+pub fn smaps_breakdown(smaps: &str) -> Vec<Mapping> {
+    let mut groups: Vec<Mapping> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: range perms offset dev inode [path].
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            let name = mapping_group(perms, path);
+            current = Some(match groups.iter().position(|g| g.name == name) {
+                Some(i) => i,
+                None => {
+                    groups.push(Mapping {
+                        name,
+                        rss_kib: 0,
+                        anon_kib: 0,
+                    });
+                    groups.len() - 1
+                }
+            });
+            continue;
+        }
+        let (Some(i), Some(kib)) = (current, fields.next().and_then(|v| v.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        match first {
+            "Rss:" => groups[i].rss_kib += kib,
+            "Anonymous:" => groups[i].anon_kib += kib,
+            _ => {}
+        }
+    }
+    groups.retain(|g| g.rss_kib > 0);
+    groups.sort_by_key(|g| std::cmp::Reverse(g.rss_kib));
+    groups
 }
 
 fn identity(n: usize) -> Identity {
@@ -57,26 +144,6 @@ fn identity(n: usize) -> Identity {
         instance_type: "t3.micro".into(),
         account_id: "000000000000".into(),
     }
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Clock ticks per second (USER_HZ), 100 on Linux.
@@ -150,10 +217,13 @@ pub async fn run(
     tokio::time::sleep(settings.window).await;
     let t1 = cpu_ticks(pid).unwrap_or(0);
     let elapsed = w0.elapsed().as_secs_f64();
-    let rss_kib = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
-    let peak_rss_kib = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
-    let anon_kib = proc_field(pid, "status", "RssAnon:").unwrap_or(0);
-    let file_kib = proc_field(pid, "status", "RssFile:").unwrap_or(0);
+    let rss_kib = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
+    let peak_rss_kib = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let anon_kib = proc_status_kib(pid, "RssAnon:").unwrap_or(0);
+    let file_kib = proc_status_kib(pid, "RssFile:").unwrap_or(0);
+    let mappings = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map(|t| smaps_breakdown(&t))
+        .unwrap_or_default();
     let cpu_percent = (t1.saturating_sub(t0)) as f64 / TICKS_PER_SEC / elapsed * 100.0;
     node.stop(Duration::from_secs(5)).await;
 
@@ -216,7 +286,48 @@ pub async fn run(
         peak_rss_kib,
         anon_kib,
         file_kib,
+        mappings,
         cpu_percent,
         ready_to_passing: times,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_are_grouped_by_mapping() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r--p 00000000 08:01 42 /usr/local/bin/rollgate
+Rss:                 100 kB
+Anonymous:            40 kB
+55d0c0100000-55d0c0200000 r-xp 00100000 08:01 42 /usr/local/bin/rollgate
+Rss:                 300 kB
+Anonymous:             0 kB
+7f0000000000-7f0000100000 r-xp 00000000 08:01 7 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 200 kB
+Anonymous:             0 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0 [heap]
+Rss:                  50 kB
+Anonymous:            50 kB
+7f0000300000-7f0000400000 rw-p 00000000 00:00 0
+Rss:                   8 kB
+Anonymous:             8 kB
+";
+        let g = smaps_breakdown(smaps);
+        let names: Vec<&str> = g.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rollgate code",
+                "libc",
+                "rollgate read-only data",
+                "heap",
+                "other anonymous"
+            ]
+        );
+        assert_eq!(g[2].anon_kib, 40);
+        assert_eq!(g.iter().map(|m| m.rss_kib).sum::<u64>(), 658);
+    }
 }

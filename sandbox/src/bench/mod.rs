@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod rollout;
+pub mod watcher;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -62,6 +63,27 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// A `key:` line's number in /proc/PID/status (kB for memory lines).
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of a process, in clock ticks (USER_HZ, 100 per second).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Markdown for the agent scenario.
 pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     let mut s = String::new();
@@ -72,11 +94,13 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     let _ = writeln!(s, "## Node agent footprint and reaction\n");
     let _ = writeln!(s, "| measure | value | target | |");
     let _ = writeln!(s, "|---|---|---|---|");
+    // The issue's target is 10 MB, decimal: 10,000,000 bytes (9.54 MiB).
     let _ = writeln!(
         s,
-        "| idle resident memory (VmRSS) | {:.1} MiB | ≤ 10 MiB | {} |",
+        "| idle resident memory (VmRSS) | {:.1} MiB ({:.1} MB) | ≤ 10 MB (9.54 MiB) | {} |",
         r.rss_kib as f64 / 1024.0,
-        verdict(r.rss_kib <= 10 * 1024)
+        r.rss_kib as f64 * 1.024 / 1000.0,
+        verdict(r.rss_kib * 1024 <= 10_000_000)
     );
     let _ = writeln!(
         s,
@@ -90,7 +114,7 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| of which file-backed (the binary's code pages: shared, reclaimable) | {:.1} MiB | | |",
+        "| of which file-backed (code and read-only data of the binary and libc: shared, reclaimable) | {:.1} MiB | | |",
         r.file_kib as f64 / 1024.0
     );
     let _ = writeln!(
@@ -130,10 +154,26 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     let _ = writeln!(
         s,
         "- Method: one simulated node (sandbox IMDS, the `web` and `rollgate` binaries beside the `sandbox` binary that ran, \
-         i.e. the cargo profile in the command's path; `rollgate agent` runs on a one-thread runtime) \
-         against the sandbox Consul. Memory from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over the window. \
+         i.e. the cargo profile in the command's path, built as images/ builds them: `cargo build --profile dist -p rollgate -p web` \
+         after `-p sandbox`, since one command for all three unifies dependency features and links a larger `rollgate`; \
+         `rollgate agent` runs on a one-thread runtime) \
+         against the sandbox Consul. Memory from /proc/PID/status and, by mapping, /proc/PID/smaps at the end of the window; \
+         CPU from utime+stime in /proc/PID/stat over the window (10 ms ticks; other processes' load on the machine adds noise). \
          Ready→passing: the app boots with a delay of 2 s plus a different fraction of the check interval per run (so checks land at every phase); the time from its /health first answering 200 (polled every 5 ms) \
          to a blocking query on /v1/health/service/web?passing returning it."
+    );
+    let _ = writeln!(
+        s,
+        "- Resident by mapping (KiB; the anonymous part, written pages, in parentheses): {}",
+        r.mappings
+            .iter()
+            .map(|m| if m.anon_kib > 0 && m.anon_kib < m.rss_kib {
+                format!("{} {} ({} anon.)", m.name, m.rss_kib, m.anon_kib)
+            } else {
+                format!("{} {}", m.name, m.rss_kib)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     s
 }
@@ -147,7 +187,18 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
     let mut durations = r.durations.clone();
     durations.sort();
     let median = quantile(&durations, 0.5);
-    let ratio = median.as_secs_f64() / r.floor.as_secs_f64().max(0.001);
+    let nominal = median.as_secs_f64() / r.floor.as_secs_f64().max(0.001);
+    let floors = r.measured_floors();
+    let mut ratios: Vec<f64> = r
+        .durations
+        .iter()
+        .zip(&floors)
+        .map(|(d, f)| d.as_secs_f64() / f.as_secs_f64().max(0.001))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    let mut boots: Vec<Duration> = r.boots.iter().flatten().copied().collect();
+    boots.sort();
     let st = &r.settings;
     let _ = writeln!(s, "## Rollout gate reaction and overhead\n");
     let _ = writeln!(s, "| measure | value | target | |");
@@ -172,9 +223,19 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| overhead: wall time / floor ({:.1} s) | {ratio:.2} | ≤ 1.05 | {} |",
-        r.floor.as_secs_f64(),
+        "| batch boot as measured (launch → last new instance passing), p50 / max | {:.2} s / {:.2} s | | |",
+        quantile(&boots, 0.5).as_secs_f64(),
+        boots.last().copied().unwrap_or_default().as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| overhead: wall time / floor Σ(measured boot + min_healthy_time), median | {ratio:.3} | ≤ 1.05 | {} |",
         verdict(ratio <= 1.05)
+    );
+    let _ = writeln!(
+        s,
+        "| wall time / nominal floor, batches × (boot delay + min_healthy_time) = {:.1} s | {nominal:.2} | | |",
+        r.floor.as_secs_f64()
     );
     let _ = writeln!(
         s,
@@ -195,12 +256,119 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
          Gate: the moment the batch's last new instance has been passing (first seen via /v1/health/service/web?passing) \
          for min_healthy_time; reaction: until the rollout record in KV moves to `retiring` (after the coordinator protected \
          the batch). Both are observed by polling every 5 ms, so the resolution is about 10 ms. \
-         Floor: batches × (boot delay + min_healthy_time); wall time from the rollout record's creation to the plan's outcome.",
+         Wall time: from the rollout record's creation to the plan's outcome. Floor: per batch, its boot as measured \
+         (from the batch's `launched_at` in the record to its last new instance first seen passing: the app's boot delay, \
+         the simulator starting the processes, and the first round of the HTTP and TTL checks, which run every 1 s) plus \
+         min_healthy_time; what remains above it is the coordinator's own time (preparing, gate reactions, retiring, \
+         restoring). The nominal floor ignores process start and check intervals, so no coordinator could reach it.",
         st.instances,
         st.batch,
         humantime::format_duration(st.boot_delay),
         humantime::format_duration(st.min_healthy)
     );
+    s
+}
+
+/// Markdown for the watcher scenario.
+pub fn watcher_section(r: &watcher::WatcherResults, command: &str) -> String {
+    let mut s = String::new();
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let st = &r.settings;
+    let p50 = quantile(&r.latencies, 0.5);
+    let p99 = quantile(&r.latencies, 0.99);
+    let max = r.latencies.last().copied().unwrap_or_default();
+    let e50 = quantile(&r.enqueue_started, 0.5);
+    let e99 = quantile(&r.enqueue_started, 0.99);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = writeln!(
+        s,
+        "## Health watcher throughput
+"
+    );
+    let _ = writeln!(s, "| measure | value | target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| changes matched to exactly one enqueued alert | {} of {} | all | {} |",
+        r.matched,
+        st.changes,
+        verdict(r.matched == st.changes)
+    );
+    let _ = writeln!(s, "| change → alert enqueued, p50 | {} | | |", ms(p50));
+    let _ = writeln!(
+        s,
+        "| change → alert enqueued, p99 | {} | < 200 ms | {} |",
+        ms(p99),
+        verdict(p99 < Duration::from_millis(200))
+    );
+    let _ = writeln!(s, "| change → alert enqueued, max | {} | | |", ms(max));
+    let _ = writeln!(
+        s,
+        "| change → enqueue started (the entry's `enqueued_ms`), p50 / p99 | {} / {} | | |",
+        ms(e50),
+        ms(e99)
+    );
+    let _ = writeln!(
+        s,
+        "| watcher CPU over the change window ({:.1} s) | {:.1} % of one core ({:.2} CPU s) | | |",
+        r.window.as_secs_f64(),
+        r.cpu_percent,
+        r.cpu_window_secs
+    );
+    let _ = writeln!(
+        s,
+        "| watcher CPU since start (baseline and changes) | {:.2} CPU s | | |",
+        r.cpu_total_secs
+    );
+    let _ = writeln!(
+        s,
+        "| watcher peak resident memory (VmHWM) | {:.1} MiB | < 100 MB | {} |",
+        mib(r.peak_rss_kib),
+        verdict(r.peak_rss_kib * 1024 < 100_000_000)
+    );
+    let _ = writeln!(
+        s,
+        "| watcher resident memory at the end (VmRSS) | {:.1} MiB | | |",
+        mib(r.rss_kib)
+    );
+    let _ = writeln!(
+        s,
+        "| watcher start → baseline (first alert) | {:.1} s | | |",
+        r.baseline_time.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "\nOne `/v1/health/state/any` answer: {:.1} MiB ({} checks); seeding took {:.1} s.\n",
+        r.health_bytes as f64 / 1024.0 / 1024.0,
+        st.instances * st.checks_per_instance + st.nodes + 1,
+        r.seed_time.as_secs_f64()
+    );
+    let _ = writeln!(s, "- Command: `{command}`");
+    let _ = writeln!(s, "- Machine: {}", machine());
+    let _ = writeln!(s, "- Date: {}", today());
+    let _ = writeln!(
+        s,
+        "- Method: the sandbox Consul (in the bench process) with {} service instances × {} TTL checks on {} nodes, \
+         each instance alone in its alert group (service, node). The real `rollgate watch` (the binary beside the `sandbox` \
+         binary that ran) as its own process, `change_threshold = 0`, `group_wait = 0`, delivering to the Slack stand-in's \
+         webhook; its baseline is proven by a sentinel check's alert before the changes. {} changes (passing → critical or \
+         warning, each on another instance) evenly over {}, through the node agents' `PUT /v1/agent/check/update/:id`; a \
+         change's time is taken just before its request is sent. Enqueued: when a blocking query (`?keys`) on the outbox \
+         prefix first returns the entry; entries are then matched to changes by content (node, check ID, status). CPU: \
+         utime+stime from /proc/PID/stat from the first change to the last alert seen; memory from /proc/PID/status.",
+        st.instances,
+        st.checks_per_instance,
+        st.nodes,
+        st.changes,
+        humantime::format_duration(st.spread)
+    );
+    if !r.unexpected.is_empty() {
+        let _ = writeln!(
+            s,
+            "- Unexpected outbox entries (matching no change): {}",
+            r.unexpected.join(", ")
+        );
+    }
     s
 }
 

@@ -138,7 +138,7 @@ impl Store {
     pub fn kv_acquire(&mut self, write: KvWrite, session: &str) -> Result<bool, LockError> {
         if let Some(until) = self.lock_delays.get(&write.key) {
             if *until > Instant::now() {
-                tracing::warn!(key = %write.key, session, "Rejecting lock of key due to lock-delay.");
+                tracing::info!(key = %write.key, session, "Rejecting lock of key due to lock-delay.");
                 return Ok(false);
             }
         }
