@@ -3,8 +3,11 @@
 //! pure [`engine`](super::engine) and [`meta`](super::meta) steps, and the
 //! commit: events into the outbox first (dedup keys make that idempotent),
 //! then the state with `cas`. A crash between the two re-runs the step from
-//! the old state and produces the same keys, so nothing is sent twice and
-//! nothing is forgotten.
+//! the old state: nothing is forgotten, and events of groups that already
+//! existed get the same keys, so they are not sent twice. A group the lost
+//! step opened is opened again with a new `since` (its key holds the time),
+//! so its first notice can be sent twice; keying new groups on the Consul
+//! index of the answer that opened them would close that window.
 //!
 //! When Consul is unreachable, meta-alerts cannot go through the outbox
 //! (it lives in Consul): they are sent directly, with retries in memory.
