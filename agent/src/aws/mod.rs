@@ -60,6 +60,20 @@ pub trait Fleet: Send + Sync {
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Instance>>> + Send;
 
+    /// The EC2 view of every member of `group`: one
+    /// [`describe_instances`](Fleet::describe_instances) of its member ids.
+    fn describe_members(
+        &self,
+        group: &Group,
+    ) -> impl Future<Output = Result<Vec<Instance>>> + Send {
+        let ids: Vec<String> = group
+            .instances
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect();
+        async move { self.describe_instances(&ids).await }
+    }
+
     /// One version of a launch template (`ec2:DescribeLaunchTemplateVersions`).
     /// `version` is a number, or `$Default`/`$Latest` (reading is fine; only
     /// pinning them is not).

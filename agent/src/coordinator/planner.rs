@@ -117,12 +117,7 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
             .fleet
             .launch_template_version(&lt.id, &lt.version)
             .await?;
-        let ids: Vec<String> = group
-            .instances
-            .iter()
-            .map(|i| i.instance_id.clone())
-            .collect();
-        let instances = self.fleet.describe_instances(&ids).await?;
+        let instances = self.fleet.describe_members(&group).await?;
         let running = template.image_id.clone().unwrap_or_default();
         let converged = instances.iter().all(|i| i.image_id == running);
         let failed = self.store.failed_images(&svc.name).await?;

@@ -184,12 +184,7 @@ impl<F: Fleet> Executor<'_, F> {
             Some(v) if v.read_at.elapsed() < AWS_POLL => v,
             _ => {
                 let group = self.fleet.describe_group(&spec.group).await?;
-                let ids: Vec<String> = group
-                    .instances
-                    .iter()
-                    .map(|i| i.instance_id.clone())
-                    .collect();
-                let instances = self.fleet.describe_instances(&ids).await?;
+                let instances = self.fleet.describe_members(&group).await?;
                 AwsView {
                     group,
                     instances,
