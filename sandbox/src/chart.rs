@@ -107,8 +107,11 @@ const OLD: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const NEW: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 const PASSING: RGBColor = RGBColor(0x55, 0x55, 0x55);
 const FAILED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
-const SERVED: RGBColor = RGBColor(0xbb, 0xbb, 0xbb);
+const SERVED: RGBColor = RGBColor(0xff, 0xb0, 0x60);
 const MARK: RGBColor = RGBColor(0x94, 0x67, 0xbd);
+
+/// Height of the legend strip under the chart, in pixels.
+const LEGEND_HEIGHT: u32 = 28;
 
 /// Points of one line, (seconds, value).
 type Points = Vec<(f64, f64)>;
@@ -180,6 +183,9 @@ impl Timeline {
     fn draw(&self, backend: SVGBackend<'_>) -> Result<(), ChartError> {
         let root = backend.into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
+        // The legend goes in a strip of its own, where it hides no data.
+        let (_, height) = root.dim_in_pixel();
+        let (plot, legend) = root.split_vertically(height.saturating_sub(LEGEND_HEIGHT));
         let x_end = self.x_end();
         let most = self
             .fleet
@@ -197,7 +203,7 @@ impl Timeline {
             .fold(1.0_f64, f64::max)
             * 1.25;
 
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&plot)
             .caption(&self.title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
@@ -208,7 +214,7 @@ impl Timeline {
             .set_secondary_coord(0.0..x_end, 0.0..rate_end);
         chart
             .configure_mesh()
-            .light_line_style(WHITE)
+            .max_light_lines(0)
             .x_desc("seconds since the load generator started")
             .y_desc("instances")
             .y_label_formatter(&|y| format!("{y:.0}"))
@@ -217,6 +223,7 @@ impl Timeline {
         chart
             .configure_secondary_axes()
             .y_desc("requests per second")
+            .y_label_formatter(&|r| format!("{r:.0}"))
             .label_style(("sans-serif", 12).into_font().color(&PASSING))
             .draw()
             .map_err(draw_err)?;
@@ -258,15 +265,15 @@ impl Timeline {
         }
 
         chart
-            .draw_secondary_series(LineSeries::new(served, SERVED.stroke_width(1)))
-            .map_err(draw_err)?
-            .label("served requests/s (right axis)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERVED.stroke_width(2)));
+            .draw_secondary_series(LineSeries::new(served, SERVED.stroke_width(2)))
+            .map_err(draw_err)?;
         chart
             .draw_secondary_series(LineSeries::new(failed, FAILED.stroke_width(2)))
-            .map_err(draw_err)?
-            .label("failed requests/s (right axis)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FAILED.stroke_width(2)));
+            .map_err(draw_err)?;
+        let mut entries = vec![
+            ("served requests/s (right axis)", SERVED.stroke_width(2)),
+            ("failed requests/s (right axis)", FAILED.stroke_width(2)),
+        ];
 
         let series: [FleetSeries; 3] = [
             ("passing in Consul", PASSING, 5, |p| p.passing),
@@ -286,19 +293,27 @@ impl Timeline {
             };
             chart
                 .draw_series(LineSeries::new(steps(&points), style))
-                .map_err(draw_err)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .map_err(draw_err)?;
+            entries.push((label, style));
         }
 
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(PASSING)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(draw_err)?;
+        // One row: a stroke sample, then its label; text widths are
+        // estimated (no font is loaded), generously.
+        let mut x = 70i32;
+        let y = i32::try_from(LEGEND_HEIGHT / 2).unwrap_or(14);
+        for (label, style) in entries {
+            legend
+                .draw(&PathElement::new(vec![(x, y), (x + 24, y)], style))
+                .map_err(draw_err)?;
+            legend
+                .draw(&Text::new(
+                    label,
+                    (x + 30, y - 7),
+                    ("sans-serif", 12).into_font().color(&BLACK),
+                ))
+                .map_err(draw_err)?;
+            x += 30 + i32::try_from(label.len()).unwrap_or(40) * 7 + 24;
+        }
         root.present().map_err(draw_err)?;
         Ok(())
     }

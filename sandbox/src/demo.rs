@@ -276,8 +276,9 @@ impl World {
         let timeline = Timeline {
             title: String::new(),
             fleet: fleet_points,
-            requests: report
-                .series
+            // The last bucket is cut short by the stop: it would show as a
+            // drop in traffic that never happened.
+            requests: report.series[..report.series.len().saturating_sub(1)]
                 .iter()
                 .map(|s| RequestPoint {
                     at_ms: u64::try_from(s.at.as_millis()).unwrap_or(u64::MAX),
