@@ -49,6 +49,21 @@ pub fn today() -> String {
         .collect()
 }
 
+/// The command, machine and date lines every section ends with.
+fn provenance(s: &mut String, command: &str) {
+    let _ = writeln!(s, "- Command: `{command}`");
+    let _ = writeln!(s, "- Machine: {}", machine());
+    let _ = writeln!(s, "- Date: {}", today());
+}
+
+/// Samples as whole milliseconds, comma-separated.
+fn whole_ms<'a>(samples: impl Iterator<Item = &'a Duration>) -> String {
+    samples
+        .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Milliseconds with one decimal.
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -142,15 +157,9 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     let _ = writeln!(
         s,
         "\nAll runs (ms): {}\n",
-        r.ready_to_passing
-            .iter()
-            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(", ")
+        whole_ms(r.ready_to_passing.iter())
     );
-    let _ = writeln!(s, "- Command: `{command}`");
-    let _ = writeln!(s, "- Machine: {}", machine());
-    let _ = writeln!(s, "- Date: {}", today());
+    provenance(&mut s, command);
     let _ = writeln!(
         s,
         "- Method: one simulated node (sandbox IMDS, the `web` and `rollgate` binaries beside the `sandbox` binary that ran, \
@@ -240,15 +249,9 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
     let _ = writeln!(
         s,
         "\nGate reactions (ms): {}\n",
-        r.reactions
-            .iter()
-            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(", ")
+        whole_ms(r.reactions.iter())
     );
-    let _ = writeln!(s, "- Command: `{command}`");
-    let _ = writeln!(s, "- Machine: {}", machine());
-    let _ = writeln!(s, "- Date: {}", today());
+    provenance(&mut s, command);
     let _ = writeln!(
         s,
         "- Method: {} instances, batch {}, app boot delay {}, min_healthy_time {}, one coordinator (auto approval), \
@@ -343,9 +346,7 @@ pub fn watcher_section(r: &watcher::WatcherResults, command: &str) -> String {
         st.instances * st.checks_per_instance + st.nodes + 1,
         r.seed_time.as_secs_f64()
     );
-    let _ = writeln!(s, "- Command: `{command}`");
-    let _ = writeln!(s, "- Machine: {}", machine());
-    let _ = writeln!(s, "- Date: {}", today());
+    provenance(&mut s, command);
     let _ = writeln!(
         s,
         "- Method: the sandbox Consul (in the bench process) with {} service instances × {} TTL checks on {} nodes, \
