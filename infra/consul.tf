@@ -4,9 +4,10 @@
 # (var.consul_join_tag_key = var.consul_join_tag_value), which only these
 # instances carry.
 #
-# They boot from the node image (local.node_image_id), which has the consul
-# binary and unit; their user data keeps the web stack down, replaces the
-# client settings with server settings and fetches the servers' secrets.
+# They boot from var.node_image_id (an image built by images/, which has the
+# consul binary and unit); their user data keeps the web stack down,
+# replaces the client settings with server settings, fetches the servers'
+# secrets and configures the ACL bootstrap (consul-acl.tf).
 # Replace servers one at a time and wait for the cluster to be healthy in
 # between (e.g. `consul operator raft list-peers`); autopilot removes dead
 # servers.
@@ -18,17 +19,10 @@ locals {
     consul_server_cert_pem = var.consul_server_cert_pem
     web_disabled_marker    = local.web_disabled_marker
     bootstrap_expect       = var.consul_server_count
+    consul_acl_json        = jsonencode(local.consul_acl_config)
     node_secrets_json = jsonencode({
       region = var.region
       secrets = [
-        {
-          secret_id = aws_secretsmanager_secret.this["consul-server-token"].arn
-          path      = "/etc/consul.d/acl-token.hcl"
-          owner     = "root"
-          group     = "consul"
-          mode      = "0640"
-          format    = "consul-agent-token"
-        },
         {
           secret_id = aws_secretsmanager_secret.this["consul-management-token"].arn
           path      = "/etc/consul.d/acl-management.hcl"
@@ -36,6 +30,15 @@ locals {
           group     = "consul"
           mode      = "0640"
           format    = "consul-initial-management-token"
+        },
+        {
+          # The same token, raw, for the ACL bootstrap (consul-acl.tf).
+          secret_id = aws_secretsmanager_secret.this["consul-management-token"].arn
+          path      = local.consul_acl_config.management_token_file
+          owner     = "root"
+          group     = "root"
+          mode      = "0600"
+          format    = "raw"
         },
         {
           secret_id = aws_secretsmanager_secret.this["consul-gossip-key"].arn
@@ -62,7 +65,7 @@ resource "aws_launch_template" "consul_server" {
   name        = "${local.name}-consul-server"
   description = "rollgate Consul servers"
 
-  image_id               = local.node_image_id
+  image_id               = var.node_image_id
   instance_type          = var.consul_instance_type
   vpc_security_group_ids = [aws_security_group.consul.id, aws_security_group.node_egress.id]
   user_data              = base64encode(templatefile("${path.module}/templates/consul-server-user-data.yaml.tftpl", local.consul_server_user_data_vars))
@@ -85,11 +88,10 @@ resource "aws_launch_template" "consul_server" {
     }
   }
 
-  # A new web image must not churn the Consul servers: they move to a newer
-  # image only when an operator says so (node_image_id, or taint).
-  lifecycle {
-    ignore_changes = [image_id]
-  }
+  # The image is var.node_image_id, never the newest web image: a new web
+  # image must not churn the Consul servers. Changing node_image_id writes a
+  # new version here; the group launches it for every server it replaces
+  # from then on (replace servers one at a time, see the top of this file).
 }
 
 resource "aws_autoscaling_group" "consul_server" {

@@ -2,7 +2,7 @@
 # hot standby; the leader is elected with a Consul lock) in a fixed-size Auto
 # Scaling group, so a lost instance comes back by itself.
 #
-# They boot from the node image and run `rollgate coordinator` with the
+# They boot from var.node_image_id and run `rollgate coordinator` with the
 # configuration rendered from templates/coordinator.toml.tftpl, the one place
 # to edit when the coordinator's configuration changes.
 
@@ -40,12 +40,14 @@ locals {
       region = var.region
       secrets = [
         {
-          secret_id = aws_secretsmanager_secret.this["consul-coordinator-token"].arn
+          # The Consul agent's own token (node identity <instance id>),
+          # minted per instance by the Consul servers' ACL bootstrap.
+          secret_id = "${local.node_token_secret_prefix}{instance_id}"
           path      = "/etc/consul.d/acl-token.hcl"
           owner     = "root"
           group     = "consul"
           mode      = "0640"
-          format    = "consul-agent-token"
+          format    = "consul-node-token"
         },
         {
           secret_id = aws_secretsmanager_secret.this["consul-coordinator-token"].arn
@@ -88,7 +90,7 @@ resource "aws_launch_template" "coordinator" {
   name        = "${local.name}-coordinator"
   description = "rollgate coordinators"
 
-  image_id               = local.node_image_id
+  image_id               = var.node_image_id
   instance_type          = var.coordinator_instance_type
   vpc_security_group_ids = [aws_security_group.coordinator.id, aws_security_group.consul.id, aws_security_group.node_egress.id]
   user_data              = base64encode(templatefile("${path.module}/templates/coordinator-user-data.yaml.tftpl", local.coordinator_user_data_vars))
@@ -111,15 +113,17 @@ resource "aws_launch_template" "coordinator" {
     }
   }
 
-  # As for the Consul servers: a new web image does not replace the
-  # coordinators; configuration changes (user data) still apply.
-  lifecycle {
-    ignore_changes = [image_id]
-  }
+  # The image is var.node_image_id, not the newest web image, so a new web
+  # image does not replace the coordinators. Changing it (or the user data)
+  # writes a new version, which the instance refresh below rolls out.
+}
+
+locals {
+  coordinator_asg_name = "${local.name}-coordinator"
 }
 
 resource "aws_autoscaling_group" "coordinator" {
-  name                = "${local.name}-coordinator"
+  name                = local.coordinator_asg_name
   vpc_zone_identifier = aws_subnet.private[*].id
   min_size            = var.coordinator_count
   max_size            = var.coordinator_count

@@ -1,21 +1,43 @@
-# Instance roles, least privilege.
+# Instance roles, least privilege. Every policy is a plain object encoded
+# with jsonencode (no aws_iam_policy_document), so `terraform test` can read
+# its statements back and assert each condition (tests/iam.tftest.hcl).
 #
 #   web node       ec2:DescribeInstances (Consul cloud auto-join) + read of
-#                  its own secrets. Nothing else: a compromised web node can
-#                  list instances and read its own Consul token, no more.
-#   Consul server  the same, with the servers' secrets.
+#                  its own secrets and of its own per-instance Consul token
+#                  (tagged with the role id and instance id it is for).
+#   Consul server  auto-join, its secrets, and what the ACL bootstrap needs:
+#                  write the coordinator's role token and the per-instance
+#                  node tokens into Secrets Manager.
 #   coordinator    exactly the EC2 and Auto Scaling calls rollgate makes, each
 #                  scoped as tightly as AWS allows, + the actions AWS checks
-#                  on its behalf when it updates the group, + its secrets.
+#                  on its behalf when it updates the group (RunInstances only
+#                  from the web template, with artifact images, the stack's
+#                  subnets and security groups), + its secrets.
 
-data "aws_iam_policy_document" "ec2_assume" {
-  statement {
-    sid     = "Ec2AssumeRole"
-    actions = ["sts:AssumeRole"]
+locals {
+  ec2_assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "Ec2AssumeRole"
+      Effect    = "Allow"
+      Action    = "sts:AssumeRole"
+      Principal = { Service = "ec2.amazonaws.com" }
+    }]
+  })
 
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
+  # Per-instance Consul tokens (consul-acl.tf) are secrets named
+  # <prefix><instance id>, tagged rollgate:reader = <role id>:<instance id>:
+  # the value of aws:userid for that instance's role session, so each
+  # instance can read its own token and no other.
+  node_token_secret_arn_pattern = "arn:${local.partition}:secretsmanager:${var.region}:${local.account_id}:secret:${local.node_token_secret_prefix}*"
+
+  read_own_node_token = {
+    Sid      = "ReadOwnNodeToken"
+    Effect   = "Allow"
+    Action   = "secretsmanager:GetSecretValue"
+    Resource = local.node_token_secret_arn_pattern
+    Condition = {
+      StringEquals = { "secretsmanager:ResourceTag/rollgate:reader" = "$${aws:userid}" }
     }
   }
 }
@@ -26,8 +48,8 @@ data "aws_iam_policy_document" "ec2_assume" {
 
 resource "aws_iam_role" "node" {
   name               = "${local.name}-web-node"
-  description        = "rollgate web nodes: Consul auto-join and their own secrets"
-  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+  description        = "rollgate web nodes: Consul auto-join, their own secrets and node token"
+  assume_role_policy = local.ec2_assume_role_policy
 }
 
 resource "aws_iam_instance_profile" "node" {
@@ -35,24 +57,33 @@ resource "aws_iam_instance_profile" "node" {
   role = aws_iam_role.node.name
 }
 
-data "aws_iam_policy_document" "node" {
-  statement {
-    sid       = "ConsulCloudAutoJoin"
-    actions   = ["ec2:DescribeInstances"]
-    resources = ["*"] # Describe calls support no resource-level permissions.
-  }
-
-  statement {
-    sid       = "ReadOwnSecrets"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = local.secret_arns_by_reader["web"]
+locals {
+  node_policy = {
+    Version = "2012-10-17"
+    Statement = concat(
+      [
+        {
+          Sid      = "ConsulCloudAutoJoin"
+          Effect   = "Allow"
+          Action   = "ec2:DescribeInstances"
+          Resource = "*" # Describe calls support no resource-level permissions.
+        },
+        local.read_own_node_token,
+      ],
+      length(local.secret_arns_by_reader["web"]) == 0 ? [] : [{
+        Sid      = "ReadOwnSecrets"
+        Effect   = "Allow"
+        Action   = "secretsmanager:GetSecretValue"
+        Resource = local.secret_arns_by_reader["web"]
+      }],
+    )
   }
 }
 
 resource "aws_iam_role_policy" "node" {
   name   = "web-node"
   role   = aws_iam_role.node.id
-  policy = data.aws_iam_policy_document.node.json
+  policy = jsonencode(local.node_policy)
 }
 
 # ---------------------------------------------------------------------------
@@ -61,8 +92,8 @@ resource "aws_iam_role_policy" "node" {
 
 resource "aws_iam_role" "consul_server" {
   name               = "${local.name}-consul-server"
-  description        = "rollgate Consul servers: Consul auto-join and their own secrets"
-  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+  description        = "rollgate Consul servers: auto-join, their secrets, the ACL bootstrap's tokens"
+  assume_role_policy = local.ec2_assume_role_policy
 }
 
 resource "aws_iam_instance_profile" "consul_server" {
@@ -70,24 +101,55 @@ resource "aws_iam_instance_profile" "consul_server" {
   role = aws_iam_role.consul_server.name
 }
 
-data "aws_iam_policy_document" "consul_server" {
-  statement {
-    sid       = "ConsulCloudAutoJoin"
-    actions   = ["ec2:DescribeInstances"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "ReadOwnSecrets"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = local.secret_arns_by_reader["consul_server"]
+locals {
+  consul_server_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        # Auto-join, and the ACL bootstrap's list of web and coordinator
+        # instances (it mints one token per instance).
+        Sid      = "DescribeInstances"
+        Effect   = "Allow"
+        Action   = "ec2:DescribeInstances"
+        Resource = "*"
+      },
+      {
+        Sid      = "ReadOwnSecrets"
+        Effect   = "Allow"
+        Action   = "secretsmanager:GetSecretValue"
+        Resource = local.secret_arns_by_reader["consul_server"]
+      },
+      {
+        # The bootstrap creates the coordinator's role token and stores its
+        # secret id in the (empty) container Terraform made.
+        Sid      = "StoreRoleTokens"
+        Effect   = "Allow"
+        Action   = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+        Resource = local.secret_arns_by_writer["consul_server"]
+      },
+      {
+        # One secret per web or coordinator instance, under the node-token
+        # prefix only, always tagged with the instance it is for.
+        Sid    = "StoreNodeTokens"
+        Effect = "Allow"
+        Action = [
+          "secretsmanager:CreateSecret",
+          "secretsmanager:TagResource",
+          "secretsmanager:PutSecretValue",
+          "secretsmanager:GetSecretValue",
+          "secretsmanager:DescribeSecret",
+          "secretsmanager:DeleteSecret",
+        ]
+        Resource = local.node_token_secret_arn_pattern
+      },
+    ]
   }
 }
 
 resource "aws_iam_role_policy" "consul_server" {
   name   = "consul-server"
   role   = aws_iam_role.consul_server.id
-  policy = data.aws_iam_policy_document.consul_server.json
+  policy = jsonencode(local.consul_server_policy)
 }
 
 # ---------------------------------------------------------------------------
@@ -158,12 +220,147 @@ locals {
 
   web_launch_template_arn = aws_launch_template.web.arn
   web_asg_arn_pattern     = "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.web_asg_name}"
+
+  ec2_arn_prefix = "arn:${local.partition}:ec2:${var.region}:${local.account_id}"
+
+  # What a launch may use. The coordinator writes the image of every version
+  # it creates, so the image is pinned by tag (and owner) here rather than
+  # trusted from the template; everything else Terraform wrote into the
+  # template, and the template itself, is pinned by ARN.
+  web_launch_subnet_arns         = [for s in aws_subnet.private : "${local.ec2_arn_prefix}:subnet/${s.id}"]
+  web_launch_security_group_arns = [for g in local.web_security_group_ids : "${local.ec2_arn_prefix}:security-group/${g}"]
+
+  # Every RunInstances statement also requires the web launch template.
+  from_web_template = { ArnEquals = { "ec2:LaunchTemplate" = local.web_launch_template_arn } }
+
+  coordinator_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        # Describe calls support no resource-level permissions in EC2 or
+        # Auto Scaling: they can only be granted on "*". They also serve
+        # the Consul agent's cloud auto-join on the coordinator nodes.
+        Sid      = "Describe"
+        Effect   = "Allow"
+        Action   = concat(local.coordinator_ec2_read_actions, local.coordinator_autoscaling_read_actions)
+        Resource = "*"
+      },
+      {
+        # Marking images (e.g. a version that failed, so it is never rolled
+        # forward again): only images of our artifact, only rollgate: tags.
+        Sid      = "TagArtifactImages"
+        Effect   = "Allow"
+        Action   = local.coordinator_ec2_image_tag_actions
+        Resource = "arn:${local.partition}:ec2:${var.region}::image/*"
+        Condition = {
+          StringEquals              = { "ec2:ResourceTag/rollgate:artifact" = var.artifact }
+          "ForAllValues:StringLike" = { "aws:TagKeys" = ["rollgate:*"] }
+        }
+      },
+      {
+        # New versions of the web launch template only.
+        Sid      = "VersionWebLaunchTemplate"
+        Effect   = "Allow"
+        Action   = local.coordinator_ec2_template_actions
+        Resource = local.web_launch_template_arn
+      },
+      {
+        # Changes to the web group only: by name and by the rollgate:managed
+        # tag, which the coordinator cannot set itself (it has no tagging
+        # permission on Auto Scaling groups).
+        Sid       = "ManageWebGroup"
+        Effect    = "Allow"
+        Action    = local.coordinator_autoscaling_write_actions
+        Resource  = local.web_asg_arn_pattern
+        Condition = { StringEquals = { "autoscaling:ResourceTag/rollgate:managed" = "true" } }
+      },
+      # Dependent actions (coordinator_dependent_actions): what AWS checks
+      # when UpdateAutoScalingGroup points the group at a template version.
+      # RunInstances is authorised per resource it touches; each kind gets
+      # its own statement so no kind is open on "*".
+      {
+        Sid       = "RunFromWebTemplate"
+        Effect    = "Allow"
+        Action    = "ec2:RunInstances"
+        Resource  = local.web_launch_template_arn
+        Condition = local.from_web_template
+      },
+      {
+        # Only images built by images/ in this account for this artifact:
+        # not a public AMI, not another artifact's image.
+        Sid      = "RunArtifactImages"
+        Effect   = "Allow"
+        Action   = "ec2:RunInstances"
+        Resource = "arn:${local.partition}:ec2:${var.region}::image/*"
+        Condition = merge(local.from_web_template, {
+          StringEquals = {
+            "ec2:ResourceTag/rollgate:artifact" = var.artifact
+            "ec2:Owner"                         = local.account_id
+          }
+        })
+      },
+      {
+        Sid       = "RunInStackSubnets"
+        Effect    = "Allow"
+        Action    = "ec2:RunInstances"
+        Resource  = local.web_launch_subnet_arns
+        Condition = local.from_web_template
+      },
+      {
+        Sid       = "RunWithStackSecurityGroups"
+        Effect    = "Allow"
+        Action    = "ec2:RunInstances"
+        Resource  = local.web_launch_security_group_arns
+        Condition = local.from_web_template
+      },
+      {
+        # What the launch creates.
+        Sid    = "RunCreatesInstancesVolumesInterfaces"
+        Effect = "Allow"
+        Action = "ec2:RunInstances"
+        Resource = [
+          "${local.ec2_arn_prefix}:instance/*",
+          "${local.ec2_arn_prefix}:volume/*",
+          "${local.ec2_arn_prefix}:network-interface/*",
+        ]
+        Condition = local.from_web_template
+      },
+      {
+        # Only tags created by that launch.
+        Sid       = "TagOnLaunch"
+        Effect    = "Allow"
+        Action    = "ec2:CreateTags"
+        Resource  = "${local.ec2_arn_prefix}:*/*"
+        Condition = { StringEquals = { "ec2:CreateAction" = "RunInstances" } }
+      },
+      {
+        # Only the web node role handed to EC2.
+        Sid       = "PassWebNodeRole"
+        Effect    = "Allow"
+        Action    = "iam:PassRole"
+        Resource  = aws_iam_role.node.arn
+        Condition = { StringEquals = { "iam:PassedToService" = "ec2.amazonaws.com" } }
+      },
+      {
+        Sid      = "ReadOwnSecrets"
+        Effect   = "Allow"
+        Action   = "secretsmanager:GetSecretValue"
+        Resource = local.secret_arns_by_reader["coordinator"]
+      },
+      local.read_own_node_token,
+    ]
+  }
+
+  # Every dependent action appears in a statement of its own kind above.
+  coordinator_dependent_granted = distinct(flatten([
+    for s in local.coordinator_policy.Statement : s.Action if !contains(["Describe", "TagArtifactImages", "VersionWebLaunchTemplate", "ManageWebGroup"], s.Sid)
+  ]))
 }
 
 resource "aws_iam_role" "coordinator" {
   name               = "${local.name}-coordinator"
   description        = "rollgate coordinator: rolls new AMIs out to the web Auto Scaling group"
-  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+  assume_role_policy = local.ec2_assume_role_policy
 }
 
 resource "aws_iam_instance_profile" "coordinator" {
@@ -171,114 +368,19 @@ resource "aws_iam_instance_profile" "coordinator" {
   role = aws_iam_role.coordinator.name
 }
 
-data "aws_iam_policy_document" "coordinator" {
-  # Describe calls support no resource-level permissions in EC2 or Auto
-  # Scaling: they can only be granted on "*". They also serve the Consul
-  # agent's cloud auto-join on the coordinator nodes.
-  statement {
-    sid       = "Describe"
-    actions   = concat(local.coordinator_ec2_read_actions, local.coordinator_autoscaling_read_actions)
-    resources = ["*"]
-  }
-
-  # Marking images (e.g. a version that failed, so it is never rolled forward
-  # again): only images of our artifact, only tags under rollgate:.
-  statement {
-    sid       = "TagArtifactImages"
-    actions   = local.coordinator_ec2_image_tag_actions
-    resources = ["arn:${local.partition}:ec2:${var.region}::image/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "ec2:ResourceTag/rollgate:artifact"
-      values   = [var.artifact]
-    }
-
-    condition {
-      test     = "ForAllValues:StringLike"
-      variable = "aws:TagKeys"
-      values   = ["rollgate:*"]
-    }
-  }
-
-  # New versions of the web launch template only.
-  statement {
-    sid       = "VersionWebLaunchTemplate"
-    actions   = local.coordinator_ec2_template_actions
-    resources = [local.web_launch_template_arn]
-  }
-
-  # Changes to the web group only: by name and by the rollgate:managed tag,
-  # which the coordinator cannot set itself (it has no tagging permission on
-  # Auto Scaling groups).
-  statement {
-    sid       = "ManageWebGroup"
-    actions   = local.coordinator_autoscaling_write_actions
-    resources = [local.web_asg_arn_pattern]
-
-    condition {
-      test     = "StringEquals"
-      variable = "autoscaling:ResourceTag/rollgate:managed"
-      values   = ["true"]
-    }
-  }
-
-  # Dependent actions (see coordinator_dependent_actions): what AWS checks
-  # when UpdateAutoScalingGroup points the group at a template version. Only
-  # launches from the web launch template, only tags created by that launch,
-  # only the web node role handed to EC2.
-  statement {
-    sid       = "LaunchFromWebTemplate"
-    actions   = [for a in local.coordinator_dependent_actions : a if a == "ec2:RunInstances"]
-    resources = ["*"]
-
-    condition {
-      test     = "ArnEquals"
-      variable = "ec2:LaunchTemplate"
-      values   = [local.web_launch_template_arn]
-    }
-  }
-
-  statement {
-    sid       = "TagOnLaunch"
-    actions   = [for a in local.coordinator_dependent_actions : a if a == "ec2:CreateTags"]
-    resources = ["arn:${local.partition}:ec2:${var.region}:${local.account_id}:*/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "ec2:CreateAction"
-      values   = ["RunInstances"]
-    }
-  }
-
-  statement {
-    sid       = "PassWebNodeRole"
-    actions   = [for a in local.coordinator_dependent_actions : a if a == "iam:PassRole"]
-    resources = [aws_iam_role.node.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["ec2.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid       = "ReadOwnSecrets"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = local.secret_arns_by_reader["coordinator"]
-  }
-}
-
 resource "aws_iam_role_policy" "coordinator" {
   name   = "coordinator"
   role   = aws_iam_role.coordinator.id
-  policy = data.aws_iam_policy_document.coordinator.json
+  policy = jsonencode(local.coordinator_policy)
 
   lifecycle {
     precondition {
       condition     = length(local.coordinator_unscoped_actions) == 0
       error_message = "iam.tf: these coordinator actions belong to no scoped statement and would not be granted: ${join(", ", local.coordinator_unscoped_actions)}. Add them to a statement with the narrowest resources AWS supports."
+    }
+    precondition {
+      condition     = length(setsubtract(local.coordinator_dependent_actions, local.coordinator_dependent_granted)) == 0
+      error_message = "iam.tf: a dependent action of UpdateAutoScalingGroup is listed but granted by no statement: ${join(", ", setsubtract(local.coordinator_dependent_actions, local.coordinator_dependent_granted))}."
     }
   }
 }

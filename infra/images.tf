@@ -31,10 +31,6 @@ data "aws_ami" "web" {
 }
 
 locals {
-  # Consul servers and coordinators boot from the same image (it carries the
-  # consul and rollgate binaries) unless var.node_image_id pins another one.
-  node_image_id = var.node_image_id != null ? var.node_image_id : data.aws_ami.web.id
-
   consul_ca_path = "/etc/consul.d/tls/ca.pem"
 
   # Written by the user data of non-web nodes; the web stack's units do not

@@ -11,44 +11,52 @@
 # role may read only the secrets listed for it below.
 
 locals {
+  # readers: the instance roles that may read the value. writers: the roles
+  # that may put it (the Consul servers' ACL bootstrap generates the role
+  # tokens it creates; a human puts every other value).
   secrets = {
     consul-gossip-key = {
       description = "Consul gossip encryption key (consul keygen)."
-      readers     = ["web", "consul_server", "coordinator"]
+      readers     = ["consul_server", "web", "coordinator"]
+      writers     = []
     }
     consul-management-token = {
-      description = "Consul initial management token (a UUID); the servers bootstrap the ACL system with it (acl.tokens.initial_management)."
+      description = "Consul initial management token (a UUID); the servers bootstrap the ACL system with it (acl.tokens.initial_management) and the ACL bootstrap uses it to create every policy and token."
       readers     = ["consul_server"]
-    }
-    consul-server-token = {
-      description = "Consul ACL token of the Consul servers' agents."
-      readers     = ["consul_server"]
+      writers     = []
     }
     consul-server-tls-key = {
       description = "PEM private key of the Consul servers' TLS certificate (var.consul_server_cert_pem)."
       readers     = ["consul_server"]
-    }
-    consul-web-token = {
-      description = "Consul ACL token of web nodes: their Consul agent and the rollgate agent (node write, service web write)."
-      readers     = ["web"]
+      writers     = []
     }
     consul-coordinator-token = {
-      description = "Consul ACL token of coordinator nodes: their Consul agent and rollgate coordinator (KV rollgate/, sessions, health read)."
-      readers     = ["coordinator"]
+      description = "Secret id of the rollgate coordinator's Consul token (policy rollgate-coordinator, from config/acl/coordinator.hcl); generated and created by the Consul servers' ACL bootstrap."
+      readers     = ["consul_server", "coordinator"]
+      writers     = ["consul_server"]
     }
     slack-token = {
       description = "Slack bot token (xoxb-...) the coordinator posts alerts with."
       readers     = ["coordinator"]
+      writers     = []
     }
     smtp-password = {
       description = "Password of var.smtp_username on var.smtp_host."
       readers     = ["coordinator"]
+      writers     = []
     }
   }
+
+  # Per-instance Consul tokens: <prefix><instance id>, created and deleted by
+  # the Consul servers' ACL bootstrap, never by Terraform (consul-acl.tf).
+  node_token_secret_prefix = "${local.name}/node-token/"
 }
 
 resource "aws_secretsmanager_secret" "this" {
   for_each = local.secrets
+
+  #checkov:skip=CKV_AWS_149:The AWS managed key encrypts these; a customer managed key would add a key policy to keep in step with every reader and writer role for no gain in who can read (IAM already scopes each secret to its readers).
+  #checkov:skip=CKV2_AWS_57:No Lambda rotation: the values are set by a person or by the Consul ACL bootstrap, and rotating means putting a new value and replacing the instances that read it (README, Setting the secrets).
 
   name        = "${local.name}/${each.key}"
   description = each.value.description
@@ -59,10 +67,15 @@ resource "aws_secretsmanager_secret" "this" {
 }
 
 locals {
-  # Secret ARNs each instance role may read, by reader.
+  # Secret ARNs each instance role may read or write, by role.
   secret_arns_by_reader = {
     for reader in ["web", "consul_server", "coordinator"] : reader => [
       for key, secret in local.secrets : aws_secretsmanager_secret.this[key].arn if contains(secret.readers, reader)
+    ]
+  }
+  secret_arns_by_writer = {
+    for writer in ["consul_server"] : writer => [
+      for key, secret in local.secrets : aws_secretsmanager_secret.this[key].arn if contains(secret.writers, writer)
     ]
   }
 }

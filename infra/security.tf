@@ -1,8 +1,9 @@
 # Security groups. Every rule is a separate resource (the provider's
 # recommended style), named after what it allows.
 #
-#   alb          80 from var.alb_ingress_cidrs; to web nodes on 80
-#   web          80 from the ALB only
+#   alb          80 from var.alb_ingress_cidrs; to web nodes on 80 and on the
+#                rollgate agent's readiness port (health checks)
+#   web          80 and the readiness port from the ALB only
 #   consul       8300 (server RPC), 8301 tcp+udp (LAN gossip), 8500 (HTTP API)
 #                within the VPC; attached to every node: servers, web,
 #                coordinators
@@ -22,6 +23,7 @@ resource "aws_security_group" "alb" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_http" {
+  #checkov:skip=CKV_AWS_260:The public load balancer is the stack's front door; var.alb_ingress_cidrs narrows it where the service is not public.
   for_each = toset(var.alb_ingress_cidrs)
 
   security_group_id = aws_security_group.alb.id
@@ -41,6 +43,15 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_web" {
   to_port                      = 80
 }
 
+resource "aws_vpc_security_group_egress_rule" "alb_to_web_ready" {
+  security_group_id            = aws_security_group.alb.id
+  description                  = "Health checks to the rollgate agent's /ready on the web nodes"
+  referenced_security_group_id = aws_security_group.web.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.agent_ready_port
+  to_port                      = var.agent_ready_port
+}
+
 # --- Web nodes --------------------------------------------------------------
 
 resource "aws_security_group" "web" {
@@ -52,12 +63,22 @@ resource "aws_security_group" "web" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "web_http_from_alb" {
+  #checkov:skip=CKV_AWS_260:Not from 0.0.0.0/0: the source is the ALB's security group (referenced_security_group_id), which checkov does not resolve.
   security_group_id            = aws_security_group.web.id
   description                  = "HTTP from the load balancer only"
   referenced_security_group_id = aws_security_group.alb.id
   ip_protocol                  = "tcp"
   from_port                    = 80
   to_port                      = 80
+}
+
+resource "aws_vpc_security_group_ingress_rule" "web_ready_from_alb" {
+  security_group_id            = aws_security_group.web.id
+  description                  = "rollgate agent /ready from the load balancer only"
+  referenced_security_group_id = aws_security_group.alb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.agent_ready_port
+  to_port                      = var.agent_ready_port
 }
 
 # --- Consul (every node) ----------------------------------------------------

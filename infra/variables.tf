@@ -138,13 +138,29 @@ variable "web_desired_capacity" {
 
 variable "node_image_id" {
   type        = string
-  description = "AMI of the Consul servers and coordinators; null to use the newest image of var.artifact, which carries the consul and rollgate binaries."
-  default     = null
+  description = "AMI of the Consul servers and coordinators: an image built by images/ (it carries the consul and rollgate binaries), pinned so a new web image does not replace them. Changing it rolls the coordinators and gives replaced Consul servers the new image."
 
   validation {
-    condition     = var.node_image_id == null || can(regex("^ami-[0-9a-f]{8,17}$", var.node_image_id))
-    error_message = "The node_image_id must be null or an AMI id such as ami-0123456789abcdef0."
+    condition     = can(regex("^ami-[0-9a-f]{8,17}$", var.node_image_id))
+    error_message = "The node_image_id must be an AMI id such as ami-0123456789abcdef0 (an image built by images/)."
   }
+}
+
+variable "agent_ready_port" {
+  type        = number
+  description = "Port of the rollgate agent's readiness endpoint (GET /ready, 200 only while every Consul check of the node's service passes); the ALB's health check asks it. Must match [agent] ready_listen in the image (puppet/modules/rollgate)."
+  default     = 9102
+
+  validation {
+    condition     = var.agent_ready_port >= 1024 && var.agent_ready_port <= 65535 && floor(var.agent_ready_port) == var.agent_ready_port && !contains([8300, 8301, 8302, 8500, 8600], var.agent_ready_port)
+    error_message = "The agent_ready_port must be a whole number from 1024 to 65535 that is not a Consul port (8300-8302, 8500, 8600)."
+  }
+}
+
+variable "alb_deletion_protection" {
+  type        = bool
+  description = "Protect the load balancer from deletion (set false before `terraform destroy`)."
+  default     = true
 }
 
 # --- Rollouts ---------------------------------------------------------------
@@ -278,6 +294,17 @@ variable "consul_server_cert_pem" {
   validation {
     condition     = can(regex("^-----BEGIN CERTIFICATE-----", trimspace(var.consul_server_cert_pem)))
     error_message = "The consul_server_cert_pem must be a PEM certificate starting with -----BEGIN CERTIFICATE-----."
+  }
+}
+
+variable "consul_acl_policy_dir" {
+  type        = string
+  description = "Directory of the Consul ACL policy files (<role>.hcl) the Consul servers turn into policies and roles; null for the repository's config/acl. A relative path is taken from where Terraform runs."
+  default     = null
+
+  validation {
+    condition     = var.consul_acl_policy_dir == null || length(trimspace(coalesce(var.consul_acl_policy_dir, " "))) > 0
+    error_message = "The consul_acl_policy_dir must be null (config/acl of this repository) or a directory path."
   }
 }
 

@@ -1,11 +1,30 @@
 # The web fleet: a launch template and an Auto Scaling group behind the ALB.
 #
-# Terraform creates both; from then on the rollgate coordinator owns the
-# launch template's versions and the group's desired capacity (see the
-# lifecycle blocks below).
+# One owner per field (README.md, "Ownership after creation"):
+#
+#   launch template   Terraform owns every field but the image, and makes
+#                     each version it writes the default version. The
+#                     coordinator creates its versions by copying the
+#                     default version (description included) and changing
+#                     only the image, so Terraform reads back exactly what it
+#                     wrote apart from image_id, the one field it ignores.
+#   group             Terraform owns everything but the pinned template
+#                     version, the desired capacity and the suspended
+#                     processes, which the coordinator moves during a
+#                     rollout. min_size/max_size stay Terraform's: an apply
+#                     while a rollout has raised them is refused (the
+#                     precondition below) rather than undoing the rollout.
 
 locals {
   web_asg_name = "${local.name}-web"
+
+  # Security groups of the web nodes; the coordinator may launch with these
+  # and no others (iam.tf).
+  web_security_group_ids = [aws_security_group.web.id, aws_security_group.consul.id, aws_security_group.node_egress.id]
+
+  # Auto Scaling processes the coordinator suspends while a rollout runs
+  # (SUSPENDED_PROCESSES in rollgate's rollout machine).
+  rollout_suspended_processes = ["AZRebalance", "AlarmNotification", "ScheduledActions"]
 
   web_user_data_vars = {
     consul_ca_pem  = var.consul_ca_cert_pem
@@ -14,15 +33,18 @@ locals {
       region = var.region
       secrets = [
         {
-          secret_id = aws_secretsmanager_secret.this["consul-web-token"].arn
+          # This instance's own Consul token (node identity <instance id>,
+          # service identity web, role rollgate-agent), minted by the Consul
+          # servers' ACL bootstrap; node-secrets waits until it exists.
+          secret_id = "${local.node_token_secret_prefix}{instance_id}"
           path      = "/etc/consul.d/acl-token.hcl"
           owner     = "root"
           group     = "consul"
           mode      = "0640"
-          format    = "consul-agent-token"
+          format    = "consul-node-token"
         },
         {
-          secret_id = aws_secretsmanager_secret.this["consul-web-token"].arn
+          secret_id = "${local.node_token_secret_prefix}{instance_id}"
           path      = "/etc/rollgate/consul-token"
           owner     = "root"
           group     = "rollgate"
@@ -43,12 +65,22 @@ locals {
 }
 
 resource "aws_launch_template" "web" {
-  name        = "${local.name}-web"
-  description = "rollgate web nodes; new versions are created by the rollgate coordinator"
+  name = "${local.name}-web"
+  # Copied unchanged into every version the coordinator creates.
+  description = "rollgate web nodes (Terraform owns every field but the image)"
 
+  # Each version Terraform writes becomes the default: the version the
+  # coordinator copies for its next rollout. The group never launches the
+  # default version itself (it is pinned to the coordinator's versions).
+  update_default_version = true
+
+  # Only the first version launches this image. Afterwards the image of a
+  # version Terraform writes is whatever the template's latest version held
+  # (ignore_changes keeps the value read back): a placeholder, since the
+  # coordinator replaces the image of every version it launches.
   image_id               = data.aws_ami.web.id
   instance_type          = var.web_instance_type
-  vpc_security_group_ids = [aws_security_group.web.id, aws_security_group.consul.id, aws_security_group.node_egress.id]
+  vpc_security_group_ids = local.web_security_group_ids
   user_data              = base64encode(templatefile("${path.module}/templates/web-user-data.yaml.tftpl", local.web_user_data_vars))
 
   iam_instance_profile {
@@ -81,12 +113,27 @@ resource "aws_launch_template" "web" {
     }
   }
 
-  # The coordinator creates a new version for every image it rolls out.
-  # Terraform keeps the image it started with, so a later apply neither
-  # reverts a rollout nor rolls out an image nobody approved.
+  # The image is the coordinator's: see above.
   lifecycle {
     ignore_changes = [image_id]
   }
+}
+
+# The group as it is now, if it exists: the rollout guard reads it.
+data "aws_autoscaling_groups" "web_existing" {
+  names = [local.web_asg_name]
+}
+
+data "aws_autoscaling_group" "web_live" {
+  count = length(data.aws_autoscaling_groups.web_existing.names)
+  name  = local.web_asg_name
+}
+
+locals {
+  web_live                = one(data.aws_autoscaling_group.web_live)
+  web_rollout_suspended   = local.web_live == null ? [] : sort(setintersection(local.web_live.suspended_processes, local.rollout_suspended_processes))
+  web_rollout_max_raised  = local.web_live == null ? false : local.web_live.max_size > var.web_max_size
+  web_rollout_in_progress = length(local.web_rollout_suspended) > 0 || local.web_rollout_max_raised
 }
 
 resource "aws_autoscaling_group" "web" {
@@ -96,16 +143,20 @@ resource "aws_autoscaling_group" "web" {
   max_size            = var.web_max_size
   desired_capacity    = var.web_desired_capacity
 
-  # An instance the ALB finds unhealthy is replaced by the group.
+  # An instance the ALB finds unhealthy is replaced by the group. The ALB
+  # asks the rollgate agent's /ready, which answers from the node's Consul
+  # checks (alb.tf): one verdict for Consul, the ALB and the group.
   health_check_type         = "ELB"
   health_check_grace_period = 180
   target_group_arns         = [aws_lb_target_group.web.arn]
   wait_for_capacity_timeout = "15m"
 
   # Pinned version, never $Latest/$Default: what runs is always explicit.
+  # At creation that is Terraform's first version; afterwards the
+  # coordinator's.
   launch_template {
     id      = aws_launch_template.web.id
-    version = aws_launch_template.web.latest_version
+    version = aws_launch_template.web.default_version
   }
 
   enabled_metrics = [
@@ -136,12 +187,20 @@ resource "aws_autoscaling_group" "web" {
     propagate_at_launch = true
   }
 
-  # After creation the coordinator owns these two: it points the group at the
-  # launch template version of each image it rolls out (and back on revert),
-  # and surges the desired capacity by a batch during a rollout. If Terraform
-  # managed them, the next apply would undo a rollout mid-flight or put the
-  # group back on the first image. Change them through rollgate instead.
   lifecycle {
-    ignore_changes = [launch_template, desired_capacity]
+    # The coordinator's fields. launch_template: it pins each version it
+    # rolls out (and the previous one on revert); a Terraform change to the
+    # template reaches instances through a rollgate plan, approval and surge
+    # rollout, never by Terraform moving the pin. desired_capacity: it surges
+    # by a batch. suspended_processes: it suspends AZRebalance,
+    # AlarmNotification and ScheduledActions for the rollout's duration.
+    ignore_changes = [launch_template, desired_capacity, suspended_processes]
+
+    # max_size (and min_size) stay Terraform's, but a rollout raises
+    # max_size for its surge: applying now would shrink the group under it.
+    precondition {
+      condition     = !local.web_rollout_in_progress
+      error_message = "The web group ${local.web_asg_name} is in the middle of a rollgate rollout (suspended: ${length(local.web_rollout_suspended) > 0 ? join(", ", local.web_rollout_suspended) : "none"}; max_size ${local.web_live == null ? "unknown" : local.web_live.max_size} against ${var.web_max_size} here). Applying now would resume the processes or lower max_size under the rollout. Wait until `rollgate status` shows it finished, or abort it (`rollgate abort`), then plan again. If no rollout runs, resume the processes yourself (aws autoscaling resume-processes) first."
+    }
   }
 }

@@ -9,6 +9,9 @@ can be checked without them:
              declared and every declared variable is used
   iam        the coordinator action lists exist between their markers, as
              plain string lists with the right service prefixes
+  ownership  the ignore_changes lists are exactly the fields the coordinator
+             owns (README.md, "Ownership after creation"), and nothing else
+             ignores a change
   templates  every templatefile() call names an existing template and passes
              exactly the variables the template uses
   rules      variables.tf planned on its own (no provider needed) with
@@ -152,6 +155,45 @@ def check_iam():
         raise CheckFailed("; ".join(problems))
     counts = ", ".join(f"{len(found[k])} {k.split('_')[1]}" for k in expected)
     return f"coordinator action lists found ({counts})"
+
+
+# Resource -> the fields the coordinator owns after creation. Every other
+# resource must ignore nothing: an ignored field is a field nobody owns.
+OWNED_BY_COORDINATOR = {
+    ("aws_launch_template", "web"): {"image_id"},
+    ("aws_autoscaling_group", "web"): {"launch_template", "desired_capacity", "suspended_processes"},
+}
+
+
+def ignore_lists():
+    found = {}
+    for name, doc in parse_all().items():
+        for block in doc.get("resource", []):
+            for rtype, named in block.items():
+                for rname, body in named.items():
+                    for lifecycle in body.get("lifecycle", []):
+                        if "ignore_changes" in lifecycle:
+                            raw = lifecycle["ignore_changes"]
+                            items = raw if isinstance(raw, list) else [raw]
+                            found[(rtype, rname)] = (name, {str(i).strip("${}") for i in items})
+    return found
+
+
+def check_ownership():
+    found = ignore_lists()
+    problems = []
+    for key, wanted in OWNED_BY_COORDINATOR.items():
+        if key not in found:
+            problems.append(f"{key[0]}.{key[1]} ignores nothing; the coordinator owns {sorted(wanted)}")
+        elif found[key][1] != wanted:
+            problems.append(f"{found[key][0]}: {key[0]}.{key[1]} ignores {sorted(found[key][1])}, "
+                            f"but the coordinator owns exactly {sorted(wanted)}")
+    for key, (name, items) in found.items():
+        if key not in OWNED_BY_COORDINATOR:
+            problems.append(f"{name}: {key[0]}.{key[1]} ignores {sorted(items)}, which no one else changes")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return "; ".join(f"{t}.{n} leaves {sorted(v)} to the coordinator" for (t, n), v in OWNED_BY_COORDINATOR.items())
 
 
 TEMPLATE_CALL = re.compile(r'templatefile\(\s*"\$\{path\.module\}/templates/([^"]+)"\s*,\s*local\.([A-Za-z0-9_]+)\s*\)')
@@ -333,6 +375,7 @@ SAMPLES = {
         "consul_server_cert_pem": SAMPLE_PEM,
         "web_disabled_marker": "/etc/rollgate/web-disabled",
         "bootstrap_expect": 3,
+        "consul_acl_json": json.dumps({"policies": {"agent": 'service "web" {\n  policy = "write"\n}\n'}}),
         "node_secrets_json": json.dumps(SAMPLE_SECRETS),
     },
     "coordinator_user_data_vars": {
@@ -480,8 +523,15 @@ def check_render():
             if "ExecStart=/usr/local/bin/rollgate --config /etc/rollgate/rollgate.toml coordinator" not in \
                     files.get("/etc/systemd/system/rollgate-coordinator.service", ""):
                 problems.append("coordinator user data does not install rollgate-coordinator.service")
-        if name == "consul_server_user_data" and "server           = true" not in files.get("/etc/consul.d/server.hcl", ""):
-            problems.append("Consul server user data does not write server.hcl")
+        if name == "consul_server_user_data":
+            if "server           = true" not in files.get("/etc/consul.d/server.hcl", ""):
+                problems.append("Consul server user data does not write server.hcl")
+            try:
+                acl = json.loads(files.get("/etc/rollgate/consul-acl/config.json", ""))
+                if "agent" not in acl.get("policies", {}):
+                    problems.append("Consul server user data: the ACL bootstrap configuration lost its policies")
+            except ValueError as err:
+                problems.append(f"Consul server user data: /etc/rollgate/consul-acl/config.json is not JSON: {err}")
     if problems:
         raise CheckFailed("; ".join(problems))
     return "user data (3) and coordinator TOML render to valid cloud-config, TOML and JSON"
@@ -491,6 +541,7 @@ CHECKS = {
     "parse": check_parse,
     "variables": check_variables,
     "iam": check_iam,
+    "ownership": check_ownership,
     "templates": check_templates,
     "rules": check_rules,
     "render": check_render,
