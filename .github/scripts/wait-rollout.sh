@@ -22,7 +22,7 @@ minutes=${WAIT_MINUTES:-60}
   exit 2
 }
 summary=${GITHUB_STEP_SUMMARY:-/dev/stdout}
-poll=15
+poll=${POLL_SECONDS:-15}
 deadline=$((SECONDS + minutes * 60))
 
 finish() {
@@ -43,7 +43,11 @@ while :; do
   remaining=$((deadline - SECONDS))
   [ "$remaining" -gt 0 ] || finish 1 "gave up after $minutes minutes (WAIT_MINUTES) without an outcome for $AMI_ID."
 
-  plan=$(our_plan) || plan=""
+  if ! plan=$(our_plan); then
+    echo "Cannot read the plans of $service (rollgate history failed); retrying."
+    sleep "$poll"
+    continue
+  fi
   if [ -z "$plan" ]; then
     [ "$announced" = none ] || echo "No plan for $AMI_ID yet; waiting for the coordinator."
     announced=none
@@ -70,7 +74,7 @@ while :; do
       sleep "$poll"
       ;;
     approved)
-      echo "Plan $id is approved; following its rollout (at most $((remaining / 60)) more minutes)."
+      echo "Plan $id is approved; following its rollout (for at most ${remaining}s more)."
       status=0
       timeout "$remaining" rollgate status "$service" --wait || status=$?
       if [ "$status" -eq 124 ]; then
