@@ -79,38 +79,115 @@ impl Acl {
         }
     }
 
-    /// Checks `token` (empty for none) against `needed`.
-    pub fn authorize(&self, token: &str, needed: &Permission) -> Result<(), Denied> {
+    /// Resolves a token (empty for none: the anonymous token) into what it
+    /// may do; an unknown token is Consul's `ACL not found`.
+    pub fn resolve(&self, token: &str) -> Result<Authz, Denied> {
         if !self.enabled {
-            return Ok(());
+            return Ok(Authz {
+                accessor: String::new(),
+                kind: Kind::All,
+            });
         }
-        let level = match needed.level {
-            Level::Read => "read",
-            Level::Write => "write",
-        };
-        let on = needed
-            .name
-            .as_ref()
-            .map(|n| format!(" on {n:?}"))
-            .unwrap_or_default();
         if token.is_empty() {
-            return Err(Denied(format!(
-                "Permission denied: anonymous token lacks permission '{}:{level}'{on}. \
-                 The anonymous token is used implicitly when a request does not specify a token.",
-                needed.resource
-            )));
+            return Ok(Authz {
+                accessor: ANONYMOUS_ACCESSOR.to_string(),
+                kind: Kind::Nothing,
+            });
         }
         let found = self
             .tokens
             .get(token)
             .ok_or_else(|| Denied("ACL not found".to_string()))?;
-        if needed.level == Level::Write && !found.write {
-            return Err(Denied(format!(
-                "Permission denied: token with AccessorID '{}' lacks permission '{}:{level}'{on}",
-                found.accessor, needed.resource
-            )));
+        Ok(Authz {
+            accessor: found.accessor.clone(),
+            kind: if found.write {
+                Kind::All
+            } else {
+                Kind::ReadOnly
+            },
+        })
+    }
+
+    /// Checks `token` (empty for none) against `needed`.
+    #[cfg(test)]
+    pub fn authorize(&self, token: &str, needed: &Permission) -> Result<(), Denied> {
+        self.resolve(token)?.check(needed)
+    }
+}
+
+/// AccessorID of Consul's anonymous token.
+pub(crate) const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    All,
+    ReadOnly,
+    Nothing,
+}
+
+/// What one resolved token may do.
+#[derive(Debug, Clone)]
+pub(crate) struct Authz {
+    accessor: String,
+    kind: Kind,
+}
+
+impl Authz {
+    /// The anonymous token with nothing granted.
+    pub fn anonymous() -> Authz {
+        Authz {
+            accessor: ANONYMOUS_ACCESSOR.to_string(),
+            kind: Kind::Nothing,
         }
-        Ok(())
+    }
+
+    fn allowed(&self, level: Level) -> bool {
+        match self.kind {
+            Kind::All => true,
+            Kind::ReadOnly => level == Level::Read,
+            Kind::Nothing => false,
+        }
+    }
+
+    /// Consul's `PermissionDeniedError` text for a missing permission.
+    fn denied(&self, resource: &str, level: Level, name: Option<&str>) -> Denied {
+        let level = match level {
+            Level::Read => "read",
+            Level::Write => "write",
+        };
+        let on = name.map(|n| format!(" on {n:?}")).unwrap_or_default();
+        if self.accessor == ANONYMOUS_ACCESSOR {
+            return Denied(format!(
+                "Permission denied: anonymous token lacks permission '{resource}:{level}'{on}. \
+                 The anonymous token is used implicitly when a request does not specify a token."
+            ));
+        }
+        Denied(format!(
+            "Permission denied: token with AccessorID '{}' lacks permission '{resource}:{level}'{on}",
+            self.accessor
+        ))
+    }
+
+    /// Checks one permission.
+    pub fn check(&self, needed: &Permission) -> Result<(), Denied> {
+        if self.allowed(needed.level) {
+            return Ok(());
+        }
+        Err(self.denied(needed.resource, needed.level, needed.name.as_deref()))
+    }
+
+    /// Checks `key:<level>` on one key.
+    pub fn check_key(&self, key: &str, level: Level) -> Result<(), Denied> {
+        self.check(&Permission {
+            resource: "key",
+            level,
+            name: Some(key.to_string()),
+        })
+    }
+
+    /// Checks `key:write` on every key under `prefix`.
+    pub fn check_key_prefix_write(&self, prefix: &str) -> Result<(), Denied> {
+        self.check_key(prefix, Level::Write)
     }
 }
 
@@ -127,6 +204,8 @@ pub(crate) fn required(method: &str, segments: &[&str], node: &str) -> Option<Pe
     };
     match segments {
         ["status", ..] => None,
+        // Checked per operation by the handler, as Consul's `Txn.preCheck`.
+        ["txn"] => None,
         ["kv", rest @ ..] => named("key", level, Some(&rest.join("/"))),
         ["agent", "self"] => named("agent", Level::Read, Some(node)),
         ["agent", "check", ..] => named("service", Level::Write, None),

@@ -21,6 +21,7 @@
 //! | `store` | tables and the single raft-like index, published on a watch channel |
 //! | `catalog` | service/check registration, check status, maintenance, reaper |
 //! | `kv`, `session` | KV semantics (cas, locks, lock-delay) and sessions |
+//! | `txn` | all-or-nothing KV transactions (`/v1/txn`) |
 //! | `checks` | HTTP/TCP check runners and the TTL/session/reaper timers |
 //! | `blocking` | `index`/`wait`/jitter and hash-based blocking queries |
 //! | `filter` | the `?filter=` expression subset |
@@ -41,7 +42,7 @@
 //! `/v1/agent/check/deregister/:id`. Cluster: `GET /v1/health/{service,
 //! checks,state,node}/...`, `/v1/catalog/{services,service/:s,nodes}`,
 //! `GET|PUT|DELETE /v1/kv/...`, `/v1/session/{create,destroy,renew,info,
-//! list,node}`, `GET /v1/status/{leader,peers}`.
+//! list,node}`, `PUT /v1/txn` (KV operations), `GET /v1/status/{leader,peers}`.
 //!
 //! # Control API (not Consul)
 //!
@@ -74,8 +75,10 @@
 //!   but `/v1/status/*`; Consul filters list answers to nothing instead.
 //! - After [`ServerHandle::restart_lost_state`] the index restarts from 1;
 //!   idle keep-alive connections survive, in-flight requests are dropped.
-//! - Namespaces, partitions, peering, Connect, prepared queries and
-//!   transactions are not implemented; script/gRPC/UDP checks are refused.
+//! - Namespaces, partitions, peering, Connect and prepared queries are not
+//!   implemented; script/gRPC/UDP checks are refused; `/v1/txn` takes KV
+//!   operations only (Node, Service, Check and Session operations answer
+//!   400).
 
 mod acl;
 mod blocking;
@@ -93,6 +96,7 @@ mod registration;
 mod server;
 mod session;
 mod store;
+mod txn;
 mod views;
 
 pub use cluster::Fault;

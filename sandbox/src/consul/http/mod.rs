@@ -18,6 +18,7 @@ mod agent;
 mod health;
 mod kv;
 mod session;
+mod txn;
 
 use std::sync::Arc;
 
@@ -119,6 +120,8 @@ pub(crate) struct Ctx<'a> {
     pub method: &'a Method,
     pub query: &'a Query,
     pub body: Bytes,
+    /// What the request's token may do.
+    pub authz: acl::Authz,
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -228,17 +231,26 @@ pub(crate) async fn dispatch(
         return resp;
     }
     let segments: Vec<&str> = rest.split('/').collect();
+    let token = acl::token_of(query.get("token"), &parts.headers);
+    let authz = match cluster.acl.resolve(&token) {
+        Ok(authz) => authz,
+        // `/v1/status/*` never looks at the token, in Consul either.
+        Err(_) if segments.first() == Some(&"status") => acl::Authz::anonymous(),
+        Err(denied) => {
+            tracing::debug!(path = %path, method = %parts.method, "Request with an unknown token.");
+            return text(StatusCode::FORBIDDEN, denied.0);
+        }
+    };
     if let Some(needed) = acl::required(parts.method.as_str(), &segments, &node) {
-        let token = acl::token_of(query.get("token"), &parts.headers);
-        if let Err(denied) = cluster.acl.authorize(&token, &needed) {
+        if let Err(denied) = authz.check(&needed) {
             tracing::debug!(path = %path, method = %parts.method, "Request denied by ACL.");
             return text(StatusCode::FORBIDDEN, denied.0);
         }
     }
-    let limit = if segments.first() == Some(&"kv") {
-        super::kv::MAX_VALUE_SIZE + 1
-    } else {
-        MAX_BODY
+    let limit = match segments.first() {
+        Some(&"kv") => super::kv::MAX_VALUE_SIZE + 1,
+        Some(&"txn") => txn::MAX_TXN_LEN + 1,
+        _ => MAX_BODY,
     };
     let content_length = parts
         .headers
@@ -256,6 +268,7 @@ pub(crate) async fn dispatch(
         Err(len) if segments.first() == Some(&"kv") => {
             return kv::too_large(len);
         }
+        Err(_) if segments.first() == Some(&"txn") => return txn::too_large(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
     };
     let ctx = Ctx {
@@ -264,6 +277,7 @@ pub(crate) async fn dispatch(
         method: &parts.method,
         query: &query,
         body,
+        authz,
     };
     let result = route(&ctx, &segments, rest).await;
     match result {
@@ -288,6 +302,7 @@ async fn route(ctx: &Ctx<'_>, segments: &[&str], rest: &str) -> Result<Response<
             health::route(ctx, segments).await
         }
         ["session", tail @ ..] => session::route(ctx, tail, rest, get, put).await,
+        ["txn"] => Some(txn::handle(ctx)),
         ["status", which @ ("leader" | "peers")] => {
             allow(ctx, get, "GET")?;
             let leader = format!("{}:8300", std::net::Ipv4Addr::LOCALHOST);
