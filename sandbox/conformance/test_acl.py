@@ -171,7 +171,7 @@ def test_single_resource_endpoints_deny_with_consuls_text(sandbox, app):
     permission '<resource>:<level>' on \"<name>\"" (acl/errors.go): KV Read
     Key needs `key:read`, Create/Update Key `key:write` (KV docs; checked in
     agent/consul/kvs_endpoint.go, KVS.Get and kvsPreApply), Register Service
-    `service:write` on the service's name (agent/service docs; agent.go,
+    `service:write` on the service's name (agent/service docs; agent/acl.go,
     vetServiceRegisterWithAuthorizer). Rule precedence (ACL rules docs): the
     exact `key "conformance/app/secret"` deny beats the `key_prefix
     "conformance/app/"` write; the longer prefix `conformance/app/ro/` (read)
@@ -329,3 +329,50 @@ def test_transaction_with_a_denied_operation_is_rolled_back(sandbox, app):
         {"OpIndex": 1, "What": denied(app.accessor, "key:write", "conformance/other/txn")}
     ]
     assert app.management.kv.get("conformance/app/txn")[1] is None
+
+
+DENY_RULES = """
+key_prefix "conformance/app/" {
+  policy = "deny"
+}
+
+service "web" {
+  policy = "write"
+}
+
+session "node-1" {
+  policy = "deny"
+}
+"""
+
+
+def test_rules_of_several_policies_merge_with_deny_first(sandbox, app):
+    """A token's policies are merged rule by rule, and for the same resource
+    deny takes precedence over write, write over read (hashicorp/consul
+    acl/policy.go, takesPrecedenceOver: deny > write > list > read; ACL
+    rules docs). A second policy that denies `key_prefix "conformance/app/"`
+    and grants `service "web"` write turns the app token's prefix write into
+    a deny and its service read into a write; `session "node-1"` deny beats
+    `session_prefix ""` write, so Create Session on node-1 is refused with
+    'session:write' on "node-1" (agent/consul/session_endpoint.go,
+    Session.Apply: `SessionWriteAllowed(args.Session.Node)`)."""
+    seed_services(sandbox)
+    response = raw(app.management, "PUT", "/v1/acl/policy", body={"Name": "conformance-deny", "Rules": DENY_RULES})
+    assert response.code == 200, response
+    deny_policy = json.loads(response.body)
+    token = app.management.acl.token.create(
+        policies_id=[app.policy["ID"], deny_policy["ID"]], description="app and deny"
+    )
+    accessor = token["AccessorID"]
+    c = sandbox.client(token=token["SecretID"])
+    agent = sandbox.client(NODE, token=token["SecretID"])
+
+    response = raw(c, "GET", "/v1/kv/conformance/app/a")
+    assert (response.code, response.body.rstrip("\n")) == (403, denied(accessor, "key:read", "conformance/app/a"))
+    response = raw(c, "PUT", "/v1/kv/conformance/app/new", body="x")
+    assert (response.code, response.body.rstrip("\n")) == (403, denied(accessor, "key:write", "conformance/app/new"))
+
+    assert agent.agent.service.register("web", service_id="web-9", port=8089) is True
+
+    response = raw(agent, "PUT", "/v1/session/create", body={"Name": "refused"})
+    assert (response.code, response.body.rstrip("\n")) == (403, denied(accessor, "session:write", NODE))
