@@ -376,3 +376,24 @@ def test_rules_of_several_policies_merge_with_deny_first(sandbox, app):
 
     response = raw(agent, "PUT", "/v1/session/create", body={"Name": "refused"})
     assert (response.code, response.body.rstrip("\n")) == (403, denied(accessor, "session:write", NODE))
+
+
+def test_every_answer_names_the_default_acl_policy(sandbox):
+    """"All API responses for Consul versions after 1.9 will include an HTTP
+    response header X-Consul-Default-ACL-Policy set to either "allow" or
+    "deny" which mirrors the current value of the agent's
+    acl.default_policy option" (API structure docs, "Default ACL Policy";
+    agent/http.go sets it before any handler runs). Here the policy is
+    deny, on answers that succeed, are filtered or are refused alike."""
+    management = sandbox.client()
+    anonymous = sandbox.client(token=None)
+    for client, path, status in [
+        (management, "/v1/status/leader", 200),
+        (management, "/v1/catalog/services", 200),
+        (anonymous, "/v1/catalog/services", 200),
+        (anonymous, "/v1/kv/conformance/app/a", 403),
+        (sandbox.client(NODE), "/v1/agent/services", 200),
+    ]:
+        response = raw(client, "GET", path)
+        assert response.code == status, (path, response)
+        assert response.headers.get("X-Consul-Default-ACL-Policy") == "deny", (path, dict(response.headers))
