@@ -38,6 +38,7 @@ import hcl2
 INFRA = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(INFRA)
 NODE_SECRETS = os.path.join(REPO, "puppet", "modules", "node_secrets", "files", "node-secrets")
+CONSUL_ACL = os.path.join(REPO, "puppet", "modules", "consul_acl", "files", "rollgate-consul-acl")
 
 
 class CheckFailed(Exception):
@@ -509,6 +510,42 @@ def check_cloud_config(name, text, problems):
     return files
 
 
+def sample_acl_config():
+    """A configuration of the shape local.consul_acl_config has, with the
+    policy fixtures of tests/ and placeholder ARNs; check_acl_config keeps
+    its keys in step with the local."""
+    return json.dumps({
+        "region": "eu-west-1", "datacenter": "dc1", "consul_address": "http://127.0.0.1:8500",
+        "management_token_file": "/etc/rollgate/consul-acl/management-token", "policy_prefix": "rollgate-",
+        "policies": {os.path.splitext(f)[0]: read(os.path.join(INFRA, "tests", "fixtures", "acl", f))
+                     for f in sorted(os.listdir(os.path.join(INFRA, "tests", "fixtures", "acl"))) if f.endswith(".hcl")},
+        "role_tokens": [{"role": "coordinator", "description": "rollgate coordinator",
+                         "secret_id": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"}],
+        "node_tokens": {"secret_prefix": "rollgate-prod/node-token/", "tags": {},
+                        "groups": [{"auto_scaling_group": "rollgate-prod-web", "reader_role_id": "AROAX",
+                                    "service_identities": ["web"], "roles": ["agent"]}]},
+    })
+
+
+def check_acl_config(config):
+    """The keys infra/consul-acl.tf writes are the keys rollgate-consul-acl reads."""
+    problems = []
+    written = set(all_locals().get("consul_acl_config", {}))
+    if written != set(config):
+        problems.append(f"infra/consul-acl.tf local.consul_acl_config has keys {sorted(written)}, "
+                        f"rollgate-consul-acl is tested with {sorted(config)}")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    try:
+        result = subprocess.run([sys.executable, CONSUL_ACL, "--check", handle.name],
+                                capture_output=True, text=True, check=False)
+    finally:
+        os.unlink(handle.name)
+    if result.returncode != 0:
+        problems.append(f"rollgate-consul-acl rejects the configuration shape: {result.stderr.strip()}")
+    return problems
+
+
 def check_render():
     rendered = render_templates()
     problems = []
@@ -532,6 +569,7 @@ def check_render():
                     problems.append("Consul server user data: the ACL bootstrap configuration lost its policies")
             except ValueError as err:
                 problems.append(f"Consul server user data: /etc/rollgate/consul-acl/config.json is not JSON: {err}")
+            problems.extend(check_acl_config(json.loads(sample_acl_config())))
     if problems:
         raise CheckFailed("; ".join(problems))
     return "user data (3) and coordinator TOML render to valid cloud-config, TOML and JSON"

@@ -25,7 +25,7 @@ AGENT_KEYS = {
     "log": {"format", "level"},
     "agent": {
         "service_name", "service_port", "tags", "artifact", "expected_version", "app_url", "check_url",
-        "check_interval", "check_timeout", "ttl", "deregister_critical_after", "drain_time",
+        "check_interval", "check_timeout", "ttl", "deregister_critical_after", "drain_time", "ready_listen",
     },
 }
 DURATION = re.compile(r"\A([0-9]+)(ms|s|m|h)\Z")
@@ -78,6 +78,8 @@ def main(expected_version):
             ("agent", "expected_version"): expected_version,
             ("agent", "app_url"): "http://127.0.0.1:8080",
             ("agent", "check_url"): "http://127.0.0.1:80/health",
+            # infra/alb.tf health-checks this port (var.agent_ready_port).
+            ("agent", "ready_listen"): "0.0.0.0:9102",
         }
         for (table, key), value in expect.items():
             if config.get(table, {}).get(key) != value:
@@ -126,6 +128,21 @@ def main(expected_version):
     for needed in consul_needs:
         if needed not in consul:
             problems.append(f"consul.hcl lacks {needed!r}")
+
+    consul_unit = files.get("/etc/systemd/system/consul.service", "")
+    if "node-secrets.service" not in unit_values(consul_unit, "Requires") or \
+            "node-secrets.service" not in " ".join(unit_values(consul_unit, "After")).split():
+        problems.append("consul.service must have Requires= and After= node-secrets.service (never start without its secrets)")
+    path_unit = files.get("/etc/systemd/system/consul-secrets.path", "")
+    for needed in ("/etc/consul.d/acl-token.hcl", "/etc/consul.d/gossip.hcl"):
+        if needed not in unit_values(path_unit, "PathChanged"):
+            problems.append(f"consul-secrets.path does not watch {needed}: a rotated secret would not restart Consul")
+    if unit_values(files.get("/etc/systemd/system/consul-secrets.service", ""), "ExecStart") != \
+            ["/bin/systemctl try-restart consul.service"]:
+        problems.append("consul-secrets.service must try-restart consul.service")
+    acl_unit = files.get("/etc/systemd/system/rollgate-consul-acl.service", "")
+    if "ConditionPathExists=/etc/rollgate/consul-acl/config.json" not in acl_unit:
+        problems.append("rollgate-consul-acl.service must only run where the servers' user data configured it")
 
     if problems:
         for problem in problems:

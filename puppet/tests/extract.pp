@@ -9,6 +9,10 @@ $extracted = [
   '/etc/systemd/system/web.service',
   '/etc/apache2/sites-available/web.conf',
   '/etc/consul.d/consul.hcl',
+  '/etc/systemd/system/consul.service',
+  '/etc/systemd/system/consul-secrets.path',
+  '/etc/systemd/system/consul-secrets.service',
+  '/etc/systemd/system/rollgate-consul-acl.service',
 ]
 
 $extracted.each |String $path| {

@@ -37,6 +37,11 @@
 #   Address of the HTTP API; loopback, used by the rollgate agent.
 # @param http_port
 #   Port of the HTTP API.
+# @param secret_files
+#   Files node-secrets writes into `config_dir` on some kind of node (agent
+#   token, gossip key; on servers the management token and TLS key). Consul
+#   is restarted when one of them changes (consul-secrets.path), so a
+#   rotated secret, or one that arrived late, takes effect.
 class consul_agent (
   String[1]                                       $datacenter,
   String[1]                                       $join_tag_key,
@@ -51,6 +56,12 @@ class consul_agent (
   Enum['trace', 'debug', 'info', 'warn', 'error'] $log_level          = 'info',
   String[1]                                       $client_addr        = '127.0.0.1',
   Integer[1, 65535]                               $http_port          = 8500,
+  Array[Pattern[/\A\//], 1]                        $secret_files       = [
+    '/etc/consul.d/acl-token.hcl',
+    '/etc/consul.d/gossip.hcl',
+    '/etc/consul.d/acl-management.hcl',
+    '/etc/consul.d/tls/server-key.pem',
+  ],
 ) {
   group { $user:
     ensure => present,
@@ -133,6 +144,27 @@ class consul_agent (
         'config_dir'  => $config_dir,
         'data_dir'    => $data_dir,
     }),
+  }
+
+  file { '/etc/systemd/system/consul-secrets.path':
+    ensure  => file,
+    owner   => 'root',
+    group   => 'root',
+    mode    => '0644',
+    content => epp('consul_agent/consul-secrets.path.epp', { 'secret_files' => $secret_files }),
+  }
+
+  file { '/etc/systemd/system/consul-secrets.service':
+    ensure  => file,
+    owner   => 'root',
+    group   => 'root',
+    mode    => '0644',
+    content => epp('consul_agent/consul-secrets.service.epp'),
+  }
+
+  service { 'consul-secrets.path':
+    enable  => true,
+    require => [File['/etc/systemd/system/consul-secrets.path'], File['/etc/systemd/system/consul-secrets.service']],
   }
 
   service { 'consul':

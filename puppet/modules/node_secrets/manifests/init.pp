@@ -11,10 +11,15 @@
 #   Where the helper program is installed.
 # @param boto3_package
 #   OS package providing boto3 for the system Python.
+# @param refresh_interval
+#   How often the secrets are fetched again after boot, so a rotated value
+#   reaches the node (files change only when a value did; Consul restarts
+#   then, see consul_agent's consul-secrets.path).
 class node_secrets (
-  Pattern[/\A\//] $list_file     = '/etc/node-secrets.json',
-  Pattern[/\A\//] $program       = '/usr/local/sbin/node-secrets',
-  String[1]       $boto3_package = 'python3-boto3',
+  Pattern[/\A\//]    $list_file        = '/etc/node-secrets.json',
+  Pattern[/\A\//]    $program          = '/usr/local/sbin/node-secrets',
+  String[1]          $boto3_package    = 'python3-boto3',
+  Rollgate::Duration $refresh_interval = '1h',
 ) {
   package { $boto3_package:
     ensure => installed,
@@ -42,5 +47,35 @@ class node_secrets (
   service { 'node-secrets':
     enable  => true,
     require => [Package[$boto3_package], File[$program], File['/etc/systemd/system/node-secrets.service']],
+  }
+
+  file { '/etc/systemd/system/node-secrets-refresh.service':
+    ensure  => file,
+    owner   => 'root',
+    group   => 'root',
+    mode    => '0644',
+    content => epp('node_secrets/node-secrets-refresh.service.epp', {
+        'program'   => $program,
+        'list_file' => $list_file,
+    }),
+  }
+
+  file { '/etc/systemd/system/node-secrets-refresh.timer':
+    ensure  => file,
+    owner   => 'root',
+    group   => 'root',
+    mode    => '0644',
+    content => epp('node_secrets/node-secrets-refresh.timer.epp', {
+        'list_file' => $list_file,
+        'interval'  => $refresh_interval,
+    }),
+  }
+
+  service { 'node-secrets-refresh.timer':
+    enable  => true,
+    require => [
+      File['/etc/systemd/system/node-secrets-refresh.service'],
+      File['/etc/systemd/system/node-secrets-refresh.timer'],
+    ],
   }
 }

@@ -48,6 +48,11 @@ class role::web {
 
   class { 'node_secrets': }
 
+  # Inert except on Consul servers, whose user data configures it.
+  class { 'consul_acl':
+    require => Class['node_secrets'],
+  }
+
   class { 'consul_agent':
     datacenter     => $datacenter,
     join_tag_key   => $join_tag_key,

@@ -53,6 +53,11 @@
 #   Consul removes the service after it has been critical this long (dead nodes).
 # @param drain_time
 #   Time between entering maintenance mode and deregistering on shutdown.
+# @param ready_listen
+#   Address of the agent's readiness endpoint (GET /ready: 200 only while
+#   every Consul check of the node's service passes). The load balancer's
+#   health check asks it (infra/alb.tf, var.agent_ready_port), so the ALB
+#   follows Consul's verdict.
 # @param stop_margin_seconds
 #   Seconds added to `drain_time` for the unit's TimeoutStopSec.
 # @param disabled_marker
@@ -81,6 +86,7 @@ class rollgate (
   Rollgate::Duration                                        $ttl                       = '10s',
   Rollgate::Duration                                        $deregister_critical_after = '5m',
   Rollgate::Duration                                        $drain_time                = '15s',
+  Pattern[/\A[0-9.]+:[0-9]{1,5}\z/]                         $ready_listen              = '0.0.0.0:9102',
   Integer[1, 600]                                           $stop_margin_seconds       = 15,
   Pattern[/\A\//]                                           $disabled_marker           = '/etc/rollgate/web-disabled',
 ) {
@@ -142,6 +148,7 @@ class rollgate (
         'ttl'                       => $ttl,
         'deregister_critical_after' => $deregister_critical_after,
         'drain_time'                => $drain_time,
+        'ready_listen'              => $ready_listen,
     }),
   }
 
