@@ -9,11 +9,17 @@ output "web_auto_scaling_group" {
 }
 
 output "web_launch_template" {
-  description = "Name and id of the web launch template the coordinator versions."
+  description = "Name, id and default version of the web launch template (Terraform writes the default version; the coordinator copies it with a new image)."
   value = {
-    name = aws_launch_template.web.name
-    id   = aws_launch_template.web.id
+    name            = aws_launch_template.web.name
+    id              = aws_launch_template.web.id
+    default_version = aws_launch_template.web.default_version
   }
+}
+
+output "node_token_secret_prefix" {
+  description = "Name prefix of the per-instance Consul token secrets the Consul servers create (<prefix><instance id>)."
+  value       = local.node_token_secret_prefix
 }
 
 output "initial_web_image" {

@@ -2,7 +2,9 @@
 # *containers* (name, description, policy-relevant ARN) and never a value:
 # there is no aws_secretsmanager_secret_version here, so no secret value ever
 # reaches the Terraform state, the plan output or a variable file. The values
-# are put out-of-band by an operator (README.md, "Setting the secrets"):
+# are put out-of-band by an operator (README.md, "Setting the secrets"), or,
+# for the Consul tokens the servers create, by the servers' ACL bootstrap
+# (consul-acl.tf):
 #
 #   aws secretsmanager put-secret-value --secret-id <name> --secret-string file://token.txt
 #

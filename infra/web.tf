@@ -12,8 +12,9 @@
 #                     version, the desired capacity and the suspended
 #                     processes, which the coordinator moves during a
 #                     rollout. min_size/max_size stay Terraform's: an apply
-#                     while a rollout has raised them is refused (the
-#                     precondition below) rather than undoing the rollout.
+#                     while a rollout runs (its processes suspended) is
+#                     refused (the precondition below) rather than shrinking
+#                     the group under the rollout's surge.
 
 locals {
   web_asg_name = "${local.name}-web"
@@ -130,10 +131,13 @@ data "aws_autoscaling_group" "web_live" {
 }
 
 locals {
+  # A rollout suspends these processes before it changes anything else and
+  # resumes them after it has put the sizes back, so "suspended" covers the
+  # whole time max_size may be raised. (Comparing max_size with
+  # var.web_max_size instead would refuse an apply that lowers it.)
   web_live                = one(data.aws_autoscaling_group.web_live)
   web_rollout_suspended   = local.web_live == null ? [] : sort(setintersection(local.web_live.suspended_processes, local.rollout_suspended_processes))
-  web_rollout_max_raised  = local.web_live == null ? false : local.web_live.max_size > var.web_max_size
-  web_rollout_in_progress = length(local.web_rollout_suspended) > 0 || local.web_rollout_max_raised
+  web_rollout_in_progress = length(local.web_rollout_suspended) > 0
 }
 
 resource "aws_autoscaling_group" "web" {
@@ -200,7 +204,7 @@ resource "aws_autoscaling_group" "web" {
     # max_size for its surge: applying now would shrink the group under it.
     precondition {
       condition     = !local.web_rollout_in_progress
-      error_message = "The web group ${local.web_asg_name} is in the middle of a rollgate rollout (suspended: ${length(local.web_rollout_suspended) > 0 ? join(", ", local.web_rollout_suspended) : "none"}; max_size ${local.web_live == null ? "unknown" : local.web_live.max_size} against ${var.web_max_size} here). Applying now would resume the processes or lower max_size under the rollout. Wait until `rollgate status` shows it finished, or abort it (`rollgate abort`), then plan again. If no rollout runs, resume the processes yourself (aws autoscaling resume-processes) first."
+      error_message = "The web group ${local.web_asg_name} is in the middle of a rollgate rollout: ${join(", ", local.web_rollout_suspended)} suspended, max_size ${local.web_live == null ? "unknown" : local.web_live.max_size} (${var.web_max_size} here). Applying now would lower max_size under the rollout's surge. Wait until `rollgate status` shows it finished, or abort it (`rollgate abort`), then plan again. If no rollout runs, someone suspended these processes by hand: resume them (aws autoscaling resume-processes) first."
     }
   }
 }

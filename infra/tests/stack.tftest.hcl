@@ -149,7 +149,7 @@ run "apply_refused_while_processes_are_suspended" {
   expect_failures = [aws_autoscaling_group.web]
 }
 
-run "apply_refused_while_max_size_is_raised" {
+run "apply_refused_with_one_rollout_process_suspended" {
   command = plan
 
   override_data {
@@ -158,10 +158,33 @@ run "apply_refused_while_max_size_is_raised" {
   }
   override_data {
     target = data.aws_autoscaling_group.web_live[0]
-    values = { suspended_processes = [], max_size = 7 }
+    values = { suspended_processes = ["AlarmNotification"], max_size = 7 }
   }
 
   expect_failures = [aws_autoscaling_group.web]
+}
+
+# Lowering max_size between rollouts is Terraform's to do.
+run "lowering_max_size_between_rollouts_is_allowed" {
+  command = plan
+
+  override_data {
+    target = data.aws_autoscaling_groups.web_existing
+    values = { names = ["rollgate-prod-web"] }
+  }
+  override_data {
+    target = data.aws_autoscaling_group.web_live[0]
+    values = { suspended_processes = [], max_size = 6 }
+  }
+
+  variables {
+    web_max_size = 4
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.web.max_size == 4
+    error_message = "max_size is Terraform's: between rollouts a change must be planned."
+  }
 }
 
 run "apply_allowed_between_rollouts" {
