@@ -291,6 +291,15 @@ run "node_tokens_are_per_instance" {
   }
   assert {
     condition = alltrue([
+      for vars in [local.web_user_data_vars, local.coordinator_user_data_vars] : length([
+        for e in jsondecode(vars.node_secrets_json).secrets : e
+        if e.path == "/etc/consul.d/acl-token.hcl" && e.format == "consul-node-token" && e.secret_id == "${local.node_token_secret_prefix}{instance_id}"
+      ]) == 1
+    ])
+    error_message = "Web nodes and coordinators must give their Consul agent their own per-instance token (node-secrets format consul-node-token)."
+  }
+  assert {
+    condition = alltrue([
       for g in local.consul_acl_config.node_tokens.groups : g.reader_role_id == aws_iam_role.node.unique_id || g.reader_role_id == aws_iam_role.coordinator.unique_id
     ]) && local.consul_acl_config.node_tokens.groups[0].service_identities == ["web"]
     error_message = "The ACL bootstrap must mint web node tokens with the service identity web, readable by the web role's instance sessions."
