@@ -62,7 +62,7 @@ pub struct Config {
     /// and fallback.
     pub notify: crate::notify::config::NotifyConfig,
     /// The health watcher: thresholds, grouping, meta-alerts.
-    pub watch: crate::watch::config::WatcherConfig,
+    pub watch: crate::alerting::config::WatcherConfig,
     /// The coordinator daemon (`rollgate coordinator`).
     pub coordinator: CoordinatorConfig,
     /// The services the coordinator rolls out (`[[services]]`).
@@ -433,7 +433,7 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     let log = section::<LogConfig>(figment, "log", problems);
     let agent = section::<AgentConfig>(figment, "agent", problems);
     let notify = section::<crate::notify::config::NotifyConfig>(figment, "notify", problems);
-    let watch = section::<crate::watch::config::WatcherConfig>(figment, "watch", problems);
+    let watch = section::<crate::alerting::config::WatcherConfig>(figment, "watch", problems);
     let coordinator = section::<CoordinatorConfig>(figment, "coordinator", problems);
     // An array of tables: absent means none.
     let services = if figment.find_value("services").is_ok() {

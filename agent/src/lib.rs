@@ -12,7 +12,7 @@
 //!   Scaling), its SDK implementation, and the AMI artifact registry.
 //! - [`node`]: the node agent (`rollgate agent`): identity, registration,
 //!   probes, TTL refresh, drain.
-//! - [`watch`]: the health watcher (`rollgate watch`): one blocking query on
+//! - [`alerting`]: the health watcher (`rollgate watch`): one blocking query on
 //!   Consul's health state, thresholds, grouping, silences, inhibition,
 //!   meta-alerts, state in KV.
 //! - [`notify`]: events (health, rollout, meta), routing, the durable outbox
@@ -25,10 +25,12 @@
 //! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
-//! Later components (the node agent, the coordinator's planner and rollout
-//! state machine, the health watcher and notifiers) live in their own modules
-//! as the architecture in the README shows.
+//! The word "watch" means one thing in this crate: Consul's blocking-query
+//! loop ([`consul::watch`]). The component that turns health changes into
+//! alerts is [`alerting`]; its command keeps the operator-facing name
+//! `rollgate watch`.
 
+pub mod alerting;
 pub mod aws;
 pub mod cli;
 pub mod config;
@@ -40,4 +42,3 @@ pub mod notify;
 pub mod ops;
 pub mod rollout;
 pub mod shutdown;
-pub mod watch;

@@ -1,27 +1,102 @@
 //! The `rollgate` binary: parse the command line, load the configuration,
-//! run the subcommand. Exit status 2 means bad configuration, 1 a failure.
+//! run the subcommand, and turn its result into the exit status.
+//!
+//! The exit status is chosen in one place, [`exit_for`], from the kind of the
+//! error the failing module returned (see [`Exit`] for the table; README.md
+//! and `rollgate --help` show it too). The match is exhaustive on purpose: a
+//! new error variant does not compile until someone decides its status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use rollgate::cli::{CheckConfigArgs, Cli, Command};
-use rollgate::config::{Config, Sources};
+use rollgate::alerting::AlertingError;
+use rollgate::aws::FailureKind;
+use rollgate::cli::{CheckConfigArgs, Cli, Command, Exit};
+use rollgate::config::{Config, ConfigError, Sources};
 use rollgate::consul;
-use rollgate::node;
+use rollgate::coordinator::CoordinatorError;
+use rollgate::node::NodeError;
+use rollgate::node::identity::IdentityError;
+use rollgate::ops::{self, OpsError};
+use rollgate::rollout::store::StoreError;
 use rollgate::shutdown::Shutdown;
-use rollgate::watch::WatchError;
+
+/// Why a command failed: the error of the module that failed, kept typed so
+/// [`exit_for`] can choose the exit status by its kind.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The configuration is invalid (its message ends with a newline).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A command line clap accepts but that does not say enough.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// `check-config --connect` could not use Consul.
+    #[error(transparent)]
+    Connect(consul::Error),
+    /// An operator command failed.
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+    /// `rollgate agent` could not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// `rollgate coordinator` could not run.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    /// `rollgate watch` could not run.
+    #[error(transparent)]
+    Alerting(#[from] AlertingError),
+}
 
 fn main() -> ExitCode {
+    // Clap exits 2 on a usage error, as [`Exit::Usage`] does.
     let cli = Cli::parse();
-    let mut config = match Config::load(&Sources::from_process(cli.config.clone())) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("rollgate: {e}");
-            return ExitCode::from(2);
-        }
+    let daemon = match cli.command {
+        Command::Agent => Some("node agent"),
+        Command::Watch => Some("health watcher"),
+        Command::Coordinator => Some("coordinator"),
+        _ => None,
     };
+    match run(cli) {
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            let exit = exit_for(&failure);
+            // Daemons report through their log (JSON lines for a collector
+            // when so configured), set up once the configuration is loaded;
+            // operator commands, and a list of configuration problems, on
+            // plain stderr.
+            let problems = matches!(
+                failure,
+                Failure::Config(_) | Failure::Node(NodeError::Config(_))
+            );
+            if let Some(role) = daemon.filter(|_| !problems) {
+                tracing::error!(error = %failure, exit_status = exit.code(), "The {role} stopped.");
+            } else {
+                let text = failure.to_string();
+                eprintln!("rollgate: {}", text.trim_end());
+            }
+            exit.into()
+        }
+    }
+}
+
+/// Loads the configuration and runs the subcommand on a runtime fit for it.
+fn run(cli: Cli) -> Result<Exit, Failure> {
+    let mut config = Config::load(&Sources::from_process(cli.config.clone()))?;
     if let Some(format) = cli.log_format {
         config.log.format = format;
+    }
+    if matches!(
+        cli.command,
+        Command::Agent | Command::Watch | Command::Coordinator
+    ) {
+        rollgate::logging::init(&config.log);
     }
     // The agent runs on every node and must be nearly free: one thread.
     // The rest wait on the network almost all the time: two workers are
@@ -35,37 +110,35 @@ fn main() -> ExitCode {
             .worker_threads(2)
             .enable_all()
             .build(),
-    };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rollgate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.command {
-        Command::CheckConfig(args) => runtime.block_on(check_config(&config, &args)),
-        Command::Agent => {
-            rollgate::logging::init(&config.log);
-            runtime.block_on(agent(config))
-        }
-        Command::Watch => {
-            rollgate::logging::init(&config.log);
-            runtime.block_on(watch(config))
-        }
-        Command::Coordinator => {
-            rollgate::logging::init(&config.log);
-            runtime.block_on(coordinator(config))
-        }
-        command => runtime.block_on(operator_command(&config, command)),
     }
+    .map_err(Failure::Runtime)?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::CheckConfig(args) => check_config(&config, &args).await,
+            Command::Agent => {
+                let shutdown = Shutdown::on_signals().map_err(Failure::Signals)?;
+                rollgate::node::run(&config, shutdown).await?;
+                Ok(Exit::Success)
+            }
+            Command::Watch => {
+                let shutdown = Shutdown::on_signals().map_err(Failure::Signals)?;
+                rollgate::alerting::run(&config, shutdown).await?;
+                Ok(Exit::Success)
+            }
+            Command::Coordinator => {
+                let shutdown = Shutdown::on_signals().map_err(Failure::Signals)?;
+                rollgate::coordinator::run(&config, shutdown).await?;
+                Ok(Exit::Success)
+            }
+            command => operator_command(&config, command).await,
+        }
+    })
 }
 
-async fn operator_command(config: &Config, command: Command) -> ExitCode {
-    use rollgate::ops;
+async fn operator_command(config: &Config, command: Command) -> Result<Exit, Failure> {
     use rollgate::rollout::machine::Command as MachineCommand;
     use rollgate::rollout::plan::{Decision, now_ms};
-    let result = match command {
+    let text = match command {
         Command::Publish(a) => {
             let source = match (a.manifest, a.ami) {
                 (Some(path), _) => ops::PublishSource::Manifest {
@@ -78,19 +151,18 @@ async fn operator_command(config: &Config, command: Command) -> ExitCode {
                     version: a.version.unwrap_or_default(),
                 },
                 (None, None) => {
-                    eprintln!(
-                        "rollgate: publish needs --ami (with --artifact and --version) or --manifest"
-                    );
-                    return ExitCode::from(2);
+                    return Err(Failure::Usage(
+                        "publish needs --ami (with --artifact and --version) or --manifest",
+                    ));
                 }
             };
-            ops::publish(config, source).await
+            ops::publish(config, source).await?
         }
-        Command::Plan(a) => ops::show_plan(config, a.service.as_deref(), a.json).await,
-        Command::History(a) => ops::history(config, a.service.as_deref(), a.json).await,
+        Command::Plan(a) => ops::show_plan(config, a.service.as_deref(), a.json).await?,
+        Command::History(a) => ops::history(config, a.service.as_deref(), a.json).await?,
         Command::Approve(a) => {
             let by = ops::operator(a.as_);
-            ops::decide(config, &a.plan_id, Decision::Approved { by, at: now_ms() }).await
+            ops::decide(config, &a.plan_id, Decision::Approved { by, at: now_ms() }).await?
         }
         Command::Reject(a) => {
             let by = ops::operator(a.as_);
@@ -99,154 +171,50 @@ async fn operator_command(config: &Config, command: Command) -> ExitCode {
                 at: now_ms(),
                 reason: a.reason,
             };
-            ops::decide(config, &a.plan_id, decision).await
+            ops::decide(config, &a.plan_id, decision).await?
         }
-        Command::Status(a) => match ops::status(config, a.service.as_deref(), a.wait).await {
-            Ok((text, true)) => Ok(text),
-            Ok((text, false)) => {
-                println!("{text}");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => Err(e),
-        },
+        Command::Status(a) => {
+            let (text, succeeded) = ops::status(config, a.service.as_deref(), a.wait).await?;
+            println!("{text}");
+            return Ok(if succeeded {
+                Exit::Success
+            } else {
+                Exit::RolloutFailed
+            });
+        }
         Command::Pause(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Pause).await
+            ops::command(config, a.service.as_deref(), MachineCommand::Pause).await?
         }
         Command::Resume(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Resume).await
+            ops::command(config, a.service.as_deref(), MachineCommand::Resume).await?
         }
         Command::Promote(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Promote).await
+            ops::command(config, a.service.as_deref(), MachineCommand::Promote).await?
         }
         Command::Abort(a) => {
             let by = ops::operator(a.as_);
-            ops::command(
-                config,
-                a.service.as_deref(),
-                MachineCommand::Abort {
-                    by,
-                    reason: a.reason,
-                },
-            )
-            .await
+            let abort = MachineCommand::Abort {
+                by,
+                reason: a.reason,
+            };
+            ops::command(config, a.service.as_deref(), abort).await?
         }
-        _ => Ok(String::new()),
+        Command::CheckConfig(_) | Command::Agent | Command::Watch | Command::Coordinator => {
+            String::new()
+        }
     };
-    match result {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rollgate: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    println!("{text}");
+    Ok(Exit::Success)
 }
 
-async fn coordinator(config: Config) -> ExitCode {
-    use rollgate::coordinator::{self, CoordinatorError};
-    let shutdown = match Shutdown::on_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot install signal handlers.");
-            return ExitCode::FAILURE;
-        }
-    };
-    match coordinator::run(&config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(
-            e @ (CoordinatorError::NoServices
-            | CoordinatorError::Consul(_)
-            | CoordinatorError::Notify(_)),
-        ) => {
-            tracing::error!(error = %e, "Cannot start the coordinator.");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Coordinator failed.");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn watch(config: Config) -> ExitCode {
-    let shutdown = match Shutdown::on_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot install signal handlers.");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rollgate::watch::run(&config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (WatchError::Consul(_) | WatchError::Notify(_))) => {
-            tracing::error!(error = %e, "Cannot start the health watcher.");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Health watcher failed.");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn agent(config: Config) -> ExitCode {
-    if let Err(e) = config.agent.validate_for_agent().into_result() {
-        eprint!("rollgate: {e}");
-        return ExitCode::from(2);
-    }
-    let shutdown = match Shutdown::on_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot install signal handlers.");
-            return ExitCode::FAILURE;
-        }
-    };
-    let client = match consul::Client::new(&config.consul) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot build the Consul client.");
-            return ExitCode::from(2);
-        }
-    };
-    let endpoint = node::identity::endpoint(&config.agent, |k| std::env::var(k).ok());
-    let identity = tokio::select! {
-        _ = shutdown.requested.cancelled() => return ExitCode::SUCCESS,
-        id = node::identity::resolve(&config.agent, &endpoint, 5) => id,
-    };
-    let identity = match identity {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot start the node agent.");
-            return ExitCode::from(2);
-        }
-    };
-    match node::run(&config.agent, client, identity, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "Node agent failed.");
-            ExitCode::from(2)
-        }
-    }
-}
-
-async fn check_config(config: &Config, args: &CheckConfigArgs) -> ExitCode {
+async fn check_config(config: &Config, args: &CheckConfigArgs) -> Result<Exit, Failure> {
     print!("{}", config.to_toml());
     eprintln!("rollgate: configuration is valid");
-    if !args.connect {
-        return ExitCode::SUCCESS;
+    if args.connect {
+        let summary = connect(config).await.map_err(Failure::Connect)?;
+        eprintln!("rollgate: {summary}");
     }
-    match connect(config).await {
-        Ok(summary) => {
-            eprintln!("rollgate: {summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rollgate: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok(Exit::Success)
 }
 
 async fn connect(config: &Config) -> Result<String, consul::Error> {
@@ -264,4 +232,176 @@ async fn connect(config: &Config) -> Result<String, consul::Error> {
         agent.config.node_name,
         agent.config.datacenter
     ))
+}
+
+/// The exit status for a failure: the one mapping from error kinds to
+/// [`Exit`].
+fn exit_for(failure: &Failure) -> Exit {
+    match failure {
+        Failure::Config(_) | Failure::Usage(_) => Exit::Usage,
+        Failure::Runtime(_) | Failure::Signals(_) => Exit::Internal,
+        Failure::Connect(e) => consul_exit(e),
+        Failure::Ops(e) => match e {
+            OpsError::Consul(e) => consul_exit(e),
+            OpsError::Store(e) => store_exit(e),
+            OpsError::Aws(e) => aws_exit(e),
+            OpsError::UnknownService { .. }
+            | OpsError::NoServices
+            | OpsError::AmbiguousService { .. }
+            | OpsError::Read { .. }
+            | OpsError::Manifest { .. } => Exit::Usage,
+            OpsError::AlreadyDecided { .. } | OpsError::NoRollout { .. } => Exit::Refused,
+        },
+        Failure::Node(e) => match e {
+            NodeError::Config(_) | NodeError::Registration(_) => Exit::Usage,
+            NodeError::Consul(e) => consul_exit(e),
+            // After its retries, what the agent lacks is `[agent.identity]`
+            // (off EC2) or working instance metadata options (on EC2): both
+            // configuration, which a restart does not change.
+            NodeError::Identity(
+                IdentityError::Unavailable { .. } | IdentityError::Incomplete(_),
+            ) => Exit::Usage,
+        },
+        Failure::Coordinator(e) => match e {
+            CoordinatorError::NoServices | CoordinatorError::Notify(_) => Exit::Usage,
+            CoordinatorError::Consul(e) | CoordinatorError::Lock(e) => consul_exit(e),
+        },
+        Failure::Alerting(e) => match e {
+            AlertingError::Notify(_) => Exit::Usage,
+            AlertingError::Consul(e) | AlertingError::Lock(e) => consul_exit(e),
+        },
+    }
+}
+
+/// A Consul failure: settings that cannot make a client are usage, anything
+/// Consul answered (or did not) is the service's.
+fn consul_exit(e: &consul::Error) -> Exit {
+    match e {
+        consul::Error::Config(_) => Exit::Usage,
+        consul::Error::Transport { .. }
+        | consul::Error::Timeout { .. }
+        | consul::Error::PermissionDenied { .. }
+        | consul::Error::NotFound { .. }
+        | consul::Error::Status { .. }
+        | consul::Error::Decode { .. } => Exit::Unavailable,
+    }
+}
+
+/// A KV record failure.
+fn store_exit(e: &StoreError) -> Exit {
+    match e {
+        StoreError::Consul(e) => consul_exit(e),
+        StoreError::BadPlanId(_) => Exit::Usage,
+        StoreError::NoPlan(_) => Exit::Refused,
+        // Others kept writing the record: the same as a busy service.
+        StoreError::Contended(_) => Exit::Unavailable,
+        StoreError::Corrupt { .. } => Exit::Internal,
+    }
+}
+
+/// An AWS failure: a missing resource is a refusal (the operator named an
+/// image that does not exist); a request the SDK cannot even build from the
+/// settings is usage; everything else is AWS failing or denying.
+fn aws_exit(e: &rollgate::aws::Error) -> Exit {
+    use rollgate::aws::Error;
+    match e {
+        Error::NotFound { .. } => Exit::Refused,
+        Error::Api {
+            kind: FailureKind::Construction,
+            ..
+        } => Exit::Usage,
+        Error::Api { .. } | Error::Unexpected { .. } => Exit::Unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn timeout() -> consul::Error {
+        consul::Error::Timeout {
+            call: "GET /v1/kv/x".into(),
+            address: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn denied() -> consul::Error {
+        consul::Error::PermissionDenied {
+            call: "GET /v1/kv/x".into(),
+            body: "Permission denied".into(),
+        }
+    }
+
+    #[test]
+    fn consul_failures_are_unavailable_except_client_settings() {
+        assert_eq!(exit_for(&Failure::Connect(timeout())), Exit::Unavailable);
+        assert_eq!(exit_for(&Failure::Connect(denied())), Exit::Unavailable);
+        let bad_ca = consul::Error::Config("cannot read CA file /nope".into());
+        assert_eq!(exit_for(&Failure::Connect(bad_ca)), Exit::Usage);
+        let lock = Failure::Coordinator(CoordinatorError::Lock(denied()));
+        assert_eq!(exit_for(&lock), Exit::Unavailable);
+        let through_store = Failure::Ops(OpsError::Store(StoreError::Consul(timeout())));
+        assert_eq!(exit_for(&through_store), Exit::Unavailable);
+    }
+
+    #[test]
+    fn refusals_by_state_are_4_and_bad_input_is_2() {
+        let decided = OpsError::AlreadyDecided {
+            plan: "web-1".into(),
+            service: "web".into(),
+            state: "approved by alice".into(),
+        };
+        assert_eq!(exit_for(&Failure::Ops(decided)), Exit::Refused);
+        let no_rollout = OpsError::NoRollout {
+            service: "web".into(),
+        };
+        assert_eq!(exit_for(&Failure::Ops(no_rollout)), Exit::Refused);
+        let unknown = OpsError::Store(StoreError::NoPlan("web-99".into()));
+        assert_eq!(exit_for(&Failure::Ops(unknown)), Exit::Refused);
+        let malformed = OpsError::Store(StoreError::BadPlanId("nonsense".into()));
+        assert_eq!(exit_for(&Failure::Ops(malformed)), Exit::Usage);
+        assert_eq!(exit_for(&Failure::Ops(OpsError::NoServices)), Exit::Usage);
+        let no_services = Failure::Coordinator(CoordinatorError::NoServices);
+        assert_eq!(exit_for(&no_services), Exit::Usage);
+    }
+
+    #[test]
+    fn aws_failures_by_kind() {
+        use rollgate::aws::Error;
+        let api = |kind, code: &str| Error::Api {
+            call: "ec2:CreateTags",
+            resource: "image ami-1".into(),
+            kind,
+            code: Some(code.into()),
+            status: Some(403),
+            message: String::new(),
+        };
+        let ops = |e| exit_for(&Failure::Ops(OpsError::Aws(e)));
+        assert_eq!(
+            ops(api(FailureKind::Service, "UnauthorizedOperation")),
+            Exit::Unavailable
+        );
+        assert_eq!(ops(api(FailureKind::Dispatch, "")), Exit::Unavailable);
+        assert_eq!(ops(api(FailureKind::Construction, "")), Exit::Usage);
+        let missing = Error::NotFound {
+            call: "ec2:CreateTags",
+            resource: "image ami-0dead".into(),
+            message: String::new(),
+        };
+        assert_eq!(ops(missing), Exit::Refused);
+    }
+
+    #[test]
+    fn start_up_failures_of_the_agent_are_configuration() {
+        let no_imds = NodeError::Identity(IdentityError::Unavailable {
+            endpoint: "http://169.254.169.254".into(),
+            cause: "connection refused".into(),
+        });
+        assert_eq!(exit_for(&Failure::Node(no_imds)), Exit::Usage);
+        let os = Failure::Signals(std::io::Error::other("no"));
+        assert_eq!(exit_for(&os), Exit::Internal);
+    }
 }

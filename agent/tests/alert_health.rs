@@ -250,7 +250,7 @@ async fn rollgate_watch_takes_the_lock_alerts_and_releases_the_lock_on_shutdown(
     let shutdown = rollgate::shutdown::Shutdown::new();
     let config = w.config.clone();
     let s = shutdown.clone();
-    let running = tokio::spawn(async move { rollgate::watch::run(&config, s).await });
+    let running = tokio::spawn(async move { rollgate::alerting::run(&config, s).await });
     let lock_key = format!("{}/watch/leader", w.config.consul.kv_prefix);
     let client = w.client();
     let held = async {

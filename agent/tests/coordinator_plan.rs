@@ -276,19 +276,19 @@ async fn approve_and_reject_are_recorded_once() {
     assert_eq!(by, "alice");
     assert!(*at > 0);
 
-    // A second decision on the same plan is refused, naming the first.
+    // A second decision on the same plan is refused (exit 4), naming the first.
     let (code, _, err) = w.run(&["reject", "web-1", "--reason", "too late"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.contains("approved by alice"), "{err}");
     let (code, _, err) = w.run(&["approve", "web-1"]).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
 
-    // Unknown or malformed IDs are clear refusals.
+    // An unknown plan is a refusal (4), a malformed ID a usage error (2).
     let (code, _, err) = w.run(&["approve", "web-99"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.contains("no plan web-99"), "{err}");
     let (code, _, err) = w.run(&["approve", "nonsense"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("not a plan ID"), "{err}");
 
     // Reject records who (the OS user by default) and why.
@@ -322,7 +322,7 @@ async fn an_expired_plan_cannot_be_approved() {
     plan.decision = Decision::Pending { expires_at: 1 };
     assert!(store.create_plan(&plan).await.unwrap());
     let (code, _, err) = w.run(&["approve", &plan.id]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.contains("expired"), "{err}");
     w.shutdown().await;
 }
@@ -422,7 +422,7 @@ async fn bad_input_names_the_call_and_the_resource() {
             "9",
         ])
         .await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "no such image: a refusal");
     assert!(err.contains("ami-0000000000000dead"), "{err}");
     // A manifest that is not Packer's.
     let bad = w.dir.path().join("manifest.json");
@@ -430,7 +430,7 @@ async fn bad_input_names_the_call_and_the_resource() {
     let (code, _, err) = w
         .run(&["publish", "--manifest", bad.to_str().unwrap()])
         .await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "not a Packer manifest: usage");
     assert!(err.contains("manifest.json"), "{err}");
 
     // A group that does not exist: the coordinator logs it, names the call
@@ -470,21 +470,21 @@ async fn an_image_whose_instances_never_pass_is_reverted() {
     })
     .await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "reverted", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "reverted", "{outcome:?}\n{}", c.log());
     assert!(
-        outcome.reason.contains("not registered in Consul"),
+        outcome.reason().contains("not registered in Consul"),
         "{}",
-        outcome.reason
+        outcome.reason()
     );
     assert!(
-        outcome.reason.contains("healthy_deadline"),
+        outcome.reason().contains("healthy_deadline"),
         "{}",
-        outcome.reason
+        outcome.reason()
     );
     assert!(
-        outcome.reason.contains("i-"),
+        outcome.reason().contains("i-"),
         "names the instance: {}",
-        outcome.reason
+        outcome.reason()
     );
 
     // The group is back on the old template version and image, at its

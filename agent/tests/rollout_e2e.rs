@@ -22,7 +22,7 @@ async fn a_good_image_replaces_every_instance_with_zero_failed_requests() {
     let image = w.publish(ImageSpec::new("acmeinc/web", "1.1.0")).await;
     let plan = w.outcome(Duration::from_secs(180)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "succeeded", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", c.log());
 
     let (desired, version, images) = w.fleet_state().await;
     assert_eq!(desired, INSTANCES, "desired capacity back to {INSTANCES}");
@@ -69,14 +69,14 @@ async fn a_broken_image_fails_in_the_first_batch_and_is_reverted() {
         .await;
     let plan = w.outcome(Duration::from_secs(180)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "reverted", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "reverted", "{outcome:?}\n{}", c.log());
     // The reason names the instance, the check, its status and output, and
     // the deadline.
     for needle in ["i-", "healthy_deadline", "critical", "500"] {
         assert!(
-            outcome.reason.contains(needle),
+            outcome.reason().contains(needle),
             "{needle} missing from: {}",
-            outcome.reason
+            outcome.reason()
         );
     }
     let (desired, version, images) = until(
@@ -151,7 +151,7 @@ async fn the_leader_killed_mid_batch_is_replaced_and_every_instance_is_accounted
     let _ = a.child.wait().await;
     let plan = w.outcome(Duration::from_secs(240)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "succeeded", "{outcome:?}\n{}", b.log());
+    assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", b.log());
     assert!(b.log().contains("Leading"), "{}", b.log());
     let (desired, _, images) = until("settled", Duration::from_secs(30), || async {
         let state = w.fleet_state().await;
@@ -171,10 +171,10 @@ async fn the_leader_killed_mid_batch_is_replaced_and_every_instance_is_accounted
 async fn operators_pause_resume_and_abort_a_rollout() {
     let w = World::new().await;
     let c = w.coordinator(&w.config("a", "2m"));
-    // No rollout yet: every command is a clear refusal.
+    // No rollout yet: every command is a clear refusal (exit 4).
     for cmd in ["pause", "resume", "abort", "promote"] {
         let (code, out) = rollgate_cli(&w, &[cmd]).await;
-        assert_eq!(code, 1, "{cmd}: {out}");
+        assert_eq!(code, 4, "{cmd}: {out}");
         assert!(
             out.contains("no rollout in progress for web"),
             "{cmd}: {out}"
@@ -216,7 +216,7 @@ async fn operators_pause_resume_and_abort_a_rollout() {
     assert_eq!(code, 0, "{out}");
     let plan = w.outcome(Duration::from_secs(120)).await;
     let outcome = plan.outcome.unwrap();
-    assert_eq!(outcome.result, "aborted", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "aborted", "{outcome:?}\n{}", c.log());
     let (code, out) = rollgate_cli(&w, &["status", "--wait"]).await;
     assert_eq!(code, 1, "status --wait exits 1 after an abort: {out}");
     let (_, _, images) = until("the old fleet back", Duration::from_secs(60), || async {

@@ -102,7 +102,7 @@ async fn aws_throttling_and_errors_mid_rollout_delay_it_without_harm() {
 
     let plan = w.outcome(Duration::from_secs(180)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "succeeded", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", c.log());
     assert_rolled_to(&w, &image).await;
     // The operator can tell what happened from the log.
     let log = c.log();
@@ -139,7 +139,7 @@ async fn consul_unreachable_for_a_minute_mid_batch_does_not_fail_the_batch() {
 
     let plan = w.outcome(Duration::from_secs(240)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "succeeded", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", c.log());
     assert_rolled_to(&w, &image).await;
     let log = c.log();
     assert!(
@@ -184,7 +184,7 @@ async fn a_canary_waits_for_promote_then_the_rollout_completes() {
     assert_eq!(code, 0, "{out}");
     let plan = w.outcome(Duration::from_secs(180)).await;
     let outcome = plan.outcome.clone().unwrap();
-    assert_eq!(outcome.result, "succeeded", "{outcome:?}\n{}", c.log());
+    assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", c.log());
     assert_rolled_to(&w, &image).await;
     // Both steps reached the ops channel.
     let posts = w.slack.wait_for(4, Duration::from_secs(30)).await;

@@ -106,6 +106,7 @@ pub use state::{
     Batch, Canary, NewInstance, Progress, Retire, Revert, RevertCause, RevertStage, Rollout, State,
 };
 pub use time::Timestamp;
+pub(crate) use time::millis;
 
 /// The result of one step: the state to persist and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::registry::Image;
-use crate::aws::{Group, Instance, LaunchTemplateVersion};
-use crate::coordinator::config::{RolloutParams, ServiceConfig};
+use crate::fleet::{Group, Image, Instance, TemplateVersion};
+use crate::params::Params;
 
 /// Milliseconds since the Unix epoch: plans persist as JSON and tests use
 /// fixed times.
@@ -131,14 +130,82 @@ impl Decision {
 }
 
 /// How a rollout of the plan ended (written by the rollout).
+///
+/// Stored as `{"result": "succeeded", "at": ..., "reason": ...}`, the shape
+/// the first releases wrote with a free-text `result`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// `succeeded`, `reverted`, `failed` or `aborted`.
-    pub result: String,
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every instance runs the target image, proven healthy.
+    Succeeded {
+        /// When it ended.
+        at: Millis,
+    },
+    /// It failed and the group went back to the stable version.
+    Reverted {
+        /// When it ended.
+        at: Millis,
+        /// Why it failed (instance, check, status, output, deadline).
+        reason: String,
+    },
+    /// It failed and was left where it stopped (`auto_revert = false`, or a
+    /// revert that could not finish).
+    Failed {
+        /// When it ended.
+        at: Millis,
+        /// Why.
+        reason: String,
+    },
+    /// An operator aborted it; the group went back to the stable version.
+    Aborted {
+        /// When it ended.
+        at: Millis,
+        /// Who and why, as given.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The word operators read (`succeeded`, `reverted`, ...).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Reverted { .. } => "reverted",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Aborted { .. } => "aborted",
+        }
+    }
+
     /// When it ended.
-    pub at: Millis,
-    /// Why, for anything but success.
-    pub reason: String,
+    pub fn at(&self) -> Millis {
+        match self {
+            Outcome::Succeeded { at }
+            | Outcome::Reverted { at, .. }
+            | Outcome::Failed { at, .. }
+            | Outcome::Aborted { at, .. } => *at,
+        }
+    }
+
+    /// Why, empty for a success.
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Succeeded { .. } => "",
+            Outcome::Reverted { reason, .. }
+            | Outcome::Failed { reason, .. }
+            | Outcome::Aborted { reason, .. } => reason,
+        }
+    }
+
+    /// Whether the rollout did what was asked.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded { .. })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
 }
 
 /// A plan for one service.
@@ -176,7 +243,7 @@ pub struct Plan {
     #[serde(with = "humantime_serde")]
     pub estimate: Duration,
     /// Rollout parameters, frozen at plan time.
-    pub params: RolloutParams,
+    pub params: Params,
     /// The answer.
     pub decision: Decision,
     /// How its rollout ended, once it has.
@@ -202,11 +269,24 @@ impl Plan {
     }
 }
 
+/// What the service's configuration says about planning it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSettings<'a> {
+    /// The service's name.
+    pub service: &'a str,
+    /// How to roll it.
+    pub params: &'a Params,
+    /// An unanswered plan expires after this.
+    pub approval_timeout: Duration,
+    /// Typical time from launch to the app answering, for estimates only.
+    pub expected_boot_time: Duration,
+}
+
 /// What [`compute`] needs, as observed.
 #[derive(Debug, Clone)]
 pub struct PlanInput<'a> {
-    /// The service.
-    pub service: &'a ServiceConfig,
+    /// The service and how to plan it.
+    pub service: PlanSettings<'a>,
     /// The plan's ID.
     pub id: String,
     /// The group.
@@ -214,7 +294,7 @@ pub struct PlanInput<'a> {
     /// Its instances (DescribeInstances).
     pub instances: &'a [Instance],
     /// The template version the group points at.
-    pub template: &'a LaunchTemplateVersion,
+    pub template: &'a TemplateVersion,
     /// The registry's view of the current image, when it is an artifact.
     pub current_image: Option<&'a Image>,
     /// The image to roll out.
@@ -224,7 +304,7 @@ pub struct PlanInput<'a> {
 }
 
 /// Number of steps to replace `n` instances.
-pub fn batches(n: u32, params: &RolloutParams) -> u32 {
+pub fn batches(n: u32, params: &Params) -> u32 {
     if n == 0 {
         return 0;
     }
@@ -236,9 +316,9 @@ pub fn batches(n: u32, params: &RolloutParams) -> u32 {
 
 /// Rough duration: each step waits for boot and `min_healthy_time`; then
 /// the bake.
-pub fn estimate(steps: u32, service: &ServiceConfig) -> Duration {
-    (service.expected_boot_time + service.rollout.min_healthy_time) * steps
-        + service.rollout.bake_time
+pub fn estimate(steps: u32, service: &PlanSettings<'_>) -> Duration {
+    (service.expected_boot_time + service.params.min_healthy_time) * steps
+        + service.params.bake_time
 }
 
 /// Computes the plan. Instances leaving the group (Terminating, Terminated)
@@ -276,7 +356,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
         .iter()
         .filter(|i| i.action == InstanceAction::Replace)
         .count() as u32;
-    let steps = batches(n, &input.service.rollout);
+    let steps = batches(n, input.service.params);
     let current = match input.current_image {
         Some(img) => ImageRef::from_image(img),
         None => ImageRef {
@@ -287,7 +367,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
     };
     Plan {
         id: input.id.clone(),
-        service: input.service.name.clone(),
+        service: input.service.service.to_owned(),
         created_at: input.now,
         group: input.group.name.clone(),
         launch_template_id: input.template.template_id.clone(),
@@ -300,8 +380,8 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
         max_size: input.group.max_size,
         instances,
         batches: steps,
-        estimate: estimate(steps, input.service),
-        params: input.service.rollout.clone(),
+        estimate: estimate(steps, &input.service),
+        params: input.service.params.clone(),
         decision: Decision::Pending {
             expires_at: input.now + input.service.approval_timeout.as_millis() as u64,
         },

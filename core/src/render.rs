@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::plan::{Decision, InstanceAction, Millis, Plan};
+use crate::plan::{Decision, InstanceAction, Millis, Plan};
 
 /// Styling: ANSI colours on a terminal, plain text otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,19 +174,19 @@ pub fn plan(p: &Plan, style: Style) -> String {
         if p.params.auto_revert { "on" } else { "off" }
     );
     if let Some(o) = &p.outcome {
-        let word = if o.result == "succeeded" {
-            style.green(&o.result)
+        let word = if o.is_success() {
+            style.green(o.word())
         } else {
-            style.red(&o.result)
+            style.red(o.word())
         };
         let _ = writeln!(
             out,
             "  Outcome: {word} at {}{}",
-            time(o.at),
-            if o.reason.is_empty() {
+            time(o.at()),
+            if o.reason().is_empty() {
                 String::new()
             } else {
-                format!(": {}", o.reason)
+                format!(": {}", o.reason())
             }
         );
     }
@@ -227,8 +227,8 @@ pub fn history(plans: &[Plan], style: Style) -> String {
             Decision::Pending { .. } => (String::new(), String::new()),
         };
         let outcome = match &p.outcome {
-            Some(o) if o.reason.is_empty() => o.result.clone(),
-            Some(o) => format!("{}: {}", o.result, o.reason),
+            Some(o) if o.reason().is_empty() => o.word().to_owned(),
+            Some(o) => format!("{}: {}", o.word(), o.reason()),
             None => String::new(),
         };
         let line = format!(
@@ -249,7 +249,7 @@ pub fn history(plans: &[Plan], style: Style) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::rollout::plan::tests_support::sample_plan;
+    use crate::plan::tests_support::sample_plan;
 
     const GOLDEN: &str = include_str!("testdata/plan_web.txt");
     const GOLDEN_HISTORY: &str = include_str!("testdata/history_web.txt");
@@ -280,8 +280,7 @@ mod tests {
             by: "alice".into(),
             at: 1_795_000_600_000,
         };
-        approved.outcome = Some(crate::rollout::plan::Outcome {
-            result: "reverted".into(),
+        approved.outcome = Some(crate::plan::Outcome::Reverted {
             at: 1_795_001_000_000,
             reason: "instance i-7 not healthy within healthy_deadline 5m".into(),
         });

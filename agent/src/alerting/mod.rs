@@ -33,7 +33,7 @@ use crate::shutdown::Shutdown;
 
 /// `rollgate watch` could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub enum AlertingError {
     /// The Consul client could not be built (configuration).
     #[error("cannot build the Consul client: {0}")]
     Consul(#[source] consul::Error),
@@ -50,8 +50,8 @@ pub enum WatchError {
 /// With `watch.leader_lock` (the default), only the replica holding
 /// `<kv_prefix>/watch/leader` works; the others wait, and take over (state
 /// reloaded from KV) when it goes away. The lock is released on shutdown.
-pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), WatchError> {
-    let client = Client::new(&config.consul).map_err(WatchError::Consul)?;
+pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingError> {
+    let client = Client::new(&config.consul).map_err(AlertingError::Consul)?;
     let receivers = Receivers::from_config(&config.notify)?;
     let prefix = config.consul.kv_prefix.trim_end_matches('/');
     let outbox = Outbox::new(client.clone(), prefix, &config.notify);
@@ -62,7 +62,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), WatchError> 
     );
     loop {
         let leadership = if config.watch.leader_lock {
-            match lock.acquire(&cancel).await.map_err(WatchError::Lock)? {
+            match lock.acquire(&cancel).await.map_err(AlertingError::Lock)? {
                 Some(l) => Some(l),
                 None => return Ok(()),
             }
@@ -88,7 +88,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), WatchError> 
             config.consul.max_wait,
         );
         let sending = tokio::spawn(sender.run(round.clone()));
-        let direct = super::watch::Direct {
+        let direct = Direct {
             receivers: receivers.clone(),
             router: Router::new(&config.notify),
             send_timeout: config.notify.send_timeout,

@@ -11,16 +11,14 @@
 //! order (there is none): [`sort_newest_first`] decides.
 
 pub mod manifest;
+#[cfg(any(test, feature = "test-util"))]
 mod memory;
 mod sdk;
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
+#[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryRegistry;
 pub use sdk::SdkRegistry;
 
@@ -31,33 +29,7 @@ pub const ARTIFACT_TAG: &str = "rollgate:artifact";
 /// The tag that carries the AMI's version of the artifact.
 pub const VERSION_TAG: &str = "rollgate:version";
 
-/// An AMI as the registry sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Image {
-    /// `ami-...`.
-    pub image_id: String,
-    /// The AMI name (free text, for people).
-    pub name: String,
-    /// The [`ARTIFACT_TAG`] value, `None` for an untagged image.
-    pub artifact: Option<String>,
-    /// The [`VERSION_TAG`] value, `None` when not tagged.
-    pub version: Option<String>,
-    /// EC2's image state: `available`, `pending`, `failed`, ...; only
-    /// available images can launch.
-    pub state: String,
-    /// When the AMI was created (one-second resolution in some emulators).
-    #[serde(with = "humantime_serde")]
-    pub creation_date: Option<SystemTime>,
-    /// Every tag of the image (behaviour tags of the sandbox included).
-    pub tags: BTreeMap<String, String>,
-}
-
-impl Image {
-    /// Whether EC2 can launch it.
-    pub fn is_available(&self) -> bool {
-        self.state == "available"
-    }
-}
+pub use rollgate_core::fleet::Image;
 
 /// Where AMIs are published and found.
 ///

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use rollgate_core::Params;
+use rollgate_core::plan::PlanSettings;
+
 use crate::config::Problems;
 
 /// Settings of `rollgate coordinator` as a whole.
@@ -81,7 +84,20 @@ pub struct ServiceConfig {
     #[serde(with = "humantime_serde")]
     pub expected_boot_time: Duration,
     /// How to roll.
-    pub rollout: RolloutParams,
+    #[serde(with = "params_toml")]
+    pub rollout: Params,
+}
+
+impl ServiceConfig {
+    /// What the rollout core needs to plan this service.
+    pub fn plan_settings(&self) -> PlanSettings<'_> {
+        PlanSettings {
+            service: &self.name,
+            params: &self.rollout,
+            approval_timeout: self.approval_timeout,
+            expected_boot_time: self.expected_boot_time,
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -94,53 +110,83 @@ impl Default for ServiceConfig {
             approval: Approval::Manual,
             approval_timeout: Duration::from_secs(72 * 3600),
             expected_boot_time: Duration::from_secs(60),
-            rollout: RolloutParams::default(),
+            rollout: Params::default(),
         }
     }
 }
 
-/// Rollout parameters (semantics: Nomad's update stanza and EC2 instance
-/// refresh, restated).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RolloutParams {
-    /// New instances launched per step.
-    pub batch_size: u32,
-    /// A new instance must pass, without interruption, this long to count
-    /// as healthy.
-    #[serde(with = "humantime_serde")]
-    pub min_healthy_time: Duration,
-    /// A new instance not healthy by then fails the rollout.
-    #[serde(with = "humantime_serde")]
-    pub healthy_deadline: Duration,
-    /// Restarts whenever an instance becomes healthy; expiry fails the
-    /// rollout (a stuck rollout must not hang forever).
-    #[serde(with = "humantime_serde")]
-    pub progress_deadline: Duration,
-    /// Launch this many first and pause until promoted.
-    pub canary: u32,
-    /// Promote the canary by itself after `bake_time`.
-    pub auto_promote: bool,
-    /// After the last batch (and for an auto-promoted canary), keep watching
-    /// this long before declaring success.
-    #[serde(with = "humantime_serde")]
-    pub bake_time: Duration,
-    /// On failure, return the group to the last stable image and version.
-    pub auto_revert: bool,
-}
+/// How `[services.rollout]` is spelled in the configuration: the core's
+/// [`Params`] with durations as humantime strings (`"10s"`) and unknown keys
+/// rejected. Used only through `#[serde(with = "params_toml")]`, so the
+/// configuration deserialises into the core's type and the core knows
+/// nothing of the file format.
+pub(crate) mod params_toml {
+    use std::time::Duration;
 
-impl Default for RolloutParams {
-    fn default() -> Self {
-        Self {
-            batch_size: 1,
-            min_healthy_time: Duration::from_secs(10),
-            healthy_deadline: Duration::from_secs(300),
-            progress_deadline: Duration::from_secs(600),
-            canary: 0,
-            auto_promote: false,
-            bake_time: Duration::ZERO,
-            auto_revert: true,
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Params;
+
+    /// The file's shape; every field documented in config/rollgate.toml.
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Section {
+        batch_size: u32,
+        #[serde(with = "humantime_serde")]
+        min_healthy_time: Duration,
+        #[serde(with = "humantime_serde")]
+        healthy_deadline: Duration,
+        #[serde(with = "humantime_serde")]
+        progress_deadline: Duration,
+        canary: u32,
+        auto_promote: bool,
+        #[serde(with = "humantime_serde")]
+        bake_time: Duration,
+        auto_revert: bool,
+    }
+
+    impl Default for Section {
+        fn default() -> Self {
+            Section::from(&Params::default())
         }
+    }
+
+    impl From<&Params> for Section {
+        fn from(p: &Params) -> Self {
+            Section {
+                batch_size: p.batch_size,
+                min_healthy_time: p.min_healthy_time,
+                healthy_deadline: p.healthy_deadline,
+                progress_deadline: p.progress_deadline,
+                canary: p.canary,
+                auto_promote: p.auto_promote,
+                bake_time: p.bake_time,
+                auto_revert: p.auto_revert,
+            }
+        }
+    }
+
+    impl From<Section> for Params {
+        fn from(s: Section) -> Self {
+            Params {
+                batch_size: s.batch_size,
+                min_healthy_time: s.min_healthy_time,
+                healthy_deadline: s.healthy_deadline,
+                progress_deadline: s.progress_deadline,
+                canary: s.canary,
+                auto_promote: s.auto_promote,
+                bake_time: s.bake_time,
+                auto_revert: s.auto_revert,
+            }
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(p: &Params, s: S) -> Result<S::Ok, S::Error> {
+        Section::from(p).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Params, D::Error> {
+        Section::deserialize(d).map(Params::from)
     }
 }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alerting::{Direct, Watcher};
 use crate::aws::Fleet;
 use crate::aws::registry::Registry;
 use crate::aws::retry::{RetryPolicy, Retrying};
@@ -42,7 +43,6 @@ use crate::rollout::machine::{Capacity, Rollout, RolloutSpec, StableRef};
 use crate::rollout::plan::now_ms;
 use crate::rollout::store::Store;
 use crate::shutdown::Shutdown;
-use crate::watch::{Direct, Watcher};
 
 use self::config::ServiceConfig;
 use self::planner::{PlanError, Planner, RoundResult};
@@ -379,7 +379,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
             target_version: plan.target.version.clone(),
             target_template_version: None,
             stable,
-            params: (&plan.params).into(),
+            params: plan.params.clone(),
             original: Capacity {
                 min: group.min_size,
                 max: group.max_size,

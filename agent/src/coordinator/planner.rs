@@ -135,8 +135,9 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
         self.ensure_leader().await?;
         let id = self.store.next_plan_id(&svc.name).await?;
         let current_image = self.registry.describe_image(&running).await.ok().flatten();
+        let template = template.view();
         let plan = plan::compute(&PlanInput {
-            service: svc,
+            service: svc.plan_settings(),
             id: id.clone(),
             group: &group,
             instances: &instances,

@@ -62,6 +62,10 @@ pub enum ExecError {
     /// This replica is no longer the leader: stop at once.
     #[error("leadership lost; the rollout continues on the new leader")]
     NotLeader,
+    /// Asked to record the end of a rollout that is still running (a bug in
+    /// the caller: nothing is written).
+    #[error("the rollout is still {0}; it has no outcome to record")]
+    NotOver(&'static str),
 }
 
 /// Drives one service's active rollout.
@@ -195,7 +199,7 @@ impl<F: Fleet> Executor<'_, F> {
         let obs = Observation {
             group: view.group.clone(),
             instances: view.instances.clone(),
-            health: Observation::health_by_instance(&entries.value),
+            health: super::health::health_by_instance(&entries.value),
             commands: commands.into_iter().map(|(_, _, c)| c).collect(),
             created_template_version: created,
         };
@@ -332,22 +336,10 @@ impl<F: Fleet> Executor<'_, F> {
 
     /// Records the outcome on the plan and archives the rollout.
     async fn finish(&self, rollout: &Rollout, index: u64) -> Result<Outcome, ExecError> {
-        use machine::State;
-        let (result, reason) = match &rollout.state {
-            State::Succeeded { .. } => ("succeeded", String::new()),
-            State::Reverted {
-                reason, aborted, ..
-            } => (
-                if *aborted { "aborted" } else { "reverted" },
-                reason.clone(),
-            ),
-            State::Failed { reason, .. } => ("failed", reason.clone()),
-            _ => ("failed", "rollout ended in an unexpected state".to_string()),
-        };
-        let outcome = Outcome {
-            result: result.into(),
-            at: now_ms(),
-            reason,
+        let Some(outcome) = rollout.outcome(now_ms()) else {
+            // The loop only finishes terminal rollouts; a caller that did
+            // otherwise is a bug, not a rollout result to record.
+            return Err(ExecError::NotOver(rollout.state.name()));
         };
         self.ensure_leader().await?;
         for _ in 0..20 {
@@ -361,8 +353,8 @@ impl<F: Fleet> Executor<'_, F> {
             }
         }
         self.store.archive_rollout(rollout, index).await?;
-        tracing::info!(service = %rollout.spec.service, rollout = %rollout.spec.id, result,
-            reason = %outcome.reason, "Rollout finished.");
+        tracing::info!(service = %rollout.spec.service, rollout = %rollout.spec.id,
+            result = %outcome, reason = %outcome.reason(), "Rollout finished.");
         Ok(outcome)
     }
 }

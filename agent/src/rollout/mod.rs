@@ -1,15 +1,15 @@
-//! The rollout: plan, approval, the pure state machine, the executor.
+//! The rollout as the coordinator runs it: the pure core (plans, the state
+//! machine, their rendering) lives in the `rollgate-core` crate and is
+//! re-exported here; this module adds what touches the world.
 //!
-//! - [`plan`]: what runs against what would run, and the decision on it (pure).
-//! - [`machine`]: the pure rollout state machine: (state, observation, now)
-//!   to (next state, actions); no I/O.
+//! - [`plan`], [`machine`], [`render`]: re-exported from `rollgate_core`.
+//! - [`health`]: Consul's health answer mapped to what the machine reads.
 //! - [`executor`]: drives a rollout: observe, step, act, persist.
-//! - [`render`]: plans as operators read them (`rollgate plan`).
 //! - [`store`]: plans, triggers and rollout state in Consul KV, written with
 //!   check-and-set.
 
 pub mod executor;
-pub mod machine;
-pub mod plan;
-pub mod render;
+pub mod health;
 pub mod store;
+
+pub use rollgate_core::{machine, plan, render};

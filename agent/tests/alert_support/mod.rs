@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
+use rollgate::alerting::Watcher;
 use rollgate::config::{Config, Secret};
 use rollgate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration};
 use rollgate::consul::{self, Client};
 use rollgate::notify::config::{EmailReceiver, ReceiverConfig, SlackReceiver, TlsMode};
 use rollgate::notify::{Outbox, Receivers, Sender};
-use rollgate::watch::Watcher;
 use sandbox::consul::{Server, ServerHandle};
 use sandbox::slack::{SlackHandle, SlackServer};
 use sandbox::smtp::{SmtpHandle, SmtpServer};

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Group, GroupInstance, Instance};
-use crate::consul::types::{CheckStatus, HealthCheck, ServiceEntry};
-use crate::node::registration::META_INSTANCE_ID;
+use crate::fleet::{Group, GroupInstance, Instance};
+use crate::health::CheckStatus;
 
 /// One tick's view of the world, built by the executor from reads only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +20,7 @@ pub struct Observation {
     /// runs (the truth about "already on the target") and its EC2 state.
     pub instances: Vec<Instance>,
     /// Consul health by EC2 instance ID: the service instance whose Meta
-    /// `instance_id` is that ID (see [`Observation::health_by_instance`]). A
+    /// `instance_id` is that ID (the executor maps Consul's answer). A
     /// missing key means "not registered in Consul".
     pub health: BTreeMap<String, Health>,
     /// Operator commands not yet consumed, oldest first. The executor deletes
@@ -51,7 +50,8 @@ pub struct CheckFailure {
     pub check_id: String,
     /// Its human name.
     pub name: String,
-    /// Warning, critical or unknown.
+    /// Warning, critical or unknown (passing only on the way into
+    /// [`Health::from_checks`]).
     pub status: CheckStatus,
     /// Its last output.
     pub output: String,
@@ -86,22 +86,28 @@ impl Health {
         }
     }
 
-    /// From the checks of one service entry (service and node checks).
-    pub fn from_checks<'a>(checks: impl IntoIterator<Item = &'a HealthCheck>) -> Self {
+    /// From every check of one service instance (service and node checks),
+    /// passing ones included: those are dropped, the rest are the failures.
+    pub fn from_checks(checks: impl IntoIterator<Item = CheckFailure>) -> Self {
         let failing: Vec<CheckFailure> = checks
             .into_iter()
-            .filter(|c| c.status() != CheckStatus::Passing)
+            .filter(|c| c.status != CheckStatus::Passing)
             .map(|c| CheckFailure {
-                check_id: c.check_id.clone(),
-                name: c.name.clone(),
-                status: c.status(),
                 output: c.output.trim().to_owned(),
+                ..c
             })
             .collect();
         Self {
             all_passing: failing.is_empty(),
             failing,
         }
+    }
+
+    /// Merges the health of a second service instance that maps to the same
+    /// EC2 instance (a stale registration): both must pass.
+    pub fn merge(&mut self, other: Health) {
+        self.all_passing &= other.all_passing;
+        self.failing.extend(other.failing);
     }
 
     /// The failing checks in words: `check ID "name" is critical: output`.
@@ -123,28 +129,6 @@ impl Health {
 }
 
 impl Observation {
-    /// Maps `GET /v1/health/service/:service` entries to EC2 instance IDs
-    /// through Meta `instance_id`. Entries without it are ignored; two
-    /// entries for one instance (a stale registration) must both pass.
-    pub fn health_by_instance(entries: &[ServiceEntry]) -> BTreeMap<String, Health> {
-        let mut out: BTreeMap<String, Health> = BTreeMap::new();
-        for e in entries {
-            let Some(id) = e
-                .service
-                .meta
-                .as_ref()
-                .and_then(|m| m.get(META_INSTANCE_ID))
-            else {
-                continue;
-            };
-            let h = Health::from_checks(&e.checks);
-            let slot = out.entry(id.clone()).or_insert_with(Health::passing);
-            slot.all_passing &= h.all_passing;
-            slot.failing.extend(h.failing);
-        }
-        out
-    }
-
     /// The group member with this ID.
     pub fn member(&self, id: &str) -> Option<&GroupInstance> {
         self.group.instances.iter().find(|m| m.instance_id == id)

@@ -2,75 +2,9 @@
 //! stable version to fall back on, the parameters and the capacity to
 //! restore. Part of the persisted [`Rollout`](super::Rollout).
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use super::time::millis;
-use crate::coordinator::config::RolloutParams;
-
-/// The rollout parameters (semantics.md, "Rollout parameters"), as the
-/// machine persists them: durations in milliseconds, so a stored state does
-/// not depend on how the configuration spells durations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Params {
-    /// New instances launched per batch (Nomad `max_parallel`); 0 is read
-    /// as 1, so a bad value cannot stall a rollout.
-    pub batch_size: u32,
-    /// How long a new instance must pass, without interruption, to count as
-    /// healthy; any non-passing observation restarts its timer.
-    #[serde(rename = "min_healthy_time_ms", with = "millis")]
-    pub min_healthy_time: Duration,
-    /// A new instance not healthy this long after it was first seen fails
-    /// the rollout.
-    #[serde(rename = "healthy_deadline_ms", with = "millis")]
-    pub healthy_deadline: Duration,
-    /// Starts with the rollout and restarts whenever an instance becomes
-    /// healthy; expiry fails the rollout (a stuck rollout must not hang).
-    #[serde(rename = "progress_deadline_ms", with = "millis")]
-    pub progress_deadline: Duration,
-    /// Launch this many first and pause until promoted; 0 = no canary.
-    pub canary: u32,
-    /// Promote the canary without an operator once it has been healthy for
-    /// `bake_time`.
-    pub auto_promote: bool,
-    /// After the last batch (and before auto-promoting a canary), keep
-    /// watching this long before declaring success.
-    #[serde(rename = "bake_time_ms", with = "millis")]
-    pub bake_time: Duration,
-    /// On failure, return the group to the stable version; when false the
-    /// rollout stops where it failed, for an operator to look (and abort).
-    pub auto_revert: bool,
-}
-
-impl Default for Params {
-    /// The defaults of semantics.md.
-    fn default() -> Self {
-        Self::from(&RolloutParams::default())
-    }
-}
-
-impl From<&RolloutParams> for Params {
-    fn from(p: &RolloutParams) -> Self {
-        Self {
-            batch_size: p.batch_size,
-            min_healthy_time: p.min_healthy_time,
-            healthy_deadline: p.healthy_deadline,
-            progress_deadline: p.progress_deadline,
-            canary: p.canary,
-            auto_promote: p.auto_promote,
-            bake_time: p.bake_time,
-            auto_revert: p.auto_revert,
-        }
-    }
-}
-
-impl Params {
-    /// The batch size, at least 1.
-    pub fn batch(&self) -> u32 {
-        self.batch_size.max(1)
-    }
-}
+pub use crate::params::Params;
 
 /// The last version known good: what a revert returns to and what the next
 /// plan compares against.

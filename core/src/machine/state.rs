@@ -293,6 +293,31 @@ impl Rollout {
     pub fn is_terminal(&self) -> bool {
         self.state.is_terminal()
     }
+
+    /// How it ended, stamped `at`; `None` while it is not over.
+    pub fn outcome(&self, at: crate::plan::Millis) -> Option<crate::plan::Outcome> {
+        use crate::plan::Outcome;
+        Some(match &self.state {
+            State::Succeeded { .. } => Outcome::Succeeded { at },
+            State::Reverted {
+                reason,
+                aborted: true,
+                ..
+            } => Outcome::Aborted {
+                at,
+                reason: reason.clone(),
+            },
+            State::Reverted { reason, .. } => Outcome::Reverted {
+                at,
+                reason: reason.clone(),
+            },
+            State::Failed { reason, .. } => Outcome::Failed {
+                at,
+                reason: reason.clone(),
+            },
+            _ => return None,
+        })
+    }
 }
 
 impl State {

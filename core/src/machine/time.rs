@@ -62,7 +62,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// A duration in whole milliseconds, saturating.
-pub(super) fn millis_of(d: Duration) -> u64 {
+pub(crate) fn millis_of(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -72,7 +72,7 @@ pub(super) fn human(d: Duration) -> String {
 }
 
 /// Serde for `Duration` as a number of milliseconds (`"bake_time_ms": 0`).
-pub(super) mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::aws::{GroupInstance, LaunchTemplateRef};
+use crate::fleet::{GroupInstance, LaunchTemplateRef, TemplateVersion};
 
 pub(crate) fn image(id: &str, version: &str) -> Image {
     Image {
@@ -17,19 +17,20 @@ pub(crate) fn image(id: &str, version: &str) -> Image {
     }
 }
 
-pub(crate) fn service() -> ServiceConfig {
-    ServiceConfig {
-        name: "web".into(),
-        auto_scaling_group: "web-asg".into(),
-        launch_template: "web-lt".into(),
-        artifact: "acmeinc/web".into(),
+pub(crate) fn params() -> Params {
+    Params {
+        batch_size: 2,
+        min_healthy_time: Duration::from_secs(30),
+        ..Params::default()
+    }
+}
+
+pub(crate) fn settings(params: &Params) -> PlanSettings<'_> {
+    PlanSettings {
+        service: "web",
+        params,
+        approval_timeout: Duration::from_secs(72 * 3600),
         expected_boot_time: Duration::from_secs(60),
-        rollout: RolloutParams {
-            batch_size: 2,
-            min_healthy_time: Duration::from_secs(30),
-            ..RolloutParams::default()
-        },
-        ..ServiceConfig::default()
     }
 }
 
@@ -78,19 +79,17 @@ pub(crate) fn instances(pairs: &[(&str, &str)]) -> Vec<Instance> {
         .collect()
 }
 
-pub(crate) fn template() -> LaunchTemplateVersion {
-    LaunchTemplateVersion {
+pub(crate) fn template() -> TemplateVersion {
+    TemplateVersion {
         template_id: "lt-0123".into(),
         template_name: "web-lt".into(),
         version_number: 4,
         image_id: Some("ami-old".into()),
-        description: None,
-        data: Default::default(),
     }
 }
 
 pub(crate) fn sample_plan() -> Plan {
-    let svc = service();
+    let params = params();
     let g = group(&["i-1", "i-2", "i-3", "i-4", "i-5", "i-6"]);
     let inst = instances(&[
         ("i-1", "ami-old"),
@@ -104,7 +103,7 @@ pub(crate) fn sample_plan() -> Plan {
     let old = image("ami-old", "1.2.3");
     let new = image("ami-new", "1.3.0");
     compute(&PlanInput {
-        service: &svc,
+        service: settings(&params),
         id: "web-3".into(),
         group: &g,
         instances: &inst,
@@ -138,9 +137,9 @@ fn compute_replaces_only_instances_off_target() {
 
 #[test]
 fn batches_count_the_canary_step() {
-    let mut r = RolloutParams {
+    let mut r = Params {
         batch_size: 3,
-        ..RolloutParams::default()
+        ..Params::default()
     };
     assert_eq!(batches(0, &r), 0);
     assert_eq!(batches(12, &r), 4);

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;

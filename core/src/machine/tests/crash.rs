@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::world::{NEW, OLD, World, params, spec};
-use crate::rollout::machine::{Action, Rollout, State, step};
+use crate::machine::{Action, Rollout, State, step};
 
 /// The smallest pieces an executor performs one by one (one termination
 /// per instance), so a crash can fall inside an action.

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use super::world::{NEW, World, params, spec};
-use crate::rollout::machine::{
-    Action, HEARTBEAT, OBSERVATION_GAP, Rollout, RolloutEvent, State, Timestamp,
-};
+use crate::machine::{Action, HEARTBEAT, OBSERVATION_GAP, Rollout, RolloutEvent, State, Timestamp};
 
 /// Steps until the first batch's new instances are all known (their
 /// healthy deadlines running).
@@ -132,12 +130,12 @@ fn a_short_silence_moves_no_deadline() {
 fn a_pause_is_not_counted_twice() {
     let mut w = World::new(2, 0);
     let (r, launched) = broken_batch_a_minute_in(&mut w);
-    w.commands.push(crate::rollout::machine::Command::Pause);
+    w.commands.push(crate::machine::Command::Pause);
     let r = w.run_until(r, Duration::from_secs(2), |_, _| false);
     assert!(matches!(r.state, State::Paused { .. }));
     // Nobody observes for ten minutes while it is paused.
     silence(&mut w, Duration::from_secs(600));
-    w.commands.push(crate::rollout::machine::Command::Resume);
+    w.commands.push(crate::machine::Command::Resume);
     let r = w.run(r);
     assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);
     let after = failed_at(&w).since(launched).as_secs();

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::world::{NEW, OLD, World, critical, params, passing, spec};
-use crate::rollout::machine::{Action, Command, Rollout, RolloutEvent, State};
+use crate::machine::{Action, Command, Rollout, RolloutEvent, State};
 
-fn canary_params() -> crate::rollout::machine::Params {
+fn canary_params() -> crate::machine::Params {
     let mut p = params();
     p.canary = 1;
     p

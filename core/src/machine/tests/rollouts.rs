@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::world::{NEW, World, params, spec};
-use crate::rollout::machine::{Action, Rollout, RolloutEvent, State};
+use crate::machine::{Action, Rollout, RolloutEvent, State};
 
 #[test]
 fn good_rollout_surges_batch_by_batch_and_succeeds() {

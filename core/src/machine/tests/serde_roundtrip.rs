@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::world::{NEW, T0, World, critical, params, passing, spec};
-use crate::rollout::machine::{
+use crate::machine::{
     Action, Batch, Canary, NewInstance, Observation, Retire, Revert, RevertCause, RevertStage,
     Rollout, RolloutEvent, State, Timestamp,
 };

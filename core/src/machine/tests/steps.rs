@@ -1,16 +1,12 @@
 //! Single steps: timers, terminal states, template creation, choices made
-//! before acting, the world diverging, Consul health mapping.
+//! before acting, the world diverging.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::world::{NEW, World, params, passing, spec};
-use crate::consul::types::{AgentService, CheckStatus, HealthCheck, ServiceEntry};
-use crate::rollout::machine::{
-    Action, Command, Observation, Rollout, RolloutEvent, State, Timestamp, step,
-};
+use super::world::{NEW, World, params, spec};
+use crate::machine::{Action, Command, Rollout, RolloutEvent, State, Timestamp, step};
 
 fn launching_with_one_instance() -> (World, Rollout, Rc<Cell<bool>>) {
     let mut w = World::new(1, 0);
@@ -238,64 +234,4 @@ fn wake_at_is_the_earliest_timer() {
     let t = w.now;
     let r = w.step(&r).next;
     assert_eq!(r.wake_at(), Some(t.plus(Duration::from_secs(10))));
-}
-
-#[test]
-fn consul_entries_map_to_instances_through_meta() {
-    let check = |id: &str, status, output: &str| HealthCheck {
-        check_id: id.into(),
-        name: format!("{id} check"),
-        status: Some(status),
-        output: format!("{output}\n"),
-        ..HealthCheck::default()
-    };
-    let entry = |instance: Option<&str>, checks| ServiceEntry {
-        service: AgentService {
-            meta: instance.map(|i| BTreeMap::from([("instance_id".to_owned(), i.to_owned())])),
-            ..AgentService::default()
-        },
-        checks,
-        ..ServiceEntry::default()
-    };
-    let entries = vec![
-        entry(
-            Some("i-1"),
-            vec![
-                check("serfHealth", CheckStatus::Passing, ""),
-                check("web-i-1:agent", CheckStatus::Passing, "ok"),
-            ],
-        ),
-        entry(
-            Some("i-2"),
-            vec![
-                check("serfHealth", CheckStatus::Passing, ""),
-                check(
-                    "_service_maintenance:web-i-2",
-                    CheckStatus::Critical,
-                    "draining",
-                ),
-            ],
-        ),
-        entry(
-            Some("i-3"),
-            vec![check("web-i-3:agent", CheckStatus::Passing, "")],
-        ),
-        // A stale second registration for i-3 that fails.
-        entry(
-            Some("i-3"),
-            vec![check("web-i-3b:agent", CheckStatus::Warning, "429")],
-        ),
-        entry(None, vec![check("x", CheckStatus::Critical, "")]),
-    ];
-    let h = Observation::health_by_instance(&entries);
-    assert_eq!(h.len(), 3);
-    assert_eq!(h["i-1"], passing());
-    assert!(!h["i-2"].all_passing, "maintenance mode is not passing");
-    assert_eq!(
-        h["i-2"].describe(),
-        "check _service_maintenance:web-i-2 \"_service_maintenance:web-i-2 check\" is critical: draining"
-    );
-    assert!(!h["i-3"].all_passing);
-    assert_eq!(h["i-3"].failing.len(), 1);
-    assert_eq!(h["i-3"].failing[0].status, CheckStatus::Warning);
 }

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::aws::{Group, GroupInstance, Instance, LaunchTemplateRef};
-use crate::consul::types::CheckStatus;
-use crate::rollout::machine::{
+use crate::fleet::{Group, GroupInstance, Instance, LaunchTemplateRef};
+use crate::health::CheckStatus;
+use crate::machine::{
     Action, Capacity, CheckFailure, Command, Health, Observation, Params, Rollout, RolloutEvent,
     RolloutSpec, StableRef, Step, Timestamp, step,
 };
