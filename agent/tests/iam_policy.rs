@@ -11,6 +11,13 @@
 //! `src/operation/<name>.rs` exists and declares the API name, e.g.
 //! `Metadata::new("DescribeImages", "EC2")`. A method that is no operation
 //! (`clone`, `config`) is not counted.
+//!
+//! The conditions too: the statements that let the coordinator launch and
+//! tag images must name the tag the code publishes images under
+//! (`aws::registry::ARTIFACT_TAG`), and every tag key the code writes must
+//! fall under the policy's `rollgate:*` tag-key condition. `terraform test`
+//! (infra/tests/stack.tftest.hcl) evaluates the same policy with mock
+//! providers and asserts every condition value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -340,4 +347,123 @@ fn the_scanner_ignores_comments_strings_and_non_operations() {
 
     let hcl = "locals {\n  a_actions = [\n    \"ec2:A\", # why\n    \"ec2:B\",\n  ]\n  b = [for x in local.a_actions : x]\n}";
     assert_eq!(hcl_list(hcl, "a_actions"), ["ec2:A", "ec2:B"]);
+}
+
+/// The value of `pub const NAME: &str = "...";` in a Rust source file.
+fn rust_str_const(text: &str, name: &str) -> String {
+    let decl = format!("pub const {name}: &str = \"");
+    let at = text
+        .find(&decl)
+        .unwrap_or_else(|| panic!("no `{decl}...\";` in the source"));
+    let rest = &text[at + decl.len()..];
+    rest[..rest.find('"').expect("the string literal is closed")].to_owned()
+}
+
+/// The text of each statement of `infra/iam.tf`, by `Sid` (the statements
+/// are HCL objects inside `jsonencode`): from the `Sid =` line to the brace
+/// that closes its object, the first `}` indented less than the `Sid` line.
+/// A `Sid` used by several policies keeps its last statement.
+fn iam_statements(iam: &str) -> BTreeMap<String, String> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let lines: Vec<&str> = iam.lines().collect();
+    let mut statements = BTreeMap::new();
+    for (at, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let Some(rest) = trimmed.strip_prefix("Sid") else {
+            continue;
+        };
+        if !rest.trim_start().starts_with('=') {
+            continue;
+        }
+        let Some(sid) = rest.split('"').nth(1) else {
+            continue;
+        };
+        let body: Vec<&str> = lines[at..]
+            .iter()
+            .take_while(|l| !(l.trim_start().starts_with('}') && indent(l) < indent(line)))
+            .copied()
+            .collect();
+        statements.insert(sid.to_owned(), body.join("\n"));
+    }
+    statements
+}
+
+#[test]
+fn launch_and_tag_conditions_use_the_tags_the_code_writes() {
+    let root = workspace();
+    let iam =
+        std::fs::read_to_string(root.join("infra").join("iam.tf")).expect("read infra/iam.tf");
+    let registry = std::fs::read_to_string(root.join("agent/src/aws/registry.rs"))
+        .expect("read agent/src/aws/registry.rs");
+    let artifact_tag = rust_str_const(&registry, "ARTIFACT_TAG");
+    let version_tag = rust_str_const(&registry, "VERSION_TAG");
+    let statements = iam_statements(&iam);
+
+    let run: Vec<(&String, &String)> = statements
+        .iter()
+        .filter(|(_, text)| text.contains("\"ec2:RunInstances\""))
+        .collect();
+    assert!(
+        run.len() >= 4,
+        "infra/iam.tf: ec2:RunInstances must be split per resource kind (template, image, subnets, \
+         security groups, created resources), found {:?}",
+        run.iter().map(|(sid, _)| sid).collect::<Vec<_>>()
+    );
+    for (sid, text) in &run {
+        assert!(
+            text.contains("local.from_web_template"),
+            "infra/iam.tf: statement {sid} allows ec2:RunInstances without requiring the web launch \
+             template (local.from_web_template)"
+        );
+        let open = text
+            .lines()
+            .any(|l| l.trim().starts_with("Resource") && l.trim().ends_with("\"*\""));
+        assert!(
+            !open,
+            "infra/iam.tf: statement {sid} allows ec2:RunInstances on \"*\""
+        );
+    }
+
+    let wanted = format!("\"ec2:ResourceTag/{artifact_tag}\"");
+    for sid in ["RunArtifactImages", "TagArtifactImages"] {
+        let text = statements
+            .get(sid)
+            .unwrap_or_else(|| panic!("infra/iam.tf has no statement {sid}"));
+        assert!(
+            text.contains(&wanted),
+            "infra/iam.tf: statement {sid} must select images by {wanted}, the tag the registry \
+             publishes them under (agent/src/aws/registry.rs ARTIFACT_TAG)"
+        );
+    }
+    assert!(
+        statements["RunArtifactImages"].contains("\"ec2:Owner\""),
+        "infra/iam.tf: RunArtifactImages must pin the image owner to this account (no public AMIs)"
+    );
+
+    // The image tagging statement allows only keys under rollgate:.
+    assert!(
+        statements["TagArtifactImages"].contains("\"aws:TagKeys\" = [\"rollgate:*\"]"),
+        "infra/iam.tf: TagArtifactImages must limit tag keys to rollgate:*"
+    );
+    for tag in [&artifact_tag, &version_tag] {
+        assert!(
+            tag.starts_with("rollgate:"),
+            "the registry writes tag {tag}, which the rollgate:* tag-key condition of \
+             TagArtifactImages does not allow"
+        );
+    }
+}
+
+#[test]
+fn the_statement_splitter_finds_each_statement() {
+    let iam = "x = [\n  {\n    Sid = \"A\"\n    Resource = \"*\"\n    Condition = {\n      X = 1\n    }\n  },\n  # \"ec2:RunInstances\" in a comment\n  {\n    Sid    = \"B\"\n    Action = \"ec2:RunInstances\"\n  },\n]";
+    let statements = iam_statements(iam);
+    assert_eq!(statements.keys().collect::<Vec<_>>(), ["A", "B"]);
+    assert!(statements["A"].contains("Resource") && statements["A"].contains("X = 1"));
+    assert!(!statements["A"].contains("RunInstances"));
+    assert!(statements["B"].contains("RunInstances"));
+    assert_eq!(
+        rust_str_const("pub const T: &str = \"rollgate:x\";", "T"),
+        "rollgate:x"
+    );
 }
