@@ -25,6 +25,20 @@
 //! hooks, standby, and the effect of suspended processes (they are only
 //! recorded). Failures can be injected per call with
 //! [`MemoryFleet::fail_next`].
+//!
+//! # Tests only
+//!
+//! Compiled with `cfg(test)` (this crate's unit tests) or the `test-util`
+//! feature (its integration tests, through the dev-dependency of `rollgate`
+//! on itself); never in the product, which must not carry a fake fleet.
+//! A feature rather than a separate `testkit` crate because the unit tests
+//! inside this crate use the fake too (`aws::retry`'s tests, for one):
+//! a `testkit` crate would depend on the *library* `rollgate`, a different
+//! crate from the one `cargo test --lib` compiles, so its `MemoryFleet` would
+//! implement another copy of [`Fleet`] and the unit tests could not use it.
+//! It also builds errors with the crate-private constructors of
+//! [`Error`]. `tests/product_build.rs` checks that a normal build leaves
+//! the feature off.
 
 mod state;
 

@@ -1,7 +1,8 @@
 //! The AWS boundary: what a rollout needs of EC2 and Auto Scaling
 //! ([`Fleet`]), its SDK implementation ([`sdk::SdkFleet`]), a retrying
-//! decorator ([`retry::Retrying`]), an in-memory fake ([`memory::MemoryFleet`])
-//! and the AMI artifact registry ([`registry`]).
+//! decorator ([`retry::Retrying`]), the AMI artifact registry ([`registry`]),
+//! and, for tests only, an in-memory fake (`memory::MemoryFleet`, compiled
+//! with `cfg(test)` or the `test-util` feature, never in the product).
 //!
 //! What this module must never do:
 //!
@@ -20,7 +21,7 @@
 //! with `Send` futures declared in the trait, not `#[async_trait]`: no boxing,
 //! no macro. The price is that they are not object-safe; code that needs a
 //! fleet takes it as a generic parameter (`F: Fleet`), which is also what lets
-//! tests pass a [`memory::MemoryFleet`].
+//! tests pass a `memory::MemoryFleet`.
 //!
 //! All SDK calls live in [`sdk`] and [`registry`], on receivers named `ec2` and
 //! `autoscaling`; `tests/iam_policy.rs` derives the coordinator's IAM actions
@@ -28,6 +29,7 @@
 
 pub mod error;
 mod fleet;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod registry;
 pub mod retry;

@@ -5,9 +5,11 @@
 //! chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials from the environment,
 //! profile, web identity or the instance profile), HTTPS through rustls, and
 //! the SDK's standard retries for quick blips; [`crate::aws::retry::Retrying`]
-//! adds slower retries on top. Tests: [`test_config`] /
-//! [`SdkFleet::for_endpoint`] point at an emulator with static dummy
-//! credentials, SDK retries off and short time-outs.
+//! adds slower retries on top. Tests: `test_config` /
+//! `SdkFleet::for_endpoint` point at an emulator with static dummy
+//! credentials, SDK retries off and short time-outs; they exist only with
+//! `cfg(test)` or the `test-util` feature, so the product carries no dummy
+//! credentials.
 //!
 //! This module must never log or return credentials, and every call it makes
 //! is one of the operations `tests/iam_policy.rs` finds on the `ec2` and
@@ -24,7 +26,9 @@ mod config;
 mod convert;
 mod templates;
 
-pub use config::{load_config, test_config};
+pub use config::load_config;
+#[cfg(any(test, feature = "test-util"))]
+pub use config::test_config;
 use convert::{instance_from_sdk, template_ref, warn_skipped};
 
 const DESCRIBE_GROUPS: &str = "autoscaling:DescribeAutoScalingGroups";
@@ -64,6 +68,7 @@ impl SdkFleet {
     }
 
     /// Clients for an emulator; see [`test_config`].
+    #[cfg(any(test, feature = "test-util"))]
     pub fn for_endpoint(endpoint_url: &str, region: &str) -> Self {
         Self::new(&test_config(endpoint_url, region))
     }

@@ -1,4 +1,7 @@
 //! [`MemoryRegistry`]: an in-memory [`Registry`] for pure-logic tests.
+//!
+//! Tests only, like [`crate::aws::memory`] (see there why a feature and not a
+//! separate crate): compiled with `cfg(test)` or the `test-util` feature.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 
 /// The SDK configuration for production: the standard AWS chain, with an
 /// optional region and endpoint override (`None` leaves them to
@@ -31,8 +29,12 @@ pub async fn load_config(region: Option<&str>, endpoint: Option<&str>) -> SdkCon
 /// The SDK configuration for an emulator at `endpoint_url`: static dummy
 /// credentials, SDK retries disabled (an unimplemented call fails at once
 /// instead of after seconds of retries), short time-outs. Reads nothing from
-/// the environment.
+/// the environment. Tests only: see the `test-util` feature.
+#[cfg(any(test, feature = "test-util"))]
 pub fn test_config(endpoint_url: &str, region: &str) -> SdkConfig {
+    use aws_config::retry::RetryConfig;
+    use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
+
     let credentials = Credentials::new("testing", "testing", None, None, "rollgate-test-static");
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())

@@ -1,0 +1,96 @@
+//! The product build carries no test fakes: the `test-util` feature of
+//! `rollgate` (in-memory `MemoryFleet` and `MemoryRegistry`, the emulator
+//! SDK settings with their dummy credentials) is enabled only for this
+//! crate's tests, never for `cargo build -p rollgate -p web` as images/ and
+//! the release workflow run it.
+//!
+//! Cargo's own feature resolution decides, so this asks cargo: `cargo tree`
+//! with normal and build edges only resolves features the way a build
+//! without tests does (resolver 3: dev-dependencies' features are not
+//! unified into it). Offline and for the host platform only, like
+//! `tests/iam_policy.rs`: the build has fetched exactly those packages.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("agent/ has a parent")
+        .to_path_buf()
+}
+
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .trim()
+        .to_owned()
+}
+
+/// The features `cargo tree` resolves for `packages` following `edges`, one
+/// `name feature "f"` line each.
+fn resolved_features(packages: &[&str], edges: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["tree", "--offline", "--prefix", "none", "--edges", edges])
+        .arg("--target")
+        .arg(host_triple())
+        .arg("--manifest-path")
+        .arg(workspace().join("Cargo.toml"));
+    for p in packages {
+        cmd.args(["--package", p]);
+    }
+    let output = cmd.output().expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains(" feature \""))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn enables_test_util(lines: &[String]) -> bool {
+    lines
+        .iter()
+        .any(|l| l.starts_with("rollgate feature \"test-util\""))
+}
+
+#[test]
+fn the_product_build_leaves_test_util_off() {
+    // As images/ and the release workflow build it, and as the demo does.
+    for packages in [&["rollgate"][..], &["rollgate", "web"]] {
+        let lines = resolved_features(packages, "normal,build,features");
+        assert!(
+            !enables_test_util(&lines),
+            "a build of {packages:?} enables rollgate's `test-util` feature: a normal \
+             dependency turns it on. Only [dev-dependencies] may. Resolved features:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_tests_build_turns_test_util_on() {
+    // The control: the same question with dev edges finds the feature, so
+    // the check above can see it when it is there (and the integration tests
+    // that need the fakes get them).
+    let lines = resolved_features(&["rollgate"], "normal,build,dev,features");
+    assert!(
+        enables_test_util(&lines),
+        "rollgate's tests do not enable `test-util`; agent/Cargo.toml's \
+         [dev-dependencies] must list rollgate itself with it. Resolved features:\n{}",
+        lines.join("\n")
+    );
+}
