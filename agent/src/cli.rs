@@ -1,5 +1,6 @@
-//! The command line: global options and one subcommand per role or operator
-//! action. Parsing only; `main.rs` dispatches.
+//! The command line: global options, one subcommand per role or operator
+//! action, and the exit statuses ([`Exit`]). Parsing only; `main.rs`
+//! dispatches and chooses the exit status from the kind of error.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use crate::config::LogFormat;
 /// rollgate rolls new AMIs out to EC2 Auto Scaling groups without downtime,
 /// gated on Consul health, and alerts the ops team on Slack or by email.
 #[derive(Debug, Parser)]
-#[command(name = "rollgate", version, about, long_about = None)]
+#[command(name = "rollgate", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Configuration file (TOML). Absent is fine for the default path.
     #[arg(long, global = true, env = "ROLLGATE_CONFIG", value_name = "PATH")]
@@ -25,11 +26,86 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit statuses of every `rollgate` command, chosen by the kind of the
+/// failure so that a script can tell "the rollout failed" from "could not
+/// ask", and "fix your input" from "try again later".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Success,
+    /// 1: the rollout `status` reports (or `status --wait` followed) failed,
+    /// was reverted or aborted; with `--wait`, also "no rollout to follow".
+    /// Nothing else exits 1, so a pipeline can act on it.
+    RolloutFailed,
+    /// 2: bad configuration or usage; the same command fails again until the
+    /// configuration or the command line is fixed. Clap's own usage errors
+    /// exit 2 as well.
+    Usage,
+    /// 3: Consul or AWS answered with an error, not in time, or not at all,
+    /// or refused the token or credentials (HTTP 403, `AccessDenied`): retry
+    /// later, or fix the network or the permissions. (The agent's instance
+    /// metadata is not in this class: when it gives up on it, what is
+    /// missing is `[agent.identity]` or the instance's metadata options, so
+    /// that is 2.)
+    Unavailable,
+    /// 4: understood, everything reachable, and refused by the current
+    /// state: the plan is already decided or expired, no such plan or
+    /// image, no rollout in progress. Retrying the same command will not
+    /// help; `rollgate plan` or `status` shows the state.
+    Refused,
+    /// 5: anything else: a stored record rollgate cannot read (damaged, or
+    /// written by a newer release), the system refusing threads or signal
+    /// handlers. Worth a bug report.
+    Internal,
+}
+
+impl Exit {
+    /// Every status, in code order.
+    pub const ALL: [Exit; 6] = [
+        Exit::Success,
+        Exit::RolloutFailed,
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Refused,
+        Exit::Internal,
+    ];
+
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::RolloutFailed => 1,
+            Exit::Usage => 2,
+            Exit::Unavailable => 3,
+            Exit::Refused => 4,
+            Exit::Internal => 5,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
+}
+
+/// The exit statuses as `rollgate --help` shows them (README.md's "Exit
+/// status" says the same; a test keeps the three in step with [`Exit`]).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  the rollout failed, was reverted or aborted (status, status --wait)
+  2  bad configuration or usage
+  3  Consul or AWS unreachable, failing, or denying the token or credentials
+  4  refused: plan already decided or expired, unknown plan or image, no rollout
+  5  internal error: unreadable stored record, no threads or signal handlers";
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print the effective configuration as
-    /// TOML (secrets redacted). Exits 2 when it is invalid.
+    /// TOML (secrets redacted). Exits 2 when it is invalid, 3 when --connect
+    /// cannot use Consul.
     CheckConfig(CheckConfigArgs),
     /// Run the node agent: register the service with the local Consul agent,
     /// keep its checks true, drain on SIGTERM/SIGINT (a second signal skips
@@ -71,7 +147,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct CheckConfigArgs {
     /// Also connect to Consul with these settings (address, token, CA) and
-    /// report its leader and the agent that answered; exits 1 when that fails.
+    /// report its leader and the agent that answered; exits 3 when Consul is
+    /// unreachable or refuses the token.
     #[arg(long)]
     pub connect: bool,
 }
@@ -156,4 +233,25 @@ pub struct AbortArgs {
     /// Who aborts (default: the OS user).
     #[arg(long = "as", value_name = "NAME")]
     pub as_: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_lists_every_exit_status_once_in_order() {
+        let codes: Vec<u8> = EXIT_STATUS_HELP
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let code = l.split_whitespace().next().unwrap_or_default();
+                code.parse()
+                    .unwrap_or_else(|_| panic!("{l:?} starts with a code"))
+            })
+            .collect();
+        let all: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, all);
+        assert_eq!(all, (0..=5).collect::<Vec<u8>>(), "codes are dense");
+    }
 }

@@ -1,15 +1,18 @@
-//! Operator commands: `publish`, `plan`, `approve`, `reject`, `history`.
+//! Operator commands: `publish`, `plan`, `history`, `approve`, `reject`,
+//! `status`, `pause`, `resume`, `abort`, `promote`.
 //!
 //! Each reads the configuration's Consul and AWS settings, does one thing,
-//! and reports in words an operator can act on. Refusals (a plan already
-//! decided, expired, unknown) are errors with exit status 1 and a message
-//! saying what happened and what to do instead.
+//! and reports in words an operator can act on. A failure is an [`OpsError`]
+//! whose variant says what kind it is: bad input (an unknown service, an
+//! unreadable manifest), a refusal by the current state (a plan already
+//! decided or expired, no rollout in progress), or Consul, KV or AWS
+//! failing; `main.rs` chooses the exit status from it.
 
 use std::io::IsTerminal as _;
 use std::path::Path;
 
 use crate::aws::registry::Registry;
-use crate::aws::registry::manifest::parse_packer_manifest;
+use crate::aws::registry::manifest::{ManifestError, parse_packer_manifest};
 use crate::aws::sdk::SdkFleet;
 use crate::config::Config;
 use crate::consul::Client;
@@ -20,19 +23,33 @@ use crate::rollout::store::{Store, StoreError, Trigger};
 /// An operator command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
-    /// Consul could not be used.
+    /// Consul could not be used (or the client could not be built).
     #[error(transparent)]
     Consul(#[from] crate::consul::Error),
-    /// A KV record problem.
+    /// A KV record could not be read or written, or names no plan.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// AWS failed.
+    /// AWS failed, or the image to publish does not exist.
     #[error(transparent)]
     Aws(#[from] crate::aws::Error),
-    /// The command was refused, with the reason.
-    #[error("{0}")]
-    Refused(String),
-    /// A file could not be read.
+    /// The command names a service that `[[services]]` does not configure.
+    #[error("no service {service:?} in [[services]] (configured: {})", configured.join(", "))]
+    UnknownService {
+        /// The service named.
+        service: String,
+        /// The configured services.
+        configured: Vec<String>,
+    },
+    /// No service was named and none is configured.
+    #[error("no [[services]] configured; name the service")]
+    NoServices,
+    /// No service was named and several are configured.
+    #[error("several services are configured ({}); name one", configured.join(", "))]
+    AmbiguousService {
+        /// The configured services.
+        configured: Vec<String>,
+    },
+    /// The Packer manifest could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
@@ -40,6 +57,33 @@ pub enum OpsError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The file is not a usable Packer manifest.
+    #[error("{path}: {source}")]
+    Manifest {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: ManifestError,
+    },
+    /// The plan is no longer pending: decided, or expired unanswered.
+    #[error(
+        "plan {plan} cannot be decided: it is {state}. `rollgate plan {service}` shows the current plan."
+    )]
+    AlreadyDecided {
+        /// The plan.
+        plan: String,
+        /// Its service.
+        service: String,
+        /// What it is now (`approved by alice at ...`, `expired ...`).
+        state: String,
+    },
+    /// A pause, resume, abort or promote with no rollout to apply it to.
+    #[error("no rollout in progress for {service}; `rollgate status {service}` shows the last one")]
+    NoRollout {
+        /// The service.
+        service: String,
     },
 }
 
@@ -91,8 +135,12 @@ pub async fn publish(config: &Config, source: PublishSource) -> Result<String, O
                     path: path.clone(),
                     source,
                 })?;
-            let builds = parse_packer_manifest(&text, artifact.as_deref())
-                .map_err(|e| OpsError::Refused(format!("{path}: {e}")))?;
+            let builds = parse_packer_manifest(&text, artifact.as_deref()).map_err(|source| {
+                OpsError::Manifest {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
             builds
                 .into_iter()
                 .map(|b| (b.artifact, b.image_id, b.version))
@@ -128,24 +176,18 @@ fn style() -> Style {
 }
 
 fn services<'a>(config: &'a Config, service: Option<&'a str>) -> Result<Vec<&'a str>, OpsError> {
+    let configured = || config.services.iter().map(|c| c.name.clone()).collect();
     match service {
         Some(s) => {
             if !config.services.iter().any(|c| c.name == s) && !config.services.is_empty() {
-                return Err(OpsError::Refused(format!(
-                    "no service {s:?} in [[services]] (configured: {})",
-                    config
-                        .services
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(OpsError::UnknownService {
+                    service: s.to_owned(),
+                    configured: configured(),
+                });
             }
             Ok(vec![s])
         }
-        None if config.services.is_empty() => Err(OpsError::Refused(
-            "no [[services]] configured; name the service".into(),
-        )),
+        None if config.services.is_empty() => Err(OpsError::NoServices),
         None => Ok(config.services.iter().map(|s| s.name.as_str()).collect()),
     }
 }
@@ -221,10 +263,11 @@ pub async fn decide(
                 Decision::Pending { .. } => "expired (nobody answered in time)".to_string(),
                 other => render::decision(other),
             };
-            Err(OpsError::Refused(format!(
-                "plan {} cannot be decided: it is {state}. `rollgate plan {}` shows the current plan.",
-                plan.id, plan.service
-            )))
+            Err(OpsError::AlreadyDecided {
+                plan: plan.id,
+                service: plan.service,
+                state,
+            })
         }
     }
 }
@@ -234,10 +277,9 @@ fn one_service<'a>(config: &'a Config, service: Option<&'a str>) -> Result<&'a s
     let all = services(config, service)?;
     match all.as_slice() {
         [one] => Ok(one),
-        many => Err(OpsError::Refused(format!(
-            "several services are configured ({}); name one",
-            many.join(", ")
-        ))),
+        many => Err(OpsError::AmbiguousService {
+            configured: many.iter().map(|s| (*s).to_owned()).collect(),
+        }),
     }
 }
 
@@ -251,9 +293,9 @@ pub async fn command(
     let store = store(config)?;
     let svc = one_service(config, service)?;
     let Some((rollout, _)) = store.rollout(svc).await? else {
-        return Err(OpsError::Refused(format!(
-            "no rollout in progress for {svc}; `rollgate status {svc}` shows the last one"
-        )));
+        return Err(OpsError::NoRollout {
+            service: svc.to_owned(),
+        });
     };
     store.push_command(svc, &command).await?;
     let word = match &command {
@@ -343,23 +385,22 @@ pub async fn status(
                 format!("plan {} is approved; the rollout is starting", p.id)
             }
             (None, Some(p)) => {
-                let o = p.outcome.clone().unwrap_or(Outcome {
-                    result: "unknown".into(),
-                    at: 0,
-                    reason: String::new(),
-                });
+                let (word, at, reason) = match &p.outcome {
+                    Some(o) => (o.word(), o.at(), o.reason()),
+                    None => ("unknown", 0, ""),
+                };
                 let text = format!(
-                    "no rollout in progress for {svc}; last: plan {} {} at {}{}",
+                    "no rollout in progress for {svc}; last: plan {} {word} at {}{}",
                     p.id,
-                    o.result,
-                    render::time(o.at),
-                    if o.reason.is_empty() {
+                    render::time(at),
+                    if reason.is_empty() {
                         String::new()
                     } else {
-                        format!(": {}", o.reason)
+                        format!(": {reason}")
                     }
                 );
-                return Ok((text, o.result == "succeeded"));
+                let succeeded = matches!(p.outcome, Some(Outcome::Succeeded { .. }));
+                return Ok((text, succeeded));
             }
             (None, None) => {
                 return Ok((format!("no rollout for {svc} yet"), !wait));

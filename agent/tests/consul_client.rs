@@ -487,7 +487,7 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(out.status.code(), Some(3), "Consul refusing: {all}");
     assert!(
         all.contains("GET /v1/agent/self") && all.contains("403"),
         "{all}"

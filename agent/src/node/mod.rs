@@ -4,7 +4,8 @@
 //! - [`identity`]: who the instance is (IMDSv2, or configuration);
 //! - [`registration`]: the service and its two checks, pure;
 //! - [`probe`]: the agent's own probe of the app;
-//! - [`run`]: the loop: register (retrying with back-off while Consul is
+//! - [`run`]: start-up (configuration, Consul client, identity), then
+//!   [`serve`]: the loop: register (retrying with back-off while Consul is
 //!   unreachable or refuses), probe, refresh the TTL check at most TTL/2
 //!   apart, re-register when the local agent lost the service, and drain on
 //!   shutdown: maintenance on, wait `drain_time` (skipped on a second
@@ -12,7 +13,10 @@
 //!
 //! The agent never exits because Consul or the app misbehave: it logs the
 //! cause, keeps trying, and recovers when the cause is fixed. It exits on
-//! shutdown only (status 0 after draining).
+//! shutdown (status 0 after draining), or at start-up with a [`NodeError`]
+//! when it cannot know what to register: every variant is something to fix
+//! in the configuration or the instance's metadata options, which
+//! restarting will not change.
 
 pub mod config;
 pub mod identity;
@@ -23,14 +27,37 @@ use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
+use crate::config::{Config, ConfigError};
 use crate::consul::types::{CheckStatus, ServiceRegistration};
 use crate::consul::{Client, Error};
 use crate::shutdown::Shutdown;
 
 use self::config::AgentConfig;
-use self::identity::Identity;
+use self::identity::{Identity, IdentityError};
 use self::probe::Prober;
-use self::registration::Ids;
+use self::registration::{Ids, MetaError};
+
+/// The node agent could not start. Once it serves it does not fail: Consul
+/// and the app misbehaving are logged and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration lacks what only the agent needs
+    /// (`agent.expected_version`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Consul client could not be built from `[consul]` (an unreadable
+    /// CA or token file, a bad address).
+    #[error("cannot build the Consul client: {0}")]
+    Consul(#[source] Error),
+    /// Who this instance is could not be learned: no metadata service and no
+    /// `[agent.identity]`, or an incomplete `[agent.identity]`.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The registration built from the configuration and the identity
+    /// breaks Consul's rules for service metadata.
+    #[error("the service registration is invalid: {0}")]
+    Registration(#[source] MetaError),
+}
 
 /// A client builder for one of the agent's local peers (the metadata
 /// service, the app). When `url` is plain HTTP no TLS trust roots are
@@ -59,16 +86,31 @@ pub fn refresh_interval(config: &AgentConfig) -> Duration {
     config.check_interval.min(config.ttl / 2)
 }
 
-/// Runs the agent until `shutdown` is requested, then drains.
-pub async fn run(
+/// `rollgate agent`: checks the agent's part of the configuration, builds
+/// the Consul client, learns the instance's identity (IMDSv2, else
+/// `[agent.identity]`), then [`serve`]s until `shutdown` is requested.
+/// A shutdown during start-up is a clean exit.
+pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), NodeError> {
+    config.agent.validate_for_agent().into_result()?;
+    let client = Client::new(&config.consul).map_err(NodeError::Consul)?;
+    let endpoint = identity::endpoint(&config.agent, |k| std::env::var(k).ok());
+    let identity = tokio::select! {
+        _ = shutdown.requested.cancelled() => return Ok(()),
+        id = identity::resolve(&config.agent, &endpoint, 5) => id?,
+    };
+    serve(&config.agent, client, identity, shutdown).await
+}
+
+/// Registers, probes and refreshes until `shutdown` is requested, then
+/// drains. Fails only when the registration itself is invalid.
+pub async fn serve(
     config: &AgentConfig,
     client: Client,
     identity: Identity,
     shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let registration = registration::build(config, &identity);
-    registration::check_meta(&registration.meta)
-        .map_err(|e| format!("the service registration is invalid: {e}"))?;
+    registration::check_meta(&registration.meta).map_err(NodeError::Registration)?;
     let ids = registration::ids(config, &identity);
     tracing::info!(service = %ids.service, instance = %identity.instance_id,
         ami = %identity.ami_id, identity_source = identity.source, consul = %client.address(),

@@ -103,12 +103,27 @@ pub fn build(config: &AgentConfig, identity: &Identity) -> ServiceRegistration {
     }
 }
 
+/// A service Meta pair Consul would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// More pairs than Consul allows.
+    #[error("{0} Meta pairs; Consul allows 64")]
+    TooMany(usize),
+    /// A key with characters Consul refuses, too long, or with the reserved
+    /// `consul-` prefix.
+    #[error("Meta key {0:?} breaks Consul's rules")]
+    BadKey(String),
+    /// A value longer than Consul allows; carries its key.
+    #[error("Meta value of {0:?} is longer than 512 bytes")]
+    LongValue(String),
+}
+
 /// Checks Consul's rules for Meta (keys of letters, digits, `_`, `-`; no
 /// `consul-` prefix; at most 64 pairs; keys ≤ 128 and values ≤ 512 bytes),
 /// so a bad value is reported by the agent rather than as Consul's 400.
-pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), MetaError> {
     if meta.len() > 64 {
-        return Err(format!("{} Meta pairs; Consul allows 64", meta.len()));
+        return Err(MetaError::TooMany(meta.len()));
     }
     for (k, v) in meta {
         if k.is_empty()
@@ -118,10 +133,10 @@ pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             || k.starts_with("consul-")
         {
-            return Err(format!("Meta key {k:?} breaks Consul's rules"));
+            return Err(MetaError::BadKey(k.clone()));
         }
         if v.len() > 512 {
-            return Err(format!("Meta value of {k:?} is longer than 512 bytes"));
+            return Err(MetaError::LongValue(k.clone()));
         }
     }
     Ok(())
@@ -186,11 +201,14 @@ mod tests {
     fn meta_rules() {
         let mut m = BTreeMap::new();
         m.insert("consul-x".to_string(), "v".to_string());
-        assert!(check_meta(&m).is_err());
+        assert_eq!(check_meta(&m), Err(MetaError::BadKey("consul-x".into())));
         let mut m = BTreeMap::new();
         m.insert("bad key".to_string(), "v".to_string());
-        assert!(check_meta(&m).is_err());
+        assert_eq!(check_meta(&m), Err(MetaError::BadKey("bad key".into())));
+        let mut m = BTreeMap::new();
+        m.insert("long".to_string(), "v".repeat(513));
+        assert_eq!(check_meta(&m), Err(MetaError::LongValue("long".into())));
         let m: BTreeMap<_, _> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(check_meta(&m).is_err());
+        assert_eq!(check_meta(&m), Err(MetaError::TooMany(65)));
     }
 }
