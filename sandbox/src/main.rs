@@ -121,7 +121,7 @@ struct ConsulArgs {
     /// Client nodes to start, each with its own agent listener.
     #[arg(long, default_value_t = 0)]
     nodes: usize,
-    /// Management token; enables ACL enforcement.
+    /// Management token; enables ACL enforcement (`default_policy = "deny"`).
     #[arg(long, env = "SANDBOX_CONSUL_ACL_TOKEN", hide_env_values = true)]
     acl_token: Option<String>,
     /// A read-only token (repeatable).
@@ -280,6 +280,7 @@ async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {
         acl_management_token: args.acl_token,
         acl_read_tokens: args.read_tokens,
         session_ttl_min: args.session_ttl_min,
+        ..consul::Config::default()
     };
     let server = consul::Server::start(config)
         .await

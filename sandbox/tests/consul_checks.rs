@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use consul_support::{World, check_status};
-use sandbox::consul::Status;
+use sandbox::consul::{Config, Status};
 use serde_json::{Value, json};
 
 /// A target whose `/health` answers the status held in the atomic.
@@ -194,7 +194,16 @@ async fn maintenance_mode_adds_a_critical_check_and_leaves_passing_results() {
 
 #[tokio::test]
 async fn a_service_whose_check_stays_critical_is_deregistered() {
-    let world = World::start(1).await;
+    // Consul would wait at least a minute and reap every 30s; this test
+    // shortens both (see `consul_timings` for Consul's own timings).
+    let world = World::with(
+        Config {
+            nodes: 1,
+            ..Config::default()
+        }
+        .fast_timings(),
+    )
+    .await;
     world
         .register(
             "node-1",

@@ -109,7 +109,8 @@ impl Store {
             let ck = (node.to_string(), d.id.clone());
             let previous = self.checks.remove(&ck);
             let (status, output, create) = match &previous {
-                Some(p) => (p.status, p.output.clone(), p.create_index),
+                // A re-registration syncs the agent's newest output too.
+                Some(p) => (p.status, p.agent_output().to_string(), p.create_index),
                 None => (
                     d.initial_status.unwrap_or(Status::Critical),
                     String::new(),
@@ -135,6 +136,8 @@ impl Store {
                 critical_since: (status == Status::Critical).then_some(now),
                 generation,
                 runner: None,
+                local_output: None,
+                output_sync_due: None,
             };
             record.runner = spawn(&record);
             self.checks.insert(ck, record);
@@ -203,14 +206,26 @@ impl Store {
             .collect()
     }
 
-    /// Sets a check's status and output; takes an index only if either
-    /// changed. A check turning critical invalidates the sessions using it.
+    /// Sets a check's status and output as its agent sees them. A status
+    /// change reaches the catalog at once (one index); an output-only
+    /// change waits for `check_update_interval`, as Consul's agent defers
+    /// it. A check turning critical invalidates the sessions using it.
     pub fn set_check_status(&mut self, node: &str, check_id: &str, status: Status, output: &str) {
         let key = (node.to_string(), check_id.to_string());
-        let Some(check) = self.checks.get(&key) else {
+        let interval = self.timings.check_update_interval;
+        let Some(check) = self.checks.get_mut(&key) else {
             return;
         };
-        if check.status == status && check.output == output {
+        if check.status == status && check.agent_output() == output {
+            return;
+        }
+        if check.status == status && !interval.is_zero() {
+            check.local_output = Some(output.to_string());
+            if check.output_sync_due.is_none() {
+                check.output_sync_due = Some(Instant::now() + interval);
+            }
+            // No index: only the janitor must learn the new deadline.
+            self.publish();
             return;
         }
         let idx = self.next_index();
@@ -226,6 +241,8 @@ impl Store {
         }
         check.status = status;
         check.output = output.to_string();
+        check.local_output = None;
+        check.output_sync_due = None;
         check.modify_index = idx;
         let service_id = check.def.service_id.clone();
         if status != previous {
@@ -331,6 +348,8 @@ impl Store {
                 critical_since: Some(Instant::now()),
                 generation,
                 runner: None,
+                local_output: None,
+                output_sync_due: None,
             };
             self.checks.insert(key, record);
         } else {
@@ -341,10 +360,46 @@ impl Store {
         true
     }
 
+    /// Syncs deferred output-only changes whose `check_update_interval`
+    /// has passed (one index for all). Returns the next such deadline.
+    pub fn sync_check_outputs(&mut self, now: Instant) -> Option<Instant> {
+        let due: Vec<(String, String)> = self
+            .checks
+            .iter()
+            .filter(|(_, c)| c.output_sync_due.is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !due.is_empty() {
+            let idx = self.next_index();
+            for key in due {
+                let Some(check) = self.checks.get_mut(&key) else {
+                    continue;
+                };
+                check.output_sync_due = None;
+                if let Some(output) = check.local_output.take() {
+                    check.output = output;
+                    check.modify_index = idx;
+                }
+                let service_id = check.def.service_id.clone();
+                self.touch_check(&key.0, &service_id, idx);
+            }
+            self.publish();
+        }
+        self.checks.values().filter_map(|c| c.output_sync_due).min()
+    }
+
     /// Deregisters every service one of whose checks has been critical
-    /// longer than its `DeregisterCriticalServiceAfter`. Returns the
-    /// earliest instant at which another service becomes due.
+    /// longer than its `DeregisterCriticalServiceAfter` (at least
+    /// `deregister_critical_min`), looking every `reap_interval` as
+    /// Consul's reaper does. Returns when to look again.
     pub fn reap_critical_services(&mut self, now: Instant) -> Option<Instant> {
+        let timings = self.timings;
+        if !timings.reap_interval.is_zero() {
+            match self.next_reap {
+                Some(at) if now < at => return Some(at),
+                _ => self.next_reap = Some(now + timings.reap_interval),
+            }
+        }
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         for check in self.checks.values() {
@@ -352,6 +407,7 @@ impl Store {
             else {
                 continue;
             };
+            let after = after.max(timings.deregister_critical_min);
             if check.def.service_id.is_empty() {
                 continue;
             }
@@ -367,7 +423,11 @@ impl Store {
                 tracing::info!(node = %node, service = %service_id, "Reaped a service whose check stayed critical.");
             }
         }
-        next
+        if timings.reap_interval.is_zero() {
+            next
+        } else {
+            self.next_reap
+        }
     }
 
     /// Turns TTL checks past their deadline critical. Returns the next deadline.
@@ -380,13 +440,11 @@ impl Store {
             };
             if deadline <= now {
                 check.ttl_deadline = None;
-                let output = if check.output.is_empty() || check.output.starts_with("TTL expired") {
+                let last = check.agent_output();
+                let output = if last.is_empty() || last.starts_with("TTL expired") {
                     "TTL expired".to_string()
                 } else {
-                    format!(
-                        "TTL expired (last output before timeout follows): {}",
-                        check.output
-                    )
+                    format!("TTL expired (last output before timeout follows): {last}")
                 };
                 expired.push((check.node.clone(), check.def.id.clone(), output));
             } else {

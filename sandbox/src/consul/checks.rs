@@ -3,12 +3,15 @@
 //! - HTTP checks: a request every `Interval` (at least 1s, as Consul),
 //!   `Timeout` default 10s; 2xx is passing, 429 warning, anything else or a
 //!   connection error critical. Output as Consul writes it:
-//!   `HTTP GET <url>: 200 OK Output: <body>` (body cut at 4 KiB).
+//!   `HTTP GET <url>: 200 OK Output: <body>` (the last 4 KiB of the body,
+//!   as Consul's ring buffer keeps).
 //! - TCP checks: a connection every `Interval`; `TCP connect <addr>: Success`.
 //! - The janitor (one task per cluster) turns TTL checks critical with
-//!   `TTL expired`, invalidates sessions after 2 x TTL, and deregisters
-//!   services whose check stayed critical for `DeregisterCriticalServiceAfter`
-//!   (promptly, where Consul's reaper runs every 30s with a 1m minimum).
+//!   `TTL expired`, invalidates sessions after 2 x TTL, syncs deferred
+//!   output-only check changes after `check_update_interval`, and
+//!   deregisters services whose check stayed critical for
+//!   `DeregisterCriticalServiceAfter` (at least 1m, looked at every 30s, as
+//!   Consul's reaper; tests may shorten both through `Config`).
 //!
 //! The first probe runs at once (Consul staggers it randomly within the
 //! interval). Runners never touch a check that was replaced: each carries
@@ -154,8 +157,17 @@ async fn probe_http(
         }
     };
     let code = response.status();
-    let body = response.bytes().await.unwrap_or_default();
-    let body = String::from_utf8_lossy(&body[..body.len().min(OUTPUT_MAX)]).into_owned();
+    // Consul reads the body into a ring buffer of OutputMaxSize bytes, so
+    // it keeps the last 4 KiB, not the first.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut response = response;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        tail.extend_from_slice(&chunk);
+        if tail.len() > OUTPUT_MAX {
+            tail.drain(..tail.len() - OUTPUT_MAX);
+        }
+    }
+    let body = String::from_utf8_lossy(&tail).into_owned();
     let output = format!("HTTP {method} {url}: {code} Output: {body}");
     let status = if code.is_success() {
         Status::Passing
@@ -224,6 +236,7 @@ pub(crate) async fn janitor(cluster: Arc<Cluster>) {
                 store.expire_ttl_checks(now),
                 store.expire_sessions(now),
                 store.reap_critical_services(now),
+                store.sync_check_outputs(now),
             ]
             .into_iter()
             .flatten()

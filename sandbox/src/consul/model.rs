@@ -176,6 +176,18 @@ pub(crate) struct CheckRecord {
     pub generation: u64,
     /// Dropping this stops the check's runner task.
     pub runner: Option<DropGuard>,
+    /// Output the agent holds but has not synced to the catalog yet (an
+    /// output-only change waits for `check_update_interval`, as in Consul).
+    pub local_output: Option<String>,
+    /// When `local_output` reaches the catalog.
+    pub output_sync_due: Option<Instant>,
+}
+
+impl CheckRecord {
+    /// The output as the check's own agent sees it (newest).
+    pub fn agent_output(&self) -> &str {
+        self.local_output.as_deref().unwrap_or(&self.output)
+    }
 }
 
 /// A KV entry.

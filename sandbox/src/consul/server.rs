@@ -20,7 +20,7 @@ use super::listener;
 use super::model::{SERF_CHECK_ID, ServiceDef, Status};
 use super::registration;
 use super::session::new_uuid;
-use super::store::SERF_ALIVE_OUTPUT;
+use super::store::{SERF_ALIVE_OUTPUT, Timings};
 
 /// Name of the node the server listener answers for.
 pub const SERVER_NODE: &str = "server-1";
@@ -52,6 +52,12 @@ pub enum Error {
 }
 
 /// How to start the server.
+///
+/// [`Config::default`] starts a Consul with ACLs off and Consul's own
+/// timings; [`Config::with_acls`] turns ACLs on (`default_policy =
+/// "deny"`) with a management token. The timing fields below exist so a
+/// test can shorten a wait Consul imposes; each defaults to Consul's value
+/// and must only be changed by the tests that need it.
 #[derive(Clone)]
 pub struct Config {
     /// Address of the server listener (`127.0.0.1:0` picks a free port).
@@ -60,13 +66,51 @@ pub struct Config {
     pub nodes: usize,
     /// Datacenter name.
     pub datacenter: String,
-    /// Management token; when set, ACLs are enforced (see `acl`).
+    /// Management token (the SecretID of a token with the built-in
+    /// `global-management` policy, like `acl.tokens.initial_management`);
+    /// when set, ACLs are enforced with `default_policy = "deny"`.
     pub acl_management_token: Option<String>,
-    /// Tokens that may read everything and write nothing.
+    /// Tokens holding the built-in `global-read-only` policy (read on
+    /// every resource, no ACL reads, no writes). Only used with ACLs on.
     pub acl_read_tokens: Vec<String>,
     /// Lowest session TTL accepted (Consul's `session_ttl_min`, 10s);
     /// tests lower it to exercise expiry quickly.
     pub session_ttl_min: Duration,
+    /// Consul's `check_update_interval` (5m): an output-only check change
+    /// reaches the catalog (health and catalog endpoints) this long after
+    /// it happened; the agent's own `/v1/agent/checks` shows it at once.
+    /// Zero syncs every change at once.
+    pub check_update_interval: Duration,
+    /// How often the critical-service reaper runs (Consul: 30s). Zero
+    /// reaps each service the moment it is due.
+    pub reap_interval: Duration,
+    /// Lowest `DeregisterCriticalServiceAfter` honoured (Consul: 1m);
+    /// lower values are raised to it.
+    pub deregister_critical_min: Duration,
+}
+
+impl Config {
+    /// Consul's defaults with ACLs on: `management` is the management
+    /// token's SecretID; every other request needs a token created through
+    /// `/v1/acl/token`, or is the anonymous token, which may do nothing.
+    pub fn with_acls(management: impl Into<String>) -> Config {
+        Config {
+            acl_management_token: Some(management.into()),
+            ..Config::default()
+        }
+    }
+
+    /// Consul's timings shortened for tests: output-only check changes
+    /// synced at once, services reaped the moment they are due with no
+    /// minimum. Never for anything that claims Consul's behaviour.
+    pub fn fast_timings(self) -> Config {
+        Config {
+            check_update_interval: Duration::ZERO,
+            reap_interval: Duration::ZERO,
+            deregister_critical_min: Duration::ZERO,
+            ..self
+        }
+    }
 }
 
 impl Default for Config {
@@ -78,6 +122,9 @@ impl Default for Config {
             acl_management_token: None,
             acl_read_tokens: Vec::new(),
             session_ttl_min: Duration::from_secs(10),
+            check_update_interval: Timings::CONSUL.check_update_interval,
+            reap_interval: Timings::CONSUL.reap_interval,
+            deregister_critical_min: Timings::CONSUL.deregister_critical_min,
         }
     }
 }
@@ -92,6 +139,9 @@ impl std::fmt::Debug for Config {
             .field("acl_enabled", &self.acl_management_token.is_some())
             .field("acl_read_tokens", &self.acl_read_tokens.len())
             .field("session_ttl_min", &self.session_ttl_min)
+            .field("check_update_interval", &self.check_update_interval)
+            .field("reap_interval", &self.reap_interval)
+            .field("deregister_critical_min", &self.deregister_critical_min)
             .finish()
     }
 }
@@ -125,6 +175,11 @@ impl Server {
             )
             .map_err(Error::HttpClient)?,
         );
+        cluster.store().timings = Timings {
+            check_update_interval: config.check_update_interval,
+            reap_interval: config.reap_interval,
+            deregister_critical_min: config.deregister_critical_min,
+        };
         let server = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {

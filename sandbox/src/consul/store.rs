@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -27,6 +27,29 @@ use super::model::{
 
 /// Output of a healthy `serfHealth` check, as Consul writes it.
 pub(crate) const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
+
+/// Agent timings Consul has that tests may shorten; see
+/// [`super::Config`] for what each means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timings {
+    /// Consul's `check_update_interval` (5m): how long an output-only
+    /// check change waits before it reaches the catalog; zero syncs at once.
+    pub check_update_interval: Duration,
+    /// How often the reaper looks for services to deregister (30s in
+    /// Consul); zero reaps each service the moment it is due.
+    pub reap_interval: Duration,
+    /// The lowest `DeregisterCriticalServiceAfter` honoured (1m in Consul).
+    pub deregister_critical_min: Duration,
+}
+
+impl Timings {
+    /// Consul's defaults.
+    pub const CONSUL: Timings = Timings {
+        check_update_interval: Duration::from_secs(300),
+        reap_interval: Duration::from_secs(30),
+        deregister_critical_min: Duration::from_secs(60),
+    };
+}
 
 /// Last index at which each table changed (deletions included).
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,6 +80,10 @@ pub(crate) struct Store {
     pub tables: TableIndexes,
     /// Index of the last change relevant to a service name.
     pub service_index: HashMap<String, u64>,
+    /// Agent timings (Consul's unless a test shortened them).
+    pub timings: Timings,
+    /// When the reaper runs next.
+    pub next_reap: Option<Instant>,
     next_generation: u64,
     notifier: watch::Sender<u64>,
 }
@@ -75,6 +102,8 @@ impl Store {
             lock_delays: HashMap::new(),
             tables: TableIndexes::default(),
             service_index: HashMap::new(),
+            timings: Timings::CONSUL,
+            next_reap: None,
             next_generation: 0,
             notifier,
         }
@@ -180,6 +209,8 @@ impl Store {
                 critical_since: None,
                 generation,
                 runner: None,
+                local_output: None,
+                output_sync_due: None,
             },
         );
         self.tables.checks = idx;

@@ -134,6 +134,14 @@ pub(crate) fn check(check: &CheckRecord) -> Value {
     serde_json::to_value(CheckView::of(check)).unwrap_or(Value::Null)
 }
 
+/// A check as its own agent reports it (`/v1/agent/checks`): with the
+/// output the agent holds, which may be newer than the catalog's.
+pub(crate) fn agent_check(check: &CheckRecord) -> Value {
+    let mut view = CheckView::of(check);
+    view.output = check.agent_output();
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
 /// Checks rendered straight to JSON text, without building [`Value`]s
 /// (the big, unfiltered answers such as `/v1/health/state/any`).
 pub(crate) fn checks_json<'a>(checks: impl Iterator<Item = &'a CheckRecord>) -> String {

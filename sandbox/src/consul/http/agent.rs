@@ -12,12 +12,13 @@ use axum::body::Body;
 use axum::http::Response;
 use serde_json::{Map, Value, json};
 
+use super::super::acl::{Level, Resource};
 use super::super::blocking::{self, QueryOptions};
 use super::super::catalog::{CheckUpdateError, unknown_service};
 use super::super::filter;
 use super::super::model::Status;
 use super::super::views;
-use super::{ApiError, Ctx, allow, json as json_resp};
+use super::{ApiError, Ctx, allow, json as json_resp, mark_filtered};
 use crate::consul::registration;
 
 /// Routes `/v1/agent/<tail>`; `None` for an unknown path.
@@ -72,6 +73,7 @@ fn empty_ok() -> Response<Body> {
 }
 
 fn agent_self(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    ctx.authz.check(Resource::Agent, ctx.node, Level::Read)?;
     let store = ctx.cluster.store();
     let node = store
         .nodes
@@ -115,6 +117,40 @@ fn agent_self(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     Ok(json_resp(&body))
 }
 
+/// The permission to change a check: service write for a service's check,
+/// node write for a node check (Consul's `vetCheckUpdateWithAuthorizer`).
+/// An unknown check is Consul's 404.
+fn check_write(ctx: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
+    let owner = {
+        let store = ctx.cluster.store();
+        store
+            .checks
+            .get(&(ctx.node.to_string(), id.to_string()))
+            .map(|c| c.service_name.clone())
+    };
+    match owner {
+        None => Err(update_error(CheckUpdateError::Unknown(id.to_string()))),
+        Some(service) if service.is_empty() => {
+            Ok(ctx.authz.check(Resource::Node, ctx.node, Level::Write)?)
+        }
+        Some(service) => Ok(ctx.authz.check(Resource::Service, &service, Level::Write)?),
+    }
+}
+
+/// Service write on the name of a service of this agent; an unknown
+/// service ID is Consul's 404.
+fn service_write(ctx: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
+    let name = {
+        let store = ctx.cluster.store();
+        store
+            .services
+            .get(&(ctx.node.to_string(), id.to_string()))
+            .map(|s| s.def.name.clone())
+    };
+    let name = name.ok_or_else(|| ApiError::not_found(unknown_service(id)))?;
+    Ok(ctx.authz.check(Resource::Service, &name, Level::Write)?)
+}
+
 fn filtered(ctx: &Ctx<'_>, items: Vec<(String, Value)>, roots: &[&str]) -> Result<Value, ApiError> {
     let expr = match ctx.query.get("filter").filter(|f| !f.is_empty()) {
         Some(f) => Some(filter::parse(f, roots).map_err(|e| ApiError::bad_request(e.to_string()))?),
@@ -154,12 +190,20 @@ const CHECK_ROOTS: &[&str] = &[
 ];
 
 fn services(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let mut removed = false;
     let items: Vec<(String, Value)> = {
         let store = ctx.cluster.store();
         store
             .services
             .values()
             .filter(|s| s.node == ctx.node)
+            .filter(|s| {
+                let ok = ctx
+                    .authz
+                    .allows(Resource::Service, &s.def.name, Level::Read);
+                removed |= !ok;
+                ok
+            })
             .map(|s| {
                 (
                     s.def.id.clone(),
@@ -168,31 +212,48 @@ fn services(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             })
             .collect()
     };
-    Ok(json_resp(&filtered(ctx, items, SERVICE_ROOTS)?))
+    let resp = json_resp(&filtered(ctx, items, SERVICE_ROOTS)?);
+    Ok(mark_filtered(resp, ctx, removed))
 }
 
 fn checks(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let mut removed = false;
     let items: Vec<(String, Value)> = {
         let store = ctx.cluster.store();
         store
             .checks
             .values()
             .filter(|c| c.node == ctx.node)
-            .map(|c| (c.def.id.clone(), views::check(c)))
+            .filter(|c| {
+                // Consul's agent filter: service read for a service's
+                // check, node read for a node check.
+                let ok = if c.service_name.is_empty() {
+                    ctx.authz.allows(Resource::Node, &c.node, Level::Read)
+                } else {
+                    ctx.authz
+                        .allows(Resource::Service, &c.service_name, Level::Read)
+                };
+                removed |= !ok;
+                ok
+            })
+            .map(|c| (c.def.id.clone(), views::agent_check(c)))
             .collect()
     };
-    Ok(json_resp(&filtered(ctx, items, CHECK_ROOTS)?))
+    let resp = json_resp(&filtered(ctx, items, CHECK_ROOTS)?);
+    Ok(mark_filtered(resp, ctx, removed))
 }
 
 async fn service(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
     let opts = QueryOptions::parse(ctx.query)?;
     let dc = ctx.cluster.datacenter.clone();
     let node = ctx.node;
+    let authz = &ctx.authz;
     let (mut body, hash) = blocking::block_on_hash(ctx.cluster, &opts, |store| {
         let service = store
             .services
             .get(&(node.to_string(), id.to_string()))
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        authz.check(Resource::Service, &service.def.name, Level::Read)?;
         let view = views::agent_service(service, &dc);
         let mut hasher = DefaultHasher::new();
         view.to_string().hash(&mut hasher);
@@ -211,6 +272,10 @@ async fn service(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
 
 fn register(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let (service, checks) = registration::parse(&ctx.body)?;
+    // Every check of a registration belongs to the service, so service
+    // write on its name covers them (Consul's `vetServiceRegister`).
+    ctx.authz
+        .check(Resource::Service, &service.name, Level::Write)?;
     let replace = ctx
         .query
         .get("replace-existing-checks")
@@ -224,6 +289,7 @@ fn register(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
 }
 
 fn deregister(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    service_write(ctx, id)?;
     if !ctx.cluster.store().deregister_service(ctx.node, id) {
         return Err(ApiError::not_found(unknown_service(id)));
     }
@@ -251,6 +317,7 @@ fn maintenance(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
     let enable = parse_go_bool(raw)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid value for enable: {raw:?}")))?;
     let reason = ctx.query.get("reason").unwrap_or_default();
+    service_write(ctx, id)?;
     if !ctx
         .cluster
         .store()
@@ -275,6 +342,7 @@ fn ttl_update(
     status: Status,
     output: &str,
 ) -> Result<Response<Body>, ApiError> {
+    check_write(ctx, id)?;
     let output = registration::truncate_output(output);
     ctx.cluster
         .store()
@@ -298,6 +366,7 @@ fn check_update(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
 }
 
 fn check_deregister(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    check_write(ctx, id)?;
     if !ctx.cluster.store().deregister_check(ctx.node, id) {
         return Err(update_error(CheckUpdateError::Unknown(id.to_string())));
     }

@@ -1,4 +1,8 @@
-//! `/v1/health/*` and `/v1/catalog/*`: cluster-wide reads, all blocking.
+//! `/v1/health/*` and `/v1/catalog/*`: cluster-wide reads, all blocking,
+//! never refused by ACLs: entries the token may not read are dropped and
+//! the answer says so (`X-Consul-Results-Filtered-By-ACLs`), as in Consul.
+//! `/v1/health/state/:state` needs a state; an unknown word matches no
+//! check, as in Consul.
 //!
 //! `?passing` drops an instance when any of its checks or of its node's
 //! checks (`serfHealth`, maintenance) is not passing; `warning` counts as
@@ -12,12 +16,13 @@ use axum::body::Body;
 use axum::http::Response;
 use serde_json::{Map, Value, json};
 
+use super::super::acl::{Authz, Level, Resource};
 use super::super::blocking::{self, QueryOptions};
 use super::super::filter::{self, Expr};
-use super::super::model::{ServiceRecord, Status};
+use super::super::model::{CheckRecord, ServiceRecord, Status};
 use super::super::store::Store;
 use super::super::views;
-use super::{ApiError, Ctx, require_leader, with_meta};
+use super::{ApiError, Ctx, mark_filtered, require_leader, with_meta};
 
 const ENTRY_ROOTS: &[&str] = &["Node", "Service", "Checks"];
 const CHECK_ROOTS: &[&str] = &[
@@ -122,10 +127,10 @@ async fn serve(ctx: &Ctx<'_>, which: Query<'_>) -> Result<Response<Body>, ApiErr
         Some(f) => Some(filter::parse(f, roots).map_err(|e| ApiError::bad_request(e.to_string()))?),
         None => None,
     };
-    if let Query::State(state) = which {
-        if state != "any" && Status::parse(state).is_none() {
-            return Err(ApiError::bad_request(format!("Invalid state: {state}")));
-        }
+    // Consul checks only that a state is given; an unknown one matches
+    // no check.
+    if let Query::State("") = which {
+        return Err(ApiError::bad_request("Missing check state"));
     }
     let narrow = Narrow {
         tags: ctx.query.all("tag").map(str::to_string).collect(),
@@ -140,17 +145,19 @@ async fn serve(ctx: &Ctx<'_>, which: Query<'_>) -> Result<Response<Body>, ApiErr
         passing: ctx.query.flag("passing"),
     };
     let dc = ctx.cluster.datacenter.clone();
-    let (body, index) = blocking::block_split(
+    let authz = &ctx.authz;
+    let ((body, removed), index) = blocking::block_split(
         ctx.cluster,
         &opts,
         |store| index_of(store, which),
-        |store| Ok(render(store, which, &narrow, expr.as_ref(), &dc)),
+        |store| Ok(render(store, which, &narrow, expr.as_ref(), &dc, authz)),
     )
     .await?;
-    Ok(with_meta(json_body(body), ctx.cluster, index, &opts))
+    let resp = with_meta(json_body(body), ctx.cluster, index, &opts);
+    Ok(mark_filtered(resp, ctx, removed))
 }
 
-/// The index a query reports, as [`evaluate`] computes it, without the data.
+/// The index a query reports, without the data.
 fn index_of(store: &Store, which: Query<'_>) -> u64 {
     match which {
         Query::HealthService(name) | Query::ServiceChecks(name) | Query::CatalogService(name) => {
@@ -163,25 +170,49 @@ fn index_of(store: &Store, which: Query<'_>) -> u64 {
     }
 }
 
-/// The JSON text of the answer. Unfiltered check lists (`health/state`,
-/// the largest answers) are written straight from the records.
+/// Whether the token may see a check (Consul's `filterHealthChecks`: node
+/// read, and service read for a service's check).
+fn may_read_check(authz: &Authz, check: &CheckRecord) -> bool {
+    authz.allows(Resource::Node, &check.node, Level::Read)
+        && (check.service_name.is_empty()
+            || authz.allows(Resource::Service, &check.service_name, Level::Read))
+}
+
+/// Whether the token may see a service instance (Consul's
+/// `filterServiceNodes`/`filterCheckServiceNodes`: node and service read).
+fn may_read_instance(authz: &Authz, service: &ServiceRecord) -> bool {
+    authz.allows(Resource::Node, &service.node, Level::Read)
+        && authz.allows(Resource::Service, &service.def.name, Level::Read)
+}
+
+/// Checks in `state` (`any` for all; an unknown word matches none).
+fn in_state(state: &str) -> impl Fn(&&CheckRecord) -> bool + '_ {
+    let wanted = Status::parse(state);
+    move |c| state == "any" || wanted.is_some_and(|w| c.status == w)
+}
+
+/// The JSON text of the answer, and whether ACLs removed entries.
+/// Unfiltered check lists (`health/state`, the largest answers) are
+/// written straight from the records.
 fn render(
     store: &Store,
     which: Query<'_>,
     narrow: &Narrow,
     expr: Option<&Expr>,
     dc: &str,
-) -> String {
+    authz: &Authz,
+) -> (String, bool) {
     if let (Query::State(state), None) = (which, expr) {
-        let wanted = Status::parse(state);
-        return views::checks_json(
-            store
-                .checks
-                .values()
-                .filter(|c| wanted.is_none_or(|w| c.status == w)),
-        );
+        let mut removed = false;
+        let body = views::checks_json(store.checks.values().filter(in_state(state)).filter(|c| {
+            let ok = may_read_check(authz, c);
+            removed |= !ok;
+            ok
+        }));
+        return (body, removed);
     }
-    evaluate(store, which, narrow, expr, dc).0.to_string()
+    let (value, removed) = evaluate(store, which, narrow, expr, dc, authz);
+    (value.to_string(), removed)
 }
 
 fn json_body(body: String) -> Response<Body> {
@@ -197,19 +228,27 @@ fn keep(expr: Option<&Expr>, item: &Value) -> bool {
     expr.is_none_or(|e| e.eval(item))
 }
 
+/// The answer as JSON, and whether ACLs removed entries from it.
 fn evaluate(
     store: &Store,
     which: Query<'_>,
     narrow: &Narrow,
     expr: Option<&Expr>,
     dc: &str,
-) -> (Value, u64) {
-    match which {
+    authz: &Authz,
+) -> (Value, bool) {
+    let mut removed = false;
+    let mut readable = |ok: bool| {
+        removed |= !ok;
+        ok
+    };
+    let value = match which {
         Query::HealthService(name) => {
             let entries: Vec<Value> = store
                 .services
                 .values()
                 .filter(|s| s.def.name == name && narrow.keeps(store, s))
+                .filter(|s| readable(may_read_instance(authz, s)))
                 .filter_map(|s| {
                     let node = store.nodes.get(&s.node)?;
                     let checks: Vec<_> = store
@@ -231,49 +270,54 @@ fn evaluate(
                 })
                 .filter(|v| keep(expr, v))
                 .collect();
-            (Value::Array(entries), store.service_name_index(name))
+            Value::Array(entries)
         }
         Query::ServiceChecks(name) => {
             let checks = store
                 .checks
                 .values()
                 .filter(|c| c.service_name == name && !c.def.service_id.is_empty())
+                .filter(|c| readable(may_read_check(authz, c)))
                 .map(views::check)
                 .filter(|v| keep(expr, v))
                 .collect();
-            (Value::Array(checks), store.service_name_index(name))
+            Value::Array(checks)
         }
         Query::State(state) => {
-            let wanted = Status::parse(state);
             let checks = store
                 .checks
                 .values()
-                .filter(|c| wanted.is_none_or(|w| c.status == w))
+                .filter(in_state(state))
+                .filter(|c| readable(may_read_check(authz, c)))
                 .map(views::check)
                 .filter(|v| keep(expr, v))
                 .collect();
-            (Value::Array(checks), store.tables.checks)
+            Value::Array(checks)
         }
         Query::Node(node) => {
             let checks = store
                 .checks
                 .values()
                 .filter(|c| c.node == node)
+                .filter(|c| readable(may_read_check(authz, c)))
                 .map(views::check)
                 .filter(|v| keep(expr, v))
                 .collect();
-            (
-                Value::Array(checks),
-                store.tables.checks.max(store.tables.nodes),
-            )
+            Value::Array(checks)
         }
         Query::CatalogService(name) => {
-            let list = catalog_service_nodes(store, narrow, expr, dc, Some(name));
-            (Value::Array(list), store.service_name_index(name))
+            let list = catalog_service_nodes(store, narrow, expr, dc, Some(name), &mut |s| {
+                readable(may_read_instance(authz, s))
+            });
+            Value::Array(list)
         }
         Query::CatalogServices => {
             let mut map = Map::new();
-            for entry in catalog_service_nodes(store, narrow, expr, dc, None) {
+            // Consul's `filterServices`: service read on the name only.
+            let entries = catalog_service_nodes(store, narrow, expr, dc, None, &mut |s| {
+                readable(authz.allows(Resource::Service, &s.def.name, Level::Read))
+            });
+            for entry in entries {
                 let name = entry
                     .get("ServiceName")
                     .and_then(Value::as_str)
@@ -291,18 +335,20 @@ fn evaluate(
                     }
                 }
             }
-            (Value::Object(map), store.tables.services)
+            Value::Object(map)
         }
         Query::CatalogNodes => {
             let nodes = store
                 .nodes
                 .values()
+                .filter(|n| readable(authz.allows(Resource::Node, &n.name, Level::Read)))
                 .map(|n| views::node(n, dc))
                 .filter(|v| keep(expr, v))
                 .collect();
-            (Value::Array(nodes), store.tables.nodes)
+            Value::Array(nodes)
         }
-    }
+    };
+    (value, removed)
 }
 
 fn catalog_service_nodes(
@@ -311,11 +357,13 @@ fn catalog_service_nodes(
     expr: Option<&Expr>,
     dc: &str,
     name: Option<&str>,
+    readable: &mut dyn FnMut(&ServiceRecord) -> bool,
 ) -> Vec<Value> {
     store
         .services
         .values()
         .filter(|s| name.is_none_or(|n| s.def.name == n) && narrow.keeps(store, s))
+        .filter(|s| readable(s))
         .filter_map(|s| Some(views::catalog_service(store.nodes.get(&s.node)?, s, dc)))
         .filter(|v| keep(expr, v))
         .collect()

@@ -11,9 +11,10 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::Value;
 
+use super::super::acl::Level;
 use super::super::blocking::{self, QueryOptions};
 use super::super::kv::{KvWrite, MAX_VALUE_SIZE};
-use super::{ApiError, Ctx, allow, json, require_leader, text, with_meta};
+use super::{ApiError, Ctx, allow, json, mark_filtered, require_leader, text, with_meta};
 
 /// The 413 answer for an oversized value, in Consul's words.
 pub(crate) fn too_large(len: usize) -> Response<Body> {
@@ -100,6 +101,13 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
             .unwrap_or_default()
             .to_string();
         let (keys, index) = blocking::block(cluster, &opts, |s| Ok(s.kv_keys(key, &sep))).await?;
+        // Consul's `filterKeys`: key read on each key shown.
+        let total = keys.len();
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| ctx.authz.check_key(k, Level::Read).is_ok())
+            .collect();
+        let removed = keys.len() != total;
         if keys.is_empty() && !key.is_empty() {
             return Ok(with_meta(
                 text(StatusCode::NOT_FOUND, ""),
@@ -108,10 +116,21 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
                 &opts,
             ));
         }
-        return Ok(with_meta(json(&Value::from(keys)), cluster, index, &opts));
+        let resp = with_meta(json(&Value::from(keys)), cluster, index, &opts);
+        return Ok(mark_filtered(resp, ctx, removed));
     }
     if ctx.query.has("recurse") {
         let (entries, index) = blocking::block(cluster, &opts, |s| Ok(s.kv_list(key))).await?;
+        // Consul's `FilterDirEnt`: key read on each entry.
+        let total = entries.len();
+        let entries: Vec<Value> = entries
+            .into_iter()
+            .filter(|e| {
+                let k = e.get("Key").and_then(Value::as_str).unwrap_or_default();
+                ctx.authz.check_key(k, Level::Read).is_ok()
+            })
+            .collect();
+        let removed = entries.len() != total;
         if entries.is_empty() {
             return Ok(with_meta(
                 text(StatusCode::NOT_FOUND, ""),
@@ -120,16 +139,13 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
                 &opts,
             ));
         }
-        return Ok(with_meta(
-            json(&Value::Array(entries)),
-            cluster,
-            index,
-            &opts,
-        ));
+        let resp = with_meta(json(&Value::Array(entries)), cluster, index, &opts);
+        return Ok(mark_filtered(resp, ctx, removed));
     }
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
+    ctx.authz.check_key(key, Level::Read)?;
     let (entry, index) = blocking::block(cluster, &opts, |s| Ok(s.kv_get(key))).await?;
     let Some((value, raw)) = entry else {
         return Ok(with_meta(
@@ -166,6 +182,7 @@ fn put(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::bad_request("Missing key name"));
     }
     conflicting(ctx, &["cas", "acquire", "release"])?;
+    ctx.authz.check_key(key, Level::Write)?;
     let flags = parse_u64(ctx, "flags")?.unwrap_or(0);
     let cas = parse_u64(ctx, "cas")?;
     require_leader(ctx, None)?;
@@ -197,6 +214,11 @@ fn delete(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::bad_request("Missing key name"));
     }
     let cas = parse_u64(ctx, "cas")?;
+    if recurse {
+        ctx.authz.check_key_prefix_write(key)?;
+    } else {
+        ctx.authz.check_key(key, Level::Write)?;
+    }
     require_leader(ctx, None)?;
     let done = ctx.cluster.store().kv_delete(key, recurse, cas);
     Ok(json(&Value::Bool(done)))

@@ -3,7 +3,10 @@
 //! Every listener (the server's and each node's) serves the same router;
 //! agent endpoints answer for the listener's own node, everything else is
 //! cluster-wide. Before routing, an injected fault may answer instead
-//! (control API), then the ACL token is checked. Errors are plain text with
+//! (control API), then the request's token is resolved (an unknown one is
+//! `403 ACL not found`); each handler then checks the permission its
+//! endpoint needs, or filters its list answer (see the `consul` module
+//! docs for the table). Errors are plain text with
 //! Consul's wording and status; JSON answers are `application/json`. Reads
 //! of cluster data carry `X-Consul-Index`, `X-Consul-KnownLeader`,
 //! `X-Consul-LastContact` and `X-Consul-Effective-Consistency`; agent-local
@@ -14,6 +17,7 @@
 //! Consul; agent-local endpoints keep working. Nothing here logs a token
 //! or a query string (which may hold `?token=`).
 
+mod acl;
 mod agent;
 mod health;
 mod kv;
@@ -26,7 +30,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 
-use super::acl;
+use super::acl as acl_core;
 use super::blocking::QueryOptions;
 use super::cluster::Cluster;
 use super::control;
@@ -121,7 +125,7 @@ pub(crate) struct Ctx<'a> {
     pub query: &'a Query,
     pub body: Bytes,
     /// What the request's token may do.
-    pub authz: acl::Authz,
+    pub authz: acl_core::Authz,
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -231,22 +235,16 @@ pub(crate) async fn dispatch(
         return resp;
     }
     let segments: Vec<&str> = rest.split('/').collect();
-    let token = acl::token_of(query.get("token"), &parts.headers);
+    let token = acl_core::token_of(query.get("token"), &parts.headers);
     let authz = match cluster.acl.resolve(&token) {
         Ok(authz) => authz,
         // `/v1/status/*` never looks at the token, in Consul either.
-        Err(_) if segments.first() == Some(&"status") => acl::Authz::anonymous(),
+        Err(_) if segments.first() == Some(&"status") => acl_core::Authz::anonymous(),
         Err(denied) => {
             tracing::debug!(path = %path, method = %parts.method, "Request with an unknown token.");
             return text(StatusCode::FORBIDDEN, denied.0);
         }
     };
-    if let Some(needed) = acl::required(parts.method.as_str(), &segments, &node) {
-        if let Err(denied) = authz.check(&needed) {
-            tracing::debug!(path = %path, method = %parts.method, "Request denied by ACL.");
-            return text(StatusCode::FORBIDDEN, denied.0);
-        }
-    }
     let limit = match segments.first() {
         Some(&"kv") => super::kv::MAX_VALUE_SIZE + 1,
         Some(&"txn") => txn::MAX_TXN_LEN + 1,
@@ -283,6 +281,9 @@ pub(crate) async fn dispatch(
     match result {
         Ok(resp) => resp,
         Err(e) => {
+            if e.status == StatusCode::FORBIDDEN {
+                tracing::debug!(path = %path, method = %parts.method, "Request denied by ACL.");
+            }
             if e.status.is_server_error() {
                 tracing::warn!(path = %path, method = %parts.method, status = %e.status, error = %e.body, "Request failed.");
             }
@@ -303,6 +304,7 @@ async fn route(ctx: &Ctx<'_>, segments: &[&str], rest: &str) -> Result<Response<
         }
         ["session", tail @ ..] => session::route(ctx, tail, rest, get, put).await,
         ["txn"] => Some(txn::handle(ctx)),
+        ["acl", tail @ ..] => acl::route(ctx, tail, get, put),
         ["status", which @ ("leader" | "peers")] => {
             allow(ctx, get, "GET")?;
             let leader = format!("{}:8300", std::net::Ipv4Addr::LOCALHOST);
@@ -317,6 +319,29 @@ async fn route(ctx: &Ctx<'_>, segments: &[&str], rest: &str) -> Result<Response<
         _ => None,
     };
     found.unwrap_or_else(|| Ok(text(StatusCode::NOT_FOUND, "")))
+}
+
+/// Sets `X-Consul-Results-Filtered-By-ACLs: true` when ACLs removed
+/// entries from a list answer and the request named a token (Consul leaves
+/// it off for anonymous requests).
+pub(crate) fn mark_filtered(
+    mut resp: Response<Body>,
+    ctx: &Ctx<'_>,
+    removed: bool,
+) -> Response<Body> {
+    if ctx.authz.reports_filtering(removed) {
+        resp.headers_mut().insert(
+            "x-consul-results-filtered-by-acls",
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
+}
+
+impl From<acl_core::Denied> for ApiError {
+    fn from(denied: acl_core::Denied) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, denied.0)
+    }
 }
 
 /// Answers 405 (with Consul's text and `Allow` header) unless `ok`.

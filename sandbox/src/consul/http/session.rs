@@ -12,12 +12,13 @@ use axum::body::Body;
 use axum::http::Response;
 use serde_json::{Value, json};
 
+use super::super::acl::{Level, Resource};
 use super::super::blocking::{self, QueryOptions};
 use super::super::duration;
 use super::super::model::SERF_CHECK_ID;
 use super::super::registration::field;
 use super::super::session::{NewSession, parse_behavior, parse_ttl};
-use super::{ApiError, Ctx, allow, json as json_resp, require_leader, with_meta};
+use super::{ApiError, Ctx, allow, json as json_resp, mark_filtered, require_leader, with_meta};
 
 /// Routes `/v1/session/<tail>`; `None` when unknown.
 pub(crate) async fn route(
@@ -133,6 +134,7 @@ fn create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     if node.is_empty() {
         node = ctx.node.to_string();
     }
+    ctx.authz.check(Resource::Session, &node, Level::Write)?;
     let ttl_raw = text("TTL");
     let request = NewSession {
         name: text("Name"),
@@ -160,6 +162,7 @@ fn destroy(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::bad_request("Missing session"));
     }
     require_leader(ctx, None)?;
+    session_write(ctx, id)?;
     ctx.cluster.store().session_destroy(id);
     Ok(json_resp(&Value::Bool(true)))
 }
@@ -169,12 +172,23 @@ fn renew(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::bad_request("Missing session"));
     }
     require_leader(ctx, None)?;
+    session_write(ctx, id)?;
     let session = ctx
         .cluster
         .store()
         .session_renew(id)
         .ok_or_else(|| ApiError::not_found(format!("Session id '{id}' not found")))?;
     Ok(json_resp(&Value::Array(vec![session])))
+}
+
+/// Session write on the node of an existing session (Consul's
+/// `Session.Apply` and `Session.Renew`); an unknown session needs none.
+fn session_write(ctx: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
+    let node = ctx.cluster.store().sessions.get(id).map(|s| s.node.clone());
+    match node {
+        Some(node) => Ok(ctx.authz.check(Resource::Session, &node, Level::Write)?),
+        None => Ok(()),
+    }
 }
 
 enum Read<'a> {
@@ -199,10 +213,16 @@ async fn read(ctx: &Ctx<'_>, which: Read<'_>) -> Result<Response<Body>, ApiError
         })
     })
     .await?;
-    Ok(with_meta(
-        json_resp(&Value::Array(list)),
-        ctx.cluster,
-        index,
-        &opts,
-    ))
+    // Consul's `filterSessions`: session read on each session's node.
+    let total = list.len();
+    let list: Vec<Value> = list
+        .into_iter()
+        .filter(|s| {
+            let node = s.get("Node").and_then(Value::as_str).unwrap_or_default();
+            ctx.authz.allows(Resource::Session, node, Level::Read)
+        })
+        .collect();
+    let removed = list.len() != total;
+    let resp = with_meta(json_resp(&Value::Array(list)), ctx.cluster, index, &opts);
+    Ok(mark_filtered(resp, ctx, removed))
 }
