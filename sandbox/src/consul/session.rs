@@ -3,6 +3,13 @@
 //! leaving), which releases or deletes the locks it held and arms
 //! lock-delay on those keys.
 //!
+//! A session depends on checks of its node: `NodeChecks` (default
+//! `serfHealth`) and `ServiceChecks`. Creating one on a missing or critical
+//! check fails with Consul's `Missing check '<id>' registration` or `Check
+//! '<id>' is in critical state` (500); a listed check turning critical,
+//! running out of TTL or being removed invalidates the session at the same
+//! index (see `catalog`), before any renewal could save it.
+//!
 //! TTLs: Consul accepts 10s..24h by default (`session_ttl_min` is
 //! configurable, here [`super::Config::session_ttl_min`]) and invalidates a
 //! session only after twice its TTL without renewal. Error texts are
