@@ -61,6 +61,10 @@ locals {
   }
 }
 
+locals {
+  consul_server_user_data = templatefile("${path.module}/templates/consul-server-user-data.yaml.tftpl", local.consul_server_user_data_vars)
+}
+
 resource "aws_launch_template" "consul_server" {
   name        = "${local.name}-consul-server"
   description = "rollgate Consul servers"
@@ -68,7 +72,7 @@ resource "aws_launch_template" "consul_server" {
   image_id               = var.node_image_id
   instance_type          = var.consul_instance_type
   vpc_security_group_ids = [aws_security_group.consul.id, aws_security_group.node_egress.id]
-  user_data              = base64encode(templatefile("${path.module}/templates/consul-server-user-data.yaml.tftpl", local.consul_server_user_data_vars))
+  user_data              = base64encode(local.consul_server_user_data)
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.consul_server.arn
@@ -85,6 +89,15 @@ resource "aws_launch_template" "consul_server" {
     resource_type = "instance"
     tags = {
       Name = "${local.name}-consul-server"
+    }
+  }
+
+  lifecycle {
+    # EC2 takes at most 16 KB of user data; the policy files of config/acl
+    # travel in it.
+    precondition {
+      condition     = length(local.consul_server_user_data) <= 16384
+      error_message = "The Consul servers' user data is ${length(local.consul_server_user_data)} bytes, over EC2's 16384: the ACL policy files in config/acl (${join(", ", keys(local.consul_acl_policies))}) are too large to travel in it."
     }
   }
 

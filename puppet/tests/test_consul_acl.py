@@ -280,6 +280,13 @@ class ConvergeTest(unittest.TestCase):
         self.assertIn(acl.accessor_for("instance", "i-0bbbbbbbbbbbbbbb3"), self.consul.tokens)
         self.assertIn(acl.accessor_for("instance", "i-0aaaaaaaaaaaaaaa1"), self.consul.tokens)
 
+    def test_a_missing_policy_file_does_not_keep_nodes_from_their_tokens(self):
+        del self.config["policies"]["coordinator"]
+        with self.assertRaisesRegex(acl.ConsulError, "no policy file coordinator.hcl"):
+            self.run_once()
+        self.assertIn(acl.accessor_for("instance", "i-0aaaaaaaaaaaaaaa1"), self.consul.tokens)
+        self.assertNotIn(acl.accessor_for("role", "coordinator"), self.consul.tokens)
+
     def test_no_secret_value_is_printed(self):
         output = self.run_once() + self.run_once()
         for token in self.consul.tokens.values():
