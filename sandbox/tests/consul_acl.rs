@@ -159,8 +159,24 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     )
     .await;
     assert_eq!(
-        anonymous.body["AccessorID"],
-        "00000000-0000-0000-0000-000000000002"
+        (anonymous.status, anonymous.body),
+        (StatusCode::FORBIDDEN, json!("ACL not found")),
+        "no token sent: no token to describe"
+    );
+    let missing = call(
+        &world,
+        Method::GET,
+        &world.url("/v1/acl/policy/00000000-0000-0000-0000-0000000000ff"),
+        Some(ROOT),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (missing.status, missing.body),
+        (
+            StatusCode::NOT_FOUND,
+            json!("Requested policy does not exist: ACL not found")
+        )
     );
 
     // Consul's validation texts.
@@ -712,4 +728,84 @@ async fn acl_endpoints_say_when_acls_are_off() {
         (answer.status, answer.body),
         (StatusCode::UNAUTHORIZED, json!("ACL support disabled"))
     );
+}
+
+#[tokio::test]
+async fn kv_listings_are_filtered_even_down_to_a_404() {
+    let world = acl_world(0).await;
+    for key in ["app/a", "app/b", "secret/x"] {
+        let put = call(
+            &world,
+            Method::PUT,
+            &world.url(&format!("/v1/kv/{key}")),
+            Some(ROOT),
+            Some(json!(1)),
+        )
+        .await;
+        assert_eq!(put.status, 200);
+    }
+    let token = token_with(
+        &world,
+        "app-reader",
+        r#"key_prefix "app/" { policy = "read" }"#,
+    )
+    .await;
+    let t = Some(secret(&token));
+    let all = call(&world, Method::GET, &world.url("/v1/kv/?recurse"), t, None).await;
+    let keys: Vec<&str> = all
+        .body
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["Key"].as_str())
+        .collect();
+    assert_eq!((keys, all.filtered), (vec!["app/a", "app/b"], true));
+    let hidden = call(
+        &world,
+        Method::GET,
+        &world.url("/v1/kv/secret/?recurse"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (hidden.status, hidden.filtered),
+        (StatusCode::NOT_FOUND, true)
+    );
+    let listed = call(&world, Method::GET, &world.url("/v1/kv/?keys"), t, None).await;
+    assert_eq!(
+        (listed.body, listed.filtered),
+        (json!(["app/a", "app/b"]), true)
+    );
+    let mine = call(
+        &world,
+        Method::GET,
+        &world.url("/v1/kv/app/?recurse"),
+        t,
+        None,
+    )
+    .await;
+    assert!(!mine.filtered, "nothing removed, no header");
+}
+
+#[tokio::test]
+async fn every_answer_names_the_default_acl_policy() {
+    let header = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("x-consul-default-acl-policy")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let on = acl_world(0).await;
+    for path in [
+        "/v1/status/leader",
+        "/v1/kv/refused",
+        "/v1/catalog/services",
+    ] {
+        let resp = on.get(&on.url(path)).await;
+        assert_eq!(header(&resp).as_deref(), Some("deny"), "{path}");
+    }
+    let off = World::start(0).await;
+    let resp = off.get(&off.url("/v1/catalog/services")).await;
+    assert_eq!(header(&resp).as_deref(), Some("allow"));
 }

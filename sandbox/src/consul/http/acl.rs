@@ -5,7 +5,8 @@
 //! /v1/acl/token/:accessor`.
 //!
 //! Managing ACLs needs `acl:write`, reading them `acl:read`;
-//! `token/self` needs only a valid token. Validation failures answer 500
+//! `token/self` needs only a valid token (none sent: `403 ACL not found`,
+//! as Consul finds no token by an empty secret). Validation failures answer 500
 //! with Consul's text, as Consul's RPC errors do. With ACLs off every one
 //! answers `401 ACL support disabled`. Answers carry the SecretID only
 //! where Consul does (token create, read and self); nothing here logs it.
@@ -123,9 +124,21 @@ fn next_index(ctx: &Ctx<'_>) -> u64 {
     idx
 }
 
-fn body_value(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
-    let body: Option<Value> = super::decode(&ctx.body)?;
-    Ok(body.unwrap_or_else(|| json!({})))
+/// The JSON body; `what` names it in Consul's decode error
+/// (`Token decoding failed: ...`).
+fn body_value(ctx: &Ctx<'_>, what: &str) -> Result<Value, ApiError> {
+    if ctx.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let body: Value = serde_json::from_slice(&ctx.body)
+        .map_err(|e| ApiError::bad_request(format!("{what} decoding failed: {e}")))?;
+    if body.is_object() {
+        Ok(body)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{what} decoding failed: expected a JSON object"
+        )))
+    }
 }
 
 fn text_field(body: &Value, name: &str) -> Result<String, ApiError> {
@@ -147,7 +160,7 @@ fn valid_policy_name(name: &str) -> bool {
 
 fn policy_create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ctx.authz.check_global(Global::Acl, Level::Write)?;
-    let body = body_value(ctx)?;
+    let body = body_value(ctx, "Policy")?;
     let name = text_field(&body, "Name")?;
     let description = text_field(&body, "Description")?;
     let rules_text = text_field(&body, "Rules")?;
@@ -197,7 +210,7 @@ fn policy_read(
 ) -> Result<Response<Body>, ApiError> {
     ctx.authz.check_global(Global::Acl, Level::Read)?;
     let policy = find(&ctx.cluster.acl.state())
-        .ok_or_else(|| ApiError::not_found("ACL policy not found"))?;
+        .ok_or_else(|| ApiError::not_found("Requested policy does not exist: ACL not found"))?;
     Ok(json_resp(&policy_json(&policy)))
 }
 
@@ -251,7 +264,7 @@ fn expiration(body: &Value, created: SystemTime) -> Result<Option<SystemTime>, A
 
 fn token_create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ctx.authz.check_global(Global::Acl, Level::Write)?;
-    let body = body_value(ctx)?;
+    let body = body_value(ctx, "Token")?;
     let description = text_field(&body, "Description")?;
     let mut accessor = text_field(&body, "AccessorID")?;
     let mut secret = text_field(&body, "SecretID")?;
@@ -322,18 +335,9 @@ fn token_create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
 
 fn token_self(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let state = ctx.cluster.acl.state();
+    // Consul reads the token by the secret sent; no token sent finds none.
     if ctx.authz.accessor() == ANONYMOUS_ACCESSOR {
-        return Ok(json_resp(&json!({
-            "AccessorID": ANONYMOUS_ACCESSOR,
-            "SecretID": "anonymous",
-            "Description": "Anonymous Token",
-            "Policies": null,
-            "Local": false,
-            "CreateTime": "1970-01-01T00:00:00Z",
-            "Hash": hash_of(&[ANONYMOUS_ACCESSOR]),
-            "CreateIndex": 1,
-            "ModifyIndex": 1,
-        })));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "ACL not found"));
     }
     // The dispatcher already refused an unknown token; look it up again
     // by accessor so this answer never depends on the secret it was sent.
@@ -348,7 +352,7 @@ fn token_read(ctx: &Ctx<'_>, accessor: &str) -> Result<Response<Body>, ApiError>
     let state = ctx.cluster.acl.state();
     let token = state
         .token_by_accessor(accessor)
-        .ok_or_else(|| ApiError::not_found("ACL token not found"))?;
+        .ok_or_else(|| ApiError::not_found("Requested token does not exist: ACL not found"))?;
     Ok(json_resp(&token_json(&state, token)))
 }
 

@@ -109,12 +109,8 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
             .collect();
         let removed = keys.len() != total;
         if keys.is_empty() && !key.is_empty() {
-            return Ok(with_meta(
-                text(StatusCode::NOT_FOUND, ""),
-                cluster,
-                index,
-                &opts,
-            ));
+            let resp = with_meta(text(StatusCode::NOT_FOUND, ""), cluster, index, &opts);
+            return Ok(mark_filtered(resp, ctx, removed));
         }
         let resp = with_meta(json(&Value::from(keys)), cluster, index, &opts);
         return Ok(mark_filtered(resp, ctx, removed));
@@ -132,12 +128,9 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Result<Response<Body>, ApiError> {
             .collect();
         let removed = entries.len() != total;
         if entries.is_empty() {
-            return Ok(with_meta(
-                text(StatusCode::NOT_FOUND, ""),
-                cluster,
-                index,
-                &opts,
-            ));
+            // Consul sets the header on this 404 too (its meta is deferred).
+            let resp = with_meta(text(StatusCode::NOT_FOUND, ""), cluster, index, &opts);
+            return Ok(mark_filtered(resp, ctx, removed));
         }
         let resp = with_meta(json(&Value::Array(entries)), cluster, index, &opts);
         return Ok(mark_filtered(resp, ctx, removed));

@@ -12,6 +12,10 @@
 //! `X-Consul-LastContact` and `X-Consul-Effective-Consistency`; agent-local
 //! endpoints and writes carry none of these, as in Consul.
 //!
+//! Every `/v1/` answer names the default ACL policy
+//! (`X-Consul-Default-ACL-Policy`: `deny` with ACLs on, else `allow`), as
+//! Consul's HTTP layer does before any handler runs.
+//!
 //! Without a leader (control API) cluster reads fail with `500 No cluster
 //! leader` unless `?stale` is given, and cluster writes always fail, as in
 //! Consul; agent-local endpoints keep working. Nothing here logs a token
@@ -218,9 +222,9 @@ pub(crate) async fn dispatch(
         };
         return control::handle(&cluster, &parts.method, rest, &body).await;
     }
-    let Some(rest) = path.strip_prefix("/v1/") else {
+    if !path.starts_with("/v1/") {
         return text(StatusCode::NOT_FOUND, "");
-    };
+    }
     if let Some(fault) = cluster.take_fault(&path) {
         tracing::info!(path = %path, status = fault.status, "Injecting a fault.");
         let status =
@@ -234,6 +238,32 @@ pub(crate) async fn dispatch(
         }
         return resp;
     }
+    let mut resp = serve(&cluster, &node, parts, body, &path, &query).await;
+    // Consul names its default ACL policy on every API answer (agent/http.go).
+    let policy = if cluster.acl.enabled() {
+        "deny"
+    } else {
+        "allow"
+    };
+    resp.headers_mut().insert(
+        "x-consul-default-acl-policy",
+        HeaderValue::from_static(policy),
+    );
+    resp
+}
+
+/// Serves one `/v1/` request after faults: token, body, route.
+async fn serve(
+    cluster: &Arc<Cluster>,
+    node: &Arc<str>,
+    parts: axum::http::request::Parts,
+    body: hyper::body::Incoming,
+    path: &str,
+    query: &Query,
+) -> Response<Body> {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return text(StatusCode::NOT_FOUND, "");
+    };
     let segments: Vec<&str> = rest.split('/').collect();
     let token = acl_core::token_of(query.get("token"), &parts.headers);
     let authz = match cluster.acl.resolve(&token) {
@@ -270,10 +300,10 @@ pub(crate) async fn dispatch(
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
     };
     let ctx = Ctx {
-        cluster: &cluster,
-        node: &node,
+        cluster,
+        node,
         method: &parts.method,
-        query: &query,
+        query,
         body,
         authz,
     };
