@@ -201,3 +201,35 @@ def test_catalog_services_lists_every_service_with_its_tags(sandbox):
     response = raw(server, "GET", "/v1/catalog/services")
     assert response.code == 200
     assert int(response.headers["X-Consul-Index"]) >= 1
+
+
+def test_service_maintenance_mode_is_a_critical_check_until_disabled(sandbox):
+    """Enable Maintenance Mode (`PUT /v1/agent/service/maintenance/:service_id
+    ?enable=true&reason=...`, agent/service docs): the service "will be
+    marked as unavailable"; Consul adds the critical check
+    `_service_maintenance:<service id>` with the reason as its Notes, or
+    "Maintenance mode is enabled for this service, but no reason was
+    provided. This is a default message." (hashicorp/consul agent/agent.go,
+    EnableServiceMaintenance, serviceMaintCheckPrefix,
+    defaultServiceMaintReason), so `passing` leaves the instance out;
+    `enable=false` removes the check. `enable` is parsed with Go's
+    strconv.ParseBool, which takes py-consul's `True`/`False`."""
+    agent = sandbox.client(NODE)
+    server = sandbox.client()
+    register_web(agent, "web-1")
+    agent.agent.check.ttl_pass("web-1-ttl")
+
+    assert agent.agent.service.maintenance("web-1", True, reason="draining for 2.0.0") is True
+    check = agent.agent.checks()["_service_maintenance:web-1"]
+    assert (check["Status"], check["Notes"], check["ServiceID"]) == ("critical", "draining for 2.0.0", "web-1")
+    assert server.health.service("web", passing=True)[1] == []
+
+    assert agent.agent.service.maintenance("web-1", False) is True
+    assert "_service_maintenance:web-1" not in agent.agent.checks()
+    assert [e["Service"]["ID"] for e in server.health.service("web", passing=True)[1]] == ["web-1"]
+
+    assert agent.agent.service.maintenance("web-1", True) is True
+    check = agent.agent.checks()["_service_maintenance:web-1"]
+    assert check["Notes"] == (
+        "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+    )
