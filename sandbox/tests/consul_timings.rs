@@ -47,7 +47,8 @@ async fn deregister_critical_service_after_has_consuls_one_minute_minimum() {
 async fn output_only_changes_reach_the_catalog_after_check_update_interval() {
     let world = World::with(Config {
         nodes: 1,
-        check_update_interval: Duration::from_millis(700),
+        // Synced between 200 and 600 ms after the change.
+        check_update_interval: Duration::from_millis(400),
         ..Config::default()
     })
     .await;

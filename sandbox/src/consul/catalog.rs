@@ -9,7 +9,9 @@
 //! a check that turned critical. Nothing here may block or do I/O: runners
 //! are started through the `spawn` callback the caller passes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
 
 use tokio_util::sync::DropGuard;
 
@@ -222,7 +224,10 @@ impl Store {
         if check.status == status && !interval.is_zero() {
             check.local_output = Some(output.to_string());
             if check.output_sync_due.is_none() {
-                check.output_sync_due = Some(Instant::now() + interval);
+                // Consul's agent waits half the interval plus a random
+                // stagger of up to a whole one.
+                let stagger = rand::rng().random_range(Duration::ZERO..interval);
+                check.output_sync_due = Some(Instant::now() + interval / 2 + stagger);
             }
             // No index: only the janitor must learn the new deadline.
             self.publish();

@@ -77,9 +77,10 @@ pub struct Config {
     /// tests lower it to exercise expiry quickly.
     pub session_ttl_min: Duration,
     /// Consul's `check_update_interval` (5m): an output-only check change
-    /// reaches the catalog (health and catalog endpoints) this long after
-    /// it happened; the agent's own `/v1/agent/checks` shows it at once.
-    /// Zero syncs every change at once.
+    /// reaches the catalog (health and catalog endpoints) between half and
+    /// one and a half of this after it happened, as Consul's agent
+    /// staggers it; the agent's own `/v1/agent/checks` shows it at once. A
+    /// status change syncs at once. Zero syncs every change at once.
     pub check_update_interval: Duration,
     /// How often the critical-service reaper runs (Consul: 30s). Zero
     /// reaps each service the moment it is due.

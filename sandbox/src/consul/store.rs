@@ -32,8 +32,9 @@ pub(crate) const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
 /// [`super::Config`] for what each means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timings {
-    /// Consul's `check_update_interval` (5m): how long an output-only
-    /// check change waits before it reaches the catalog; zero syncs at once.
+    /// Consul's `check_update_interval` (5m): an output-only check change
+    /// waits half of it plus up to a whole one before it reaches the
+    /// catalog; zero syncs at once.
     pub check_update_interval: Duration,
     /// How often the reaper looks for services to deregister (30s in
     /// Consul); zero reaps each service the moment it is due.
