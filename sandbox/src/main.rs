@@ -138,6 +138,16 @@ struct ConsulArgs {
     /// Lowest session TTL accepted (Go duration).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     session_ttl_min: Duration,
+    /// Consul's `check_update_interval`: how long an output-only check
+    /// change waits (staggered) before the catalog shows it; 0s syncs at once.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    check_update_interval: Duration,
+    /// How often critical services are reaped (Consul: 30s; 0s: when due).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    reap_interval: Duration,
+    /// Lowest `DeregisterCriticalServiceAfter` honoured (Consul: 1m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    deregister_critical_min: Duration,
 }
 
 impl std::fmt::Debug for ConsulArgs {
@@ -280,7 +290,9 @@ async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {
         acl_management_token: args.acl_token,
         acl_read_tokens: args.read_tokens,
         session_ttl_min: args.session_ttl_min,
-        ..consul::Config::default()
+        check_update_interval: args.check_update_interval,
+        reap_interval: args.reap_interval,
+        deregister_critical_min: args.deregister_critical_min,
     };
     let server = consul::Server::start(config)
         .await
