@@ -110,10 +110,20 @@ impl Token {
 }
 
 /// Policies and tokens, keyed by policy ID and token SecretID.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct AclState {
     pub policies: BTreeMap<String, Policy>,
     pub tokens: BTreeMap<String, Token>,
+}
+
+impl std::fmt::Debug for AclState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token map is keyed by SecretID: show its tokens, not its keys.
+        f.debug_struct("AclState")
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
+            .field("tokens", &self.tokens.values().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl AclState {
@@ -390,6 +400,11 @@ mod tests {
         assert!(anon.starts_with(
             "Permission denied: anonymous token lacks permission 'key:read' on \"a/b\". The anonymous token"
         ));
+        let shown = format!("{acl:?}");
+        assert!(
+            !shown.contains("root") && !shown.contains("reader"),
+            "no SecretID in Debug output: {shown}"
+        );
         let off = Acl::new(None, &[])
             .resolve("")
             .unwrap_or_else(|e| panic!("{e}"));
