@@ -2,7 +2,7 @@
 //! `rollgate` (in-memory `MemoryFleet` and `MemoryRegistry`, the emulator
 //! SDK settings with their dummy credentials) is enabled only for this
 //! crate's tests, never for `cargo build -p rollgate -p web` as images/ and
-//! the release workflow run it.
+//! the release workflow run it, nor with `-p sandbox` as the demo does.
 //!
 //! Cargo's own feature resolution decides, so this asks cargo: `cargo tree`
 //! with normal and build edges only resolves features the way a build
@@ -35,12 +35,15 @@ fn host_triple() -> String {
         .to_owned()
 }
 
-/// The features `cargo tree` resolves for `packages` following `edges`, one
-/// `name feature "f"` line each.
+/// The features of `rollgate` that `cargo tree` resolves when building
+/// `packages` along `edges`, one `rollgate feature "f"` line each. Inverted
+/// on `rollgate`, the tree lists every feature node that leads to it,
+/// whether a dependency, a default or the command line turns it on.
 fn resolved_features(packages: &[&str], edges: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.args(["tree", "--offline", "--prefix", "none", "--edges", edges])
+        .args(["--invert", "rollgate"])
         .arg("--target")
         .arg(host_triple())
         .arg("--manifest-path")
@@ -69,8 +72,13 @@ fn enables_test_util(lines: &[String]) -> bool {
 
 #[test]
 fn the_product_build_leaves_test_util_off() {
-    // As images/ and the release workflow build it, and as the demo does.
-    for packages in [&["rollgate"][..], &["rollgate", "web"]] {
+    // Alone; as images/ and the release workflow build it; as the demo and
+    // the benchmarks build it.
+    for packages in [
+        &["rollgate"][..],
+        &["rollgate", "web"],
+        &["rollgate", "web", "sandbox"],
+    ] {
         let lines = resolved_features(packages, "normal,build,features");
         assert!(
             !enables_test_util(&lines),
