@@ -3,6 +3,7 @@
 //!
 //! One binary, one role per subcommand (like Consul itself):
 //!
+//! - [`backoff`]: the one exponential back-off with jitter every retry uses.
 //! - [`config`]: defaults < TOML file < environment; every problem reported
 //!   at once; secrets never printed.
 //! - [`consul`]: the typed Consul HTTP client, the blocking-query
@@ -32,6 +33,7 @@
 
 pub mod alerting;
 pub mod aws;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod consul;

@@ -14,6 +14,7 @@ use rollgate::aws::FailureKind;
 use rollgate::cli::{CheckConfigArgs, Cli, Command, Exit};
 use rollgate::config::{Config, ConfigError, Sources};
 use rollgate::consul;
+use rollgate::consul::records::RecordError;
 use rollgate::coordinator::CoordinatorError;
 use rollgate::node::NodeError;
 use rollgate::node::identity::IdentityError;
@@ -295,7 +296,12 @@ fn store_exit(e: &StoreError) -> Exit {
         StoreError::NoPlan(_) => Exit::Refused,
         // Others kept writing the record: the same as a busy service.
         StoreError::Contended(_) => Exit::Unavailable,
-        StoreError::Corrupt { .. } => Exit::Internal,
+        // Lost leadership, or a record a newer rollgate wrote: retry later
+        // or upgrade; a damaged record needs a human.
+        StoreError::Record(RecordError::FenceLost { .. } | RecordError::TooNew { .. }) => {
+            Exit::Unavailable
+        }
+        StoreError::Record(_) => Exit::Internal,
     }
 }
 

@@ -397,7 +397,7 @@ async fn a_killed_leader_is_replaced_and_no_plan_is_produced_twice() {
         (p.len() >= 2).then_some(p)
     })
     .await;
-    assert!(b.log().contains("Leading"), "{}", b.log());
+    assert!(b.log().contains("Leadership acquired"), "{}", b.log());
     assert!(b.log().contains("Plan created"), "{}", b.log());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let plans_after = w.plans().await;

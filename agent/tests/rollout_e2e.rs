@@ -152,7 +152,7 @@ async fn the_leader_killed_mid_batch_is_replaced_and_every_instance_is_accounted
     let plan = w.outcome(Duration::from_secs(240)).await;
     let outcome = plan.outcome.clone().unwrap();
     assert_eq!(outcome.word(), "succeeded", "{outcome:?}\n{}", b.log());
-    assert!(b.log().contains("Leading"), "{}", b.log());
+    assert!(b.log().contains("Leadership acquired"), "{}", b.log());
     let (desired, _, images) = until("settled", Duration::from_secs(30), || async {
         let state = w.fleet_state().await;
         (state.2.len() == INSTANCES as usize).then_some(state)

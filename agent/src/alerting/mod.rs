@@ -25,6 +25,7 @@ pub mod store;
 pub use self::runner::{Direct, Watcher};
 
 use crate::config::Config;
+use crate::consul::leading::run_while_leading;
 use crate::consul::lock::{LeaderLock, LockConfig};
 use crate::consul::{self, Client};
 use crate::notify::route::Router;
@@ -60,40 +61,21 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingErro
         client.clone(),
         LockConfig::new(format!("{prefix}/watch/leader"), holder()),
     );
-    loop {
-        let leadership = if config.watch.leader_lock {
-            match lock.acquire(&cancel).await.map_err(AlertingError::Lock)? {
-                Some(l) => Some(l),
-                None => return Ok(()),
-            }
-        } else {
-            None
-        };
-        let round = cancel.child_token();
-        if let Some(l) = &leadership {
-            tracing::info!(key = %l.fence().key, "Watcher leadership acquired.");
-            let lost = l.lost();
-            let r = round.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = lost.cancelled() => r.cancel(),
-                    _ = r.cancelled() => {}
-                }
-            });
-        }
+    let lock = config.watch.leader_lock.then_some(&lock);
+    run_while_leading(lock, "watcher", &cancel, |cx, round| {
         let sender = Sender::new(
             outbox.clone(),
             receivers.clone(),
             &config.notify,
             config.consul.max_wait,
         );
-        let sending = tokio::spawn(sender.run(round.clone()));
+        round.spawn("outbox sender", sender.run(cx.cancel.clone()));
         let direct = Direct {
             receivers: receivers.clone(),
             router: Router::new(&config.notify),
             send_timeout: config.notify.send_timeout,
         };
-        Watcher::new(
+        let watcher = Watcher::new(
             client.clone(),
             config.watch.clone(),
             prefix,
@@ -101,23 +83,11 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingErro
             outbox.clone(),
             Some(direct),
         )
-        .run(round.clone())
-        .await;
-        round.cancel();
-        let _ = sending.await;
-        if let Some(l) = leadership {
-            if cancel.is_cancelled() {
-                if let Err(e) = l.release().await {
-                    tracing::warn!(error = %e, "Cannot release the watcher's leader lock; it expires with its session.");
-                }
-            } else {
-                tracing::warn!("Watcher leadership lost; contending again.");
-            }
-        }
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-    }
+        .fenced(cx.fence.cloned());
+        round.spawn("health watcher", watcher.run(cx.cancel.clone()));
+    })
+    .await
+    .map_err(AlertingError::Lock)
 }
 
 fn holder() -> String {

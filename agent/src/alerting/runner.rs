@@ -76,6 +76,13 @@ impl Watcher {
         }
     }
 
+    /// Writes the state under the leader lock's fence (in the same
+    /// transaction as each write), so a deposed watcher cannot overwrite it.
+    pub fn fenced(mut self, fence: Option<crate::consul::lock::Fence>) -> Self {
+        self.store.fence(fence);
+        self
+    }
+
     /// Watches until `cancel` fires. Never gives up on Consul errors: it
     /// logs them, raises meta-alerts, and keeps trying.
     pub async fn run(self, cancel: CancellationToken) {

@@ -12,11 +12,18 @@
 //! previous generation are deleted after the new manifest is committed. A
 //! reader that finds its generation's chunks gone (a newer write deleted
 //! them meanwhile) gets a conflict and reads again.
+//!
+//! The state key is a [`Records`] record ([`Head`], schema 1): versioned,
+//! written with check-and-set and, under the watcher's leader lock, fenced
+//! in the same transaction. Chunks are plain slices of the state's JSON,
+//! written before the head and never modified; only the head commits them.
 
 use serde::{Deserialize, Serialize};
 
 use super::engine::State;
 use crate::consul::kv::PutOptions;
+use crate::consul::lock::Fence;
+use crate::consul::records::{Record, RecordError, Records};
 use crate::consul::{self, Client, QueryOptions};
 
 /// States up to this size are written inline; larger ones in chunks of
@@ -34,6 +41,25 @@ pub struct Manifest {
     pub chunks: u32,
     /// Total size of the state's JSON.
     pub bytes: u64,
+}
+
+/// What the state key holds: the state itself, or the manifest of its
+/// chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Head {
+    /// A large state's chunks (tried first: a manifest has required fields,
+    /// a state has none).
+    Chunked(Manifest),
+    /// A state small enough for one value.
+    Inline(State),
+}
+
+/// Schema 1: as written since the first release (the inline state, or the
+/// manifest of its chunks).
+impl Record for Head {
+    const KIND: &'static str = "watcher state";
+    const SCHEMA: u32 = 1;
 }
 
 /// A state read or write failed.
@@ -54,13 +80,19 @@ pub enum StoreError {
         /// The KV key.
         key: String,
     },
+    /// A newer rollgate wrote it, this watcher lost its lock, or the state
+    /// could not be encoded: nothing was written.
+    #[error(transparent)]
+    Record(RecordError),
 }
 
 /// Where the state lives.
 #[derive(Debug)]
 pub struct StateStore {
-    /// Consul client.
+    /// Consul client (chunks).
     client: Client,
+    /// The head record, fenced when the watcher leads.
+    records: Records,
     /// `<kv_prefix>/watch/state`.
     key: String,
     /// `<kv_prefix>/watch/state-chunks/`.
@@ -75,6 +107,7 @@ impl StateStore {
     pub fn new(client: Client, kv_prefix: &str) -> Self {
         let prefix = kv_prefix.trim_end_matches('/');
         Self {
+            records: Records::new(client.clone()),
             client,
             key: format!("{prefix}/watch/state"),
             chunks: format!("{prefix}/watch/state-chunks/"),
@@ -85,6 +118,24 @@ impl StateStore {
     /// The KV key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The same store, its head written under the leader lock's fence.
+    pub fn fence(&mut self, fence: Option<Fence>) {
+        self.records = match fence {
+            Some(f) => Records::new(self.client.clone()).fenced(f),
+            None => Records::new(self.client.clone()),
+        };
+    }
+
+    fn record_err(&self, e: RecordError) -> StoreError {
+        match e {
+            RecordError::Consul(source) => self.err(source),
+            RecordError::Contended(_) => StoreError::Conflict {
+                key: self.key.clone(),
+            },
+            other => StoreError::Record(other),
+        }
     }
 
     fn err(&self, source: consul::Error) -> StoreError {
@@ -103,35 +154,39 @@ impl StateStore {
     /// state is logged and replaced by an empty one: alerts may repeat once,
     /// but the watcher keeps working.
     pub async fn load(&self) -> Result<(State, u64), StoreError> {
-        let r = self
-            .client
-            .kv_get(&self.key, &QueryOptions::default())
-            .await
-            .map_err(|e| self.err(e))?;
-        let Some(kv) = r.value else {
+        let head = match self.records.get::<Head>(&self.key).await {
+            Ok(h) => h,
+            Err(RecordError::Unreadable { reason, .. }) => {
+                // Its ModifyIndex is needed to replace it: read it raw.
+                let index = self
+                    .client
+                    .kv_get(&self.key, &QueryOptions::default())
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .value
+                    .map_or(0, |kv| kv.modify_index);
+                return Ok(self.unreadable(reason, index));
+            }
+            Err(e) => return Err(self.record_err(e)),
+        };
+        let Some(head) = head else {
             self.set_generation(None);
             self.delete_chunks_except(None).await;
             return Ok((State::default(), 0));
         };
-        let bytes = match kv.value() {
-            Ok(b) => b,
-            Err(e) => return Ok(self.unreadable(e.to_string(), kv.modify_index)),
-        };
-        let manifest = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .filter(|v| v.get("chunked").is_some())
-            .map(serde_json::from_value::<Manifest>);
-        let (json, generation) = match manifest {
-            None => (bytes, None),
-            Some(Err(e)) => return Ok(self.unreadable(e.to_string(), kv.modify_index)),
-            Some(Ok(m)) => (self.read_chunks(&m).await?, Some(m.generation)),
+        let (state, generation) = match head.value {
+            Head::Inline(state) => (state, None),
+            Head::Chunked(m) => {
+                let json = self.read_chunks(&m).await?;
+                match serde_json::from_slice::<State>(&json) {
+                    Ok(s) => (s, Some(m.generation)),
+                    Err(e) => return Ok(self.unreadable(e.to_string(), head.index)),
+                }
+            }
         };
         self.set_generation(generation.clone());
         self.delete_chunks_except(generation.as_deref()).await;
-        match serde_json::from_slice::<State>(&json) {
-            Ok(s) => Ok((s, kv.modify_index)),
-            Err(e) => Ok(self.unreadable(e.to_string(), kv.modify_index)),
-        }
+        Ok((state, head.index))
     }
 
     fn unreadable(&self, error: String, index: u64) -> (State, u64) {
@@ -207,9 +262,15 @@ impl StateStore {
 
     /// Writes `state` if the key is still at `index`; answers the new index.
     pub async fn save(&self, state: &State, index: u64) -> Result<u64, StoreError> {
-        let json = serde_json::to_vec(state).unwrap_or_default();
-        let (value, generation) = if json.len() <= CHUNK_BYTES {
-            (json, None)
+        let json = serde_json::to_vec(state).map_err(|source| {
+            StoreError::Record(RecordError::Encode {
+                key: self.key.clone(),
+                kind: Head::KIND,
+                source,
+            })
+        })?;
+        let (head, generation) = if json.len() <= CHUNK_BYTES {
+            (Head::Inline(state.clone()), None)
         } else {
             let generation = format!("{:016x}", rand::random::<u64>());
             let chunks = json.chunks(CHUNK_BYTES).count();
@@ -226,35 +287,27 @@ impl StateStore {
                 chunks: u32::try_from(chunks).unwrap_or(u32::MAX),
                 bytes: json.len() as u64,
             };
-            (
-                serde_json::to_vec(&manifest).unwrap_or_default(),
-                Some(generation),
-            )
+            (Head::Chunked(manifest), Some(generation))
         };
-        let opts = PutOptions {
-            cas: Some(index),
-            ..PutOptions::default()
-        };
-        let written = self.client.kv_put(&self.key, &value, &opts).await;
-        // Lost the cas: nobody will ever name these chunks. (After a
-        // transport error the write may have happened: keep them; the next
-        // load deletes them if they are not named.)
-        if let (Ok(false), Some(g)) = (&written, &generation) {
+        let written = self.records.replace(&self.key, &head, index).await;
+        // Lost the cas (or the fence): nobody will ever name these chunks.
+        // (After a transport error the write may have happened: keep them;
+        // the next load deletes them if they are not named.)
+        let lost = matches!(
+            written,
+            Ok(None) | Err(RecordError::FenceLost { .. } | RecordError::TooNew { .. })
+        );
+        if let (true, Some(g)) = (lost, &generation) {
             self.delete_generation(g).await;
         }
-        if !written.map_err(|e| self.err(e))? {
+        let Some(new_index) = written.map_err(|e| self.record_err(e))? else {
             return Err(StoreError::Conflict {
                 key: self.key.clone(),
             });
-        }
+        };
         if let Some(old) = self.set_generation(generation) {
             self.delete_generation(&old).await;
         }
-        let r = self
-            .client
-            .kv_get(&self.key, &QueryOptions::default())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(r.value.map(|kv| kv.modify_index).unwrap_or(0))
+        Ok(new_index)
     }
 }

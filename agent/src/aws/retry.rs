@@ -13,8 +13,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
-
 use super::registry::{Image, Registry};
 use super::{Error, Fleet, Group, Instance, LaunchTemplateVersion, Result};
 
@@ -46,13 +44,7 @@ impl RetryPolicy {
     /// exponential step, capped, with "equal jitter" (half fixed, half random)
     /// so that many clients do not retry in lockstep and no delay is zero.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let step = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(self.max_delay);
-        let half = step / 2;
-        let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(rand::rng().random_range(0..=jitter_nanos))
+        crate::backoff::delay(attempt, self.base_delay, self.max_delay)
     }
 }
 

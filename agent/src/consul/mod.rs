@@ -3,9 +3,12 @@
 //! - [`Client`]: one reqwest client (rustls, optional custom CA), the token in
 //!   the `X-Consul-Token` header only, a time limit on every call (for blocking
 //!   calls: the wait, plus Consul's jitter of wait/16, plus the normal limit).
-//! - Endpoint groups: [`agent`], [`health`], [`kv`], [`session`].
+//! - Endpoint groups: [`agent`], [`health`], [`kv`], [`session`], [`txn`].
+//! - [`records`]: typed, versioned records in KV, written with
+//!   check-and-set and fenced by the leader lock in one transaction.
 //! - [`watch`]: the blocking-query loop every watcher uses.
-//! - [`lock`]: the leader lock (session + KV acquire) and its fence.
+//! - [`lock`]: the leader lock (session + KV acquire) and its fence;
+//!   [`leading`]: the supervised "run while leading" loop built on it.
 //!
 //! Every read returns a [`Response`] carrying Consul's [`QueryMeta`] (index,
 //! known leader, last contact, content hash). The client never logs the token,
@@ -19,8 +22,11 @@ pub mod agent;
 mod error;
 pub mod health;
 pub mod kv;
+pub mod leading;
 pub mod lock;
+pub mod records;
 pub mod session;
+pub mod txn;
 pub mod types;
 pub mod watch;
 
@@ -44,6 +50,10 @@ pub struct QueryMeta {
     pub last_contact: Duration,
     /// `X-Consul-ContentHash` of agent-local blocking endpoints.
     pub content_hash: Option<String>,
+    /// `X-Consul-Results-Filtered-By-ACLs: true`: Consul removed entries
+    /// the token may not read. The answer is then not the whole truth: an
+    /// absent instance or check may exist.
+    pub filtered_by_acls: bool,
 }
 
 /// A value with the metadata of the answer that carried it.
@@ -361,6 +371,7 @@ fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
                 .unwrap_or(0),
         ),
         content_hash: get("X-Consul-ContentHash").map(str::to_string),
+        filtered_by_acls: get("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
     }
 }
 

@@ -25,7 +25,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -118,15 +117,9 @@ impl TokenBucket {
     }
 }
 
-/// Exponential back-off with "equal jitter": half fixed, half random, so
-/// successive delays grow while many watchers do not retry in lockstep.
-pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    let full = min.saturating_mul(1u32 << exp).min(max);
-    let half = full / 2;
-    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
-}
+/// The crate's back-off ([`crate::backoff::delay`]), under the name the
+/// watch loops have always used.
+pub use crate::backoff::delay as backoff;
 
 /// One blocking-query loop over `fetch`.
 pub struct Watch<T, F> {
@@ -521,15 +514,5 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen[1].hash.as_deref(), Some("h1"));
         assert_eq!(seen[1].index, None);
-    }
-
-    #[test]
-    fn backoff_is_capped() {
-        for f in 1..40 {
-            let d = backoff(f, Duration::from_millis(250), Duration::from_secs(60));
-            assert!(d <= Duration::from_secs(60));
-        }
-        let d = backoff(30, Duration::from_millis(250), Duration::from_secs(60));
-        assert!(d >= Duration::from_secs(30));
     }
 }

@@ -10,14 +10,17 @@
 //! - one rollout loop per service ([`RolloutLoop`]): it resumes the active
 //!   rollout from KV, or starts the oldest approved plan, and drives it with
 //!   `rollout::executor` to its end, one rollout per group at a time;
-//! - the health watcher and the alert outbox sender (`rollgate::watch`,
-//!   `rollgate::notify`), so plan announcements and health alerts are
-//!   delivered.
+//! - the health watcher and the alert outbox sender
+//!   ([`crate::alerting`], [`crate::notify`]), so plan announcements and
+//!   health alerts are delivered.
 //!
-//! When leadership is lost every task is cancelled at once; the next leader
-//! rebuilds everything from KV and from what it observes. On shutdown the
-//! leader releases the lock so another replica takes over without waiting
-//! for the session TTL.
+//! The round is supervised ([`run_while_leading`]): when leadership is lost,
+//! or any task ends or panics, every task is cancelled and awaited; the next
+//! leader (this replica again, after a back-off, or another) rebuilds
+//! everything from KV and from what it observes. Every KV write of a round is
+//! fenced by the lock in the same transaction. On shutdown the leader
+//! releases the lock so another replica takes over without waiting for the
+//! session TTL.
 //!
 
 pub mod config;
@@ -34,6 +37,7 @@ use crate::aws::registry::Registry;
 use crate::aws::retry::{RetryPolicy, Retrying};
 use crate::aws::sdk::SdkFleet;
 use crate::config::Config;
+use crate::consul::leading::run_while_leading;
 use crate::consul::lock::{Fence, LeaderLock, LockConfig};
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{self, Client, QueryOptions, Response};
@@ -104,32 +108,19 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
     );
     tracing::info!(replica = %name, services = config.services.len(), "Coordinator starting; contending for leadership.");
     let cancel = shutdown.requested.clone();
-    loop {
-        let Some(leadership) = lock
-            .acquire(&cancel)
-            .await
-            .map_err(CoordinatorError::Lock)?
-        else {
-            return Ok(());
+    run_while_leading(Some(&lock), "coordinator", &cancel, |cx, round| {
+        let Some(fence) = cx.fence else {
+            return;
         };
-        tracing::info!(replica = %name, lock_index = leadership.fence().lock_index, "Leading.");
-        let round = cancel.child_token();
-        let lost = leadership.lost();
-        let r = round.clone();
-        let link = tokio::spawn(async move {
-            tokio::select! {
-                _ = lost.cancelled() => r.cancel(),
-                _ = r.cancelled() => {}
-            }
-        });
-        let mut tasks = Vec::new();
+        // Every KV write of this round is fenced by the lock, atomically.
+        let store = store.fenced(fence.clone());
         let sender = Sender::new(
             outbox.clone(),
             receivers.clone(),
             &config.notify,
             config.consul.max_wait,
         );
-        tasks.push(tokio::spawn(sender.run(round.clone())));
+        round.spawn("outbox sender", sender.run(cx.cancel.clone()));
         let direct = Direct {
             receivers: receivers.clone(),
             router: crate::notify::route::Router::new(&config.notify),
@@ -142,16 +133,17 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
             config.consul.max_wait,
             outbox.clone(),
             Some(direct),
-        );
-        tasks.push(tokio::spawn(watcher.run(round.clone())));
+        )
+        .fenced(cx.fence.cloned());
+        round.spawn("health watcher", watcher.run(cx.cancel.clone()));
         for service in &config.services {
-            let ctx = ServiceLoop {
+            let planning = ServiceLoop {
                 service: service.clone(),
                 fleet: fleet.clone(),
                 registry: registry.clone(),
                 store: store.clone(),
                 outbox: outbox.clone(),
-                fence: leadership.fence().clone(),
+                fence: fence.clone(),
                 poll: c.registry_poll,
                 wait: config.consul.max_wait,
             };
@@ -160,26 +152,17 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
                 fleet: fleet.clone(),
                 store: store.clone(),
                 outbox: outbox.clone(),
-                fence: leadership.fence().clone(),
+                fence: fence.clone(),
                 wait: config.consul.max_wait,
             };
-            tasks.push(tokio::spawn(ctx.run(round.clone())));
-            tasks.push(tokio::spawn(rollouts.run(round.clone())));
+            round.spawn("planning loop", planning.run(cx.cancel.clone()));
+            round.spawn("rollout loop", rollouts.run(cx.cancel.clone()));
         }
-        round.cancelled().await;
-        for t in tasks {
-            let _ = t.await;
-        }
-        let _ = link.await;
-        if cancel.is_cancelled() {
-            if let Err(e) = leadership.release().await {
-                tracing::warn!(error = %e, "Cannot release the leader lock; it expires with its session.");
-            }
-            tracing::info!("Coordinator stopped.");
-            return Ok(());
-        }
-        tracing::warn!(replica = %name, "Leadership lost; stopped acting, contending again.");
-    }
+    })
+    .await
+    .map_err(CoordinatorError::Lock)?;
+    tracing::info!("Coordinator stopped.");
+    Ok(())
 }
 
 /// One service's planning loop while leading.
@@ -361,6 +344,11 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
         let Some((plan, _)) = plans.into_iter().find(|(p, _)| p.is_open_approved()) else {
             return Ok(false);
         };
+        // No AWS call from a replica that no longer leads (the write below
+        // is fenced anyway; this keeps a deposed leader from even reading).
+        if !self.fence.verify(self.store.client()).await? {
+            return Err(ExecError::NotLeader);
+        }
         let group = self.fleet.describe_group(&plan.group).await?;
         let stable = match self.store.stable(&self.service).await? {
             Some(s) => s,
@@ -387,16 +375,14 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
             },
             instances_to_replace: plan.to_replace().map(|i| i.instance_id.clone()).collect(),
         };
+        // Fenced: a replica that lost the lock gets NotLeader here, and a
+        // rollout another leader started first wins (`None`): both end in
+        // resuming whatever KV holds.
         if self
-            .fence
-            .verify(self.store.client())
-            .await
-            .unwrap_or(false)
-            && self
-                .store
-                .save_rollout(&Rollout::new(spec), 0)
-                .await?
-                .is_some()
+            .store
+            .save_rollout(&Rollout::new(spec), 0)
+            .await?
+            .is_some()
         {
             tracing::info!(service = %self.service, plan = %plan.id, target = %plan.target.image_id,
                 "Rollout started.");

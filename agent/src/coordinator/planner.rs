@@ -21,7 +21,7 @@ pub enum PlanError {
     Aws(#[from] aws::Error),
     /// Consul KV failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The group is not set up as the configuration says.
     #[error("service {service}: {problem}")]
     Setup {
@@ -33,6 +33,17 @@ pub enum PlanError {
     /// This replica no longer holds the leader lock.
     #[error("leadership lost; not writing")]
     NotLeader,
+}
+
+impl From<StoreError> for PlanError {
+    /// A fenced write refused because the lock moved on ends the round.
+    fn from(e: StoreError) -> Self {
+        if e.is_fence_lost() {
+            PlanError::NotLeader
+        } else {
+            PlanError::Store(e)
+        }
+    }
 }
 
 /// What a round did, for logs and tests.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::config::NotifyConfig;
 use super::route::Router;
 use super::{Event, UnixMillis, now_ms};
-use crate::consul::kv::PutOptions;
+use crate::consul::records::{self, Record, RecordError, Records};
 use crate::consul::{self, Client, QueryOptions};
 
 /// An outbox operation failed.
@@ -31,16 +31,25 @@ pub enum OutboxError {
     /// not in the outbox yet when enqueueing failed).
     #[error("outbox: {0}")]
     Consul(#[from] consul::Error),
-    /// An entry's value is not an outbox entry (written by something else,
-    /// or by an incompatible version); it is left alone.
-    #[error("outbox entry {key} cannot be decoded ({source}); it is left in place for an operator")]
-    Corrupt {
-        /// The KV key.
-        key: String,
-        /// What serde said.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// An entry is not an outbox entry (written by something else, or by a
+    /// newer rollgate), or could not be encoded; it is left alone.
+    #[error("outbox: {0}; it is left in place for an operator")]
+    Record(RecordError),
+}
+
+impl From<RecordError> for OutboxError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Consul(e) => OutboxError::Consul(e),
+            other => OutboxError::Record(other),
+        }
+    }
+}
+
+/// Schema 1: as written since the first release.
+impl Record for Entry {
+    const KIND: &'static str = "outbox entry";
+    const SCHEMA: u32 = 1;
 }
 
 /// The delivery state of one receiver's copy of an event.
@@ -335,8 +344,8 @@ pub enum Enqueued {
 /// The outbox in Consul KV. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    /// Consul client.
-    client: Client,
+    /// Entries in KV, each a versioned record.
+    records: Records,
     /// `<kv_prefix>/outbox/`.
     prefix: String,
     /// Picks receivers at enqueue time.
@@ -347,7 +356,7 @@ impl Outbox {
     /// The outbox under `<kv_prefix>/outbox/`, routing with `[notify]`.
     pub fn new(client: Client, kv_prefix: &str, config: &NotifyConfig) -> Self {
         Self {
-            client,
+            records: Records::new(client),
             prefix: format!("{}/outbox/", kv_prefix.trim_end_matches('/')),
             router: Router::new(config),
         }
@@ -360,7 +369,12 @@ impl Outbox {
 
     /// The Consul client.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.records.client()
+    }
+
+    /// The entries' record store.
+    pub fn records(&self) -> &Records {
+        &self.records
     }
 
     /// The KV key of an event's entry.
@@ -380,21 +394,7 @@ impl Outbox {
         }
         let key = self.key_of(&event);
         let entry = Entry::new(event, &receivers, now_ms());
-        let value = serde_json::to_vec(&entry).map_err(|source| OutboxError::Corrupt {
-            key: key.clone(),
-            source,
-        })?;
-        let created = self
-            .client
-            .kv_put(
-                &key,
-                &value,
-                &PutOptions {
-                    cas: Some(0),
-                    ..PutOptions::default()
-                },
-            )
-            .await?;
+        let created = self.records.create(&key, &entry).await?.is_some();
         if created {
             tracing::info!(event = %entry.event.key, receivers = ?receivers, "Event enqueued.");
             Ok(Enqueued::New { key, receivers })
@@ -410,7 +410,7 @@ impl Outbox {
         &self,
     ) -> Result<Vec<(String, u64, Result<Entry, OutboxError>)>, OutboxError> {
         let r = self
-            .client
+            .client()
             .kv_list(&self.prefix, &QueryOptions::default())
             .await?;
         Ok(r.value.iter().map(decode).collect())
@@ -421,12 +421,13 @@ impl Outbox {
 pub fn decode(kv: &consul::types::KvPair) -> (String, u64, Result<Entry, OutboxError>) {
     let entry = kv
         .value()
-        .map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
-        .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes))
-        .map_err(|source| OutboxError::Corrupt {
+        .map_err(|e| RecordError::Unreadable {
             key: kv.key.clone(),
-            source,
-        });
+            kind: Entry::KIND,
+            reason: format!("the value is not base64: {e}"),
+        })
+        .and_then(|bytes| records::decode::<Entry>(&kv.key, &bytes))
+        .map_err(OutboxError::from);
     (kv.key.clone(), kv.modify_index, entry)
 }
 

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::NotifyConfig;
 use super::outbox::{Entry, Outcome, Policy, decode};
 use super::{Outbox, Receivers, UnixMillis, now_ms};
-use crate::consul::kv::PutOptions;
+use crate::consul::QueryOptions;
+use crate::consul::records::{Change, RecordError, Records, Versioned};
 use crate::consul::types::KvPair;
 use crate::consul::watch::{Watch, WatchConfig};
-use crate::consul::{Client, QueryOptions};
 
 /// Delivers the outbox to the receivers.
 #[derive(Debug)]
@@ -143,7 +143,7 @@ impl Sender {
     /// One step on one entry; answers the entry as it now stands, or `None`
     /// when it was written (or changed under us): the next list shows it.
     async fn step(&self, key: &str, index: u64, mut entry: Entry) -> Option<Entry> {
-        let client = self.outbox.client();
+        let records = self.outbox.records();
         let now = now_ms();
         // Outcomes this process could not record yet come first.
         let pending: Vec<(String, Outcome)> = lock(&self.unrecorded)
@@ -155,7 +155,7 @@ impl Sender {
             for (r, o) in &pending {
                 entry.record(r, o, &self.policy);
             }
-            if cas_put(client, key, &entry, index).await {
+            if cas_put(records, key, &entry, index).await {
                 let mut u = lock(&self.unrecorded);
                 for (r, _) in pending {
                     u.remove(&(key.to_string(), r));
@@ -164,7 +164,7 @@ impl Sender {
             return None;
         }
         if entry.expired(now, &self.policy) {
-            match client.kv_delete(key, Some(index), false).await {
+            match records.delete(key, Some(index)).await {
                 Ok(_) => tracing::debug!(key = %key, "Delivered outbox entry expired; deleted."),
                 Err(e) => {
                     tracing::warn!(key = %key, error = %e, "Cannot delete an expired outbox entry.")
@@ -180,14 +180,14 @@ impl Sender {
                     after = %humantime::format_duration(self.policy.fallback_after),
                     "Receiver keeps failing; also sending the event to its fallback.");
             }
-            cas_put(client, key, &entry, index).await;
+            cas_put(records, key, &entry, index).await;
             return None;
         }
         let Some(receiver) = entry.due(now) else {
             return Some(entry); // nothing due now
         };
         entry.claim(&receiver, &self.holder, now, self.policy.lease);
-        if !cas_put(client, key, &entry, index).await {
+        if !cas_put(records, key, &entry, index).await {
             return None;
         }
         let result = self
@@ -216,43 +216,38 @@ impl Sender {
     /// Records an outcome: read, apply, `cas` write, a few times; if that
     /// fails, keeps it in memory for the next pass.
     async fn record(&self, key: &str, receiver: &str, outcome: Outcome) -> Option<Entry> {
-        let client = self.outbox.client();
-        for _ in 0..5 {
-            let current = match client.kv_get(key, &QueryOptions::default()).await {
-                Ok(r) => r.value,
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "Cannot record a delivery outcome yet; keeping it in memory.");
-                    break;
-                }
-            };
-            let Some(kv) = current else {
-                return None; // deleted by an operator
-            };
-            let (_, index, entry) = decode(&kv);
-            let Ok(mut entry) = entry else {
-                return None;
-            };
-            entry.record(receiver, &outcome, &self.policy);
-            if cas_put(client, key, &entry, index).await {
-                return Some(entry);
+        let written = self
+            .outbox
+            .records()
+            .update(key, |current: Option<Versioned<Entry>>| {
+                // Deleted by an operator: nothing to record.
+                let Some(v) = current else {
+                    return Change::Keep(None);
+                };
+                let mut entry = v.value;
+                entry.record(receiver, &outcome, &self.policy);
+                Change::Write(entry.clone(), Some(entry))
+            })
+            .await;
+        match written {
+            Ok(entry) => entry,
+            Err(e @ RecordError::Unreadable { .. }) => {
+                tracing::error!(key = %key, error = %e, "Outbox entry became unreadable; the outcome is not recorded.");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "Cannot record a delivery outcome yet; keeping it in memory.");
+                lock(&self.unrecorded).insert((key.to_string(), receiver.to_string()), outcome);
+                None
             }
         }
-        lock(&self.unrecorded).insert((key.to_string(), receiver.to_string()), outcome);
-        None
     }
 }
 
 /// `cas` write of an entry; `false` when it changed or Consul failed.
-async fn cas_put(client: &Client, key: &str, entry: &Entry, index: u64) -> bool {
-    let Ok(value) = serde_json::to_vec(entry) else {
-        return false;
-    };
-    let opts = PutOptions {
-        cas: Some(index),
-        ..PutOptions::default()
-    };
-    match client.kv_put(key, &value, &opts).await {
-        Ok(done) => done,
+async fn cas_put(records: &Records, key: &str, entry: &Entry, index: u64) -> bool {
+    match records.replace(key, entry, index).await {
+        Ok(done) => done.is_some(),
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "Cannot write an outbox entry.");
             false

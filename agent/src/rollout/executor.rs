@@ -58,7 +58,7 @@ pub enum ExecError {
     Consul(#[from] consul::Error),
     /// A KV record problem.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// This replica is no longer the leader: stop at once.
     #[error("leadership lost; the rollout continues on the new leader")]
     NotLeader,
@@ -66,6 +66,18 @@ pub enum ExecError {
     /// the caller: nothing is written).
     #[error("the rollout is still {0}; it has no outcome to record")]
     NotOver(&'static str),
+}
+
+impl From<StoreError> for ExecError {
+    /// A fenced write refused because the lock moved on is the end of this
+    /// replica's leadership, not a KV problem to retry.
+    fn from(e: StoreError) -> Self {
+        if e.is_fence_lost() {
+            ExecError::NotLeader
+        } else {
+            ExecError::Store(e)
+        }
+    }
 }
 
 /// Drives one service's active rollout.
@@ -112,13 +124,18 @@ impl<F: Fleet> Executor<'_, F> {
             if step.actions.iter().any(changes_aws) {
                 aws = None;
             }
+            if !step.actions.is_empty() {
+                // AWS calls cannot join a Consul transaction: check the lock
+                // just before them (the state write after them is fenced
+                // atomically).
+                self.ensure_leader().await?;
+            }
             for action in &step.actions {
                 if let Some(v) = self.perform(&rollout, action).await? {
                     created = Some(v);
                 }
             }
             if step.next != rollout {
-                self.ensure_leader().await?;
                 if self.store.save_rollout(&step.next, index).await?.is_none() {
                     tracing::warn!(service, rollout = %rollout.spec.id, "Rollout record changed under us; reloading.");
                     continue;
@@ -341,17 +358,7 @@ impl<F: Fleet> Executor<'_, F> {
             // otherwise is a bug, not a rollout result to record.
             return Err(ExecError::NotOver(rollout.state.name()));
         };
-        self.ensure_leader().await?;
-        for _ in 0..20 {
-            let (mut plan, plan_index) = self.store.plan(&rollout.spec.id).await?;
-            if plan.outcome.is_some() {
-                break;
-            }
-            plan.outcome = Some(outcome.clone());
-            if self.store.update_plan(&plan, plan_index).await? {
-                break;
-            }
-        }
+        self.store.set_outcome(&rollout.spec.id, &outcome).await?;
         self.store.archive_rollout(rollout, index).await?;
         tracing::info!(service = %rollout.spec.service, rollout = %rollout.spec.id,
             result = %outcome, reason = %outcome.reason(), "Rollout finished.");

@@ -12,18 +12,24 @@
 //! | `<prefix>/services/<svc>/stable` | the last stable template version, image and version |
 //! | `<prefix>/services/<svc>/rollouts/<n>` | finished rollouts' final states, for post-mortems |
 //!
-//! Every update of an existing record is a check-and-set on its ModifyIndex:
-//! two operators cannot both decide a plan, and a deposed coordinator cannot
-//! overwrite a newer record. The handover to the rollout is a plan whose
-//! decision is `approved` and whose `outcome` is empty.
+//! Every record goes through [`Records`]: versioned (each carries its
+//! `schema`; see the `Record` impls at the end for what each schema means),
+//! and every update of an existing record is a check-and-set on its
+//! ModifyIndex: two operators cannot both decide a plan. The leader's store
+//! ([`Store::fenced`]) checks the leader lock in the same transaction as each
+//! write, so a deposed coordinator cannot write at all. The handover to the
+//! rollout is a plan whose decision is `approved` and whose `outcome` is
+//! empty.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::machine::{Command, Rollout, StableRef};
 use super::plan::{Decision, Millis, Plan, parse_plan_id};
-use crate::consul::kv::PutOptions;
+use crate::consul::lock::Fence;
+use crate::consul::records::{Change, Record, RecordError, Records};
 use crate::consul::{self, Client, QueryOptions};
 
 /// A store failure.
@@ -32,16 +38,10 @@ pub enum StoreError {
     /// Consul failed.
     #[error(transparent)]
     Consul(#[from] consul::Error),
-    /// A record is not the JSON rollgate wrote (edited by hand, or a newer
-    /// rollgate's format).
-    #[error("KV record {key} is not readable: {source}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// Why.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A record could not be read or written as a record: unreadable, from
+    /// a newer rollgate, or refused because this replica lost the lock.
+    #[error(transparent)]
+    Record(RecordError),
     /// No such plan.
     #[error("no plan {0}; `rollgate history` lists plans")]
     NoPlan(String),
@@ -51,6 +51,23 @@ pub enum StoreError {
     /// Someone else changed the record first, too many times in a row.
     #[error("KV record {0} kept changing under us; try again")]
     Contended(String),
+}
+
+impl From<RecordError> for StoreError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Consul(e) => StoreError::Consul(e),
+            RecordError::Contended(key) => StoreError::Contended(key),
+            other => StoreError::Record(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this replica lost the leader lock (stop acting, do not retry).
+    pub fn is_fence_lost(&self) -> bool {
+        matches!(self, StoreError::Record(RecordError::FenceLost { .. }))
+    }
 }
 
 /// The last publish of an artifact.
@@ -67,7 +84,7 @@ pub struct Trigger {
 /// Access to the records.
 #[derive(Debug, Clone)]
 pub struct Store {
-    client: Client,
+    records: Records,
     prefix: String,
 }
 
@@ -86,17 +103,25 @@ pub fn artifact_key(artifact: &str) -> String {
 }
 
 impl Store {
-    /// Records under `prefix` through `client`.
+    /// Records under `prefix` through `client`, unfenced (operators).
     pub fn new(client: Client, prefix: &str) -> Self {
         Self {
-            client,
+            records: Records::new(client),
             prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The same records, every write fenced by the leader lock.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self {
+            records: self.records.fenced(fence),
+            prefix: self.prefix.clone(),
         }
     }
 
     /// The Consul client.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.records.client()
     }
 
     /// The leader lock key.
@@ -125,12 +150,8 @@ impl Store {
 
     /// Writes the trigger of `artifact`.
     pub async fn write_trigger(&self, artifact: &str, trigger: &Trigger) -> Result<(), StoreError> {
-        let body = serde_json::to_vec(trigger).map_err(|source| StoreError::Corrupt {
-            key: self.trigger_key(artifact),
-            source,
-        })?;
-        self.client
-            .kv_put(&self.trigger_key(artifact), &body, &PutOptions::default())
+        self.records
+            .put(&self.trigger_key(artifact), trigger)
             .await?;
         Ok(())
     }
@@ -138,30 +159,15 @@ impl Store {
     /// Allocates the next plan ID of `service`.
     pub async fn next_plan_id(&self, service: &str) -> Result<String, StoreError> {
         let key = self.service_key(service, "seq");
-        for _ in 0..20 {
-            let current = self.client.kv_get(&key, &QueryOptions::default()).await?;
-            let (n, cas) = match &current.value {
-                Some(kv) => {
-                    let raw = kv.value().unwrap_or_default();
-                    let n: u64 = String::from_utf8_lossy(&raw).trim().parse().unwrap_or(0);
-                    (n, kv.modify_index)
-                }
-                None => (0, 0),
-            };
-            let next = n + 1;
-            let put = PutOptions {
-                cas: Some(cas),
-                ..PutOptions::default()
-            };
-            if self
-                .client
-                .kv_put(&key, next.to_string().as_bytes(), &put)
-                .await?
-            {
-                return Ok(format!("{service}-{next}"));
-            }
-        }
-        Err(StoreError::Contended(key))
+        let n = self
+            .records
+            .update(&key, |current: Option<_>| {
+                let next =
+                    current.map_or(0, |c: crate::consul::records::Versioned<Seq>| c.value.0) + 1;
+                Change::Write(Seq(next), next)
+            })
+            .await?;
+        Ok(format!("{service}-{n}"))
     }
 
     fn plan_key(&self, id: &str) -> Result<String, StoreError> {
@@ -172,56 +178,43 @@ impl Store {
     /// Stores a new plan; `false` when one with its ID exists.
     pub async fn create_plan(&self, plan: &Plan) -> Result<bool, StoreError> {
         let key = self.plan_key(&plan.id)?;
-        let body = serde_json::to_vec(plan).map_err(|source| StoreError::Corrupt {
-            key: key.clone(),
-            source,
-        })?;
-        let put = PutOptions {
-            cas: Some(0),
-            ..PutOptions::default()
-        };
-        Ok(self.client.kv_put(&key, &body, &put).await?)
+        Ok(self.records.create(&key, plan).await?.is_some())
     }
 
     /// A plan and the ModifyIndex to update it with.
     pub async fn plan(&self, id: &str) -> Result<(Plan, u64), StoreError> {
         let key = self.plan_key(id)?;
-        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
-        let kv = r.value.ok_or_else(|| StoreError::NoPlan(id.into()))?;
-        let plan = serde_json::from_slice(&kv.value().unwrap_or_default())
-            .map_err(|source| StoreError::Corrupt { key, source })?;
-        Ok((plan, kv.modify_index))
+        let v = self
+            .records
+            .get::<Plan>(&key)
+            .await?
+            .ok_or_else(|| StoreError::NoPlan(id.into()))?;
+        Ok((v.value, v.index))
     }
 
     /// Writes `plan` if its record is still at `modify_index`.
     pub async fn update_plan(&self, plan: &Plan, modify_index: u64) -> Result<bool, StoreError> {
         let key = self.plan_key(&plan.id)?;
-        let body = serde_json::to_vec(plan).map_err(|source| StoreError::Corrupt {
-            key: key.clone(),
-            source,
-        })?;
-        let put = PutOptions {
-            cas: Some(modify_index),
-            ..PutOptions::default()
-        };
-        Ok(self.client.kv_put(&key, &body, &put).await?)
+        Ok(self
+            .records
+            .replace(&key, plan, modify_index)
+            .await?
+            .is_some())
     }
 
-    /// Every plan of `service`, oldest first, with its ModifyIndex. Records
-    /// that cannot be read are skipped with a warning (one bad record must
-    /// not stop the service).
+    /// Every plan of `service`, oldest first, with its ModifyIndex. A record
+    /// that cannot be read is skipped with a warning naming it and why (one
+    /// bad record must not stop the service); a record written by a newer
+    /// rollgate is an error: acting without it could contradict it.
     pub async fn plans(&self, service: &str) -> Result<Vec<(Plan, u64)>, StoreError> {
         let prefix = self.service_key(service, "plans/");
-        let r = self
-            .client
-            .kv_list(&prefix, &QueryOptions::default())
-            .await?;
         let mut plans = Vec::new();
-        for kv in r.value {
-            match serde_json::from_slice::<Plan>(&kv.value().unwrap_or_default()) {
-                Ok(p) => plans.push((p, kv.modify_index)),
+        for (key, r) in self.records.list::<Plan>(&prefix).await? {
+            match r {
+                Ok(v) => plans.push((v.value, v.index)),
+                Err(e @ RecordError::TooNew { .. }) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(key = %kv.key, error = %e, "Skipping an unreadable plan record.")
+                    tracing::warn!(key = %key, error = %e, "Skipping an unreadable plan record.")
                 }
             }
         }
@@ -237,24 +230,62 @@ impl Store {
         decision: Decision,
         now: Millis,
     ) -> Result<Result<Plan, Plan>, StoreError> {
-        for _ in 0..20 {
-            let (mut plan, index) = self.plan(id).await?;
-            if !plan.is_pending(now) {
-                return Ok(Err(plan));
-            }
-            plan.decision = decision.clone();
-            if self.update_plan(&plan, index).await? {
-                return Ok(Ok(plan));
-            }
+        let key = self.plan_key(id)?;
+        let mut missing = false;
+        let r = self
+            .records
+            .update(
+                &key,
+                |current: Option<crate::consul::records::Versioned<Plan>>| {
+                    let Some(v) = current else {
+                        missing = true;
+                        return Change::Keep(None);
+                    };
+                    let mut plan = v.value;
+                    if !plan.is_pending(now) {
+                        return Change::Keep(Some(Err(plan)));
+                    }
+                    plan.decision = decision.clone();
+                    Change::Write(plan.clone(), Some(Ok(plan)))
+                },
+            )
+            .await?;
+        match r {
+            Some(r) => Ok(r),
+            None if missing => Err(StoreError::NoPlan(id.into())),
+            None => Err(StoreError::Contended(key)),
         }
-        Err(StoreError::Contended(id.into()))
+    }
+
+    /// Records the outcome of a plan's rollout (once: a recorded outcome is
+    /// kept).
+    pub async fn set_outcome(
+        &self,
+        id: &str,
+        outcome: &super::plan::Outcome,
+    ) -> Result<(), StoreError> {
+        let key = self.plan_key(id)?;
+        self.records
+            .update(
+                &key,
+                |current: Option<crate::consul::records::Versioned<Plan>>| match current {
+                    Some(v) if v.value.outcome.is_none() => {
+                        let mut plan = v.value;
+                        plan.outcome = Some(outcome.clone());
+                        Change::Write(plan, ())
+                    }
+                    _ => Change::Keep(()),
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Images that failed a rollout of `service`.
     pub async fn failed_images(&self, service: &str) -> Result<BTreeSet<String>, StoreError> {
         let prefix = self.service_key(service, "failed/");
         let r = self
-            .client
+            .client()
             .kv_list(&prefix, &QueryOptions::default())
             .await?;
         Ok(r.value
@@ -271,31 +302,25 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         let key = self.service_key(service, &format!("failed/{image}"));
-        self.client
-            .kv_put(&key, reason.as_bytes(), &PutOptions::default())
+        self.records
+            .put(
+                &key,
+                &FailedImage {
+                    reason: reason.to_owned(),
+                },
+            )
             .await?;
         Ok(())
-    }
-
-    fn json<T: Serialize>(&self, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
-            key: key.to_string(),
-            source,
-        })
     }
 
     /// The active rollout of `service` and its ModifyIndex, if any.
     pub async fn rollout(&self, service: &str) -> Result<Option<(Rollout, u64)>, StoreError> {
         let key = self.rollout_key(service);
-        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
-        match r.value {
-            None => Ok(None),
-            Some(kv) => {
-                let rollout = serde_json::from_slice(&kv.value().unwrap_or_default())
-                    .map_err(|source| StoreError::Corrupt { key, source })?;
-                Ok(Some((rollout, kv.modify_index)))
-            }
-        }
+        Ok(self
+            .records
+            .get::<Rollout>(&key)
+            .await?
+            .map(|v| (v.value, v.index)))
     }
 
     /// Writes the rollout if its record is still at `modify_index` (0:
@@ -307,16 +332,7 @@ impl Store {
         modify_index: u64,
     ) -> Result<Option<u64>, StoreError> {
         let key = self.rollout_key(&rollout.spec.service);
-        let body = self.json(&key, rollout)?;
-        let put = PutOptions {
-            cas: Some(modify_index),
-            ..PutOptions::default()
-        };
-        if !self.client.kv_put(&key, &body, &put).await? {
-            return Ok(None);
-        }
-        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
-        Ok(r.value.map(|kv| kv.modify_index))
+        Ok(self.records.replace(&key, rollout, modify_index).await?)
     }
 
     /// Moves a finished rollout to the archive and clears the active key.
@@ -328,13 +344,10 @@ impl Store {
         let service = &rollout.spec.service;
         let n = parse_plan_id(&rollout.spec.id).map(|(_, n)| n).unwrap_or(0);
         let key = self.service_key(service, &format!("rollouts/{n:010}"));
-        let body = self.json(&key, rollout)?;
-        self.client
-            .kv_put(&key, &body, &PutOptions::default())
-            .await?;
+        self.records.put(&key, rollout).await?;
         Ok(self
-            .client
-            .kv_delete(&self.rollout_key(service), Some(modify_index), false)
+            .records
+            .delete(&self.rollout_key(service), Some(modify_index))
             .await?)
     }
 
@@ -348,31 +361,23 @@ impl Store {
                 rand::random::<u32>()
             ),
         );
-        let body = self.json(&key, command)?;
-        let put = PutOptions {
-            cas: Some(0),
-            ..PutOptions::default()
-        };
-        self.client.kv_put(&key, &body, &put).await?;
+        self.records.create(&key, command).await?;
         Ok(())
     }
 
-    /// Pending commands, oldest first, with their keys and ModifyIndex.
+    /// Pending commands, oldest first, with their keys and ModifyIndex. An
+    /// unreadable command is dropped with a warning (it cannot be obeyed);
+    /// one from a newer rollgate is an error.
     pub async fn commands(&self, service: &str) -> Result<Vec<(String, u64, Command)>, StoreError> {
         let prefix = self.service_key(service, "commands/");
-        let r = self
-            .client
-            .kv_list(&prefix, &QueryOptions::default())
-            .await?;
         let mut out = Vec::new();
-        for kv in r.value {
-            match serde_json::from_slice::<Command>(&kv.value().unwrap_or_default()) {
-                Ok(c) => out.push((kv.key.clone(), kv.modify_index, c)),
+        for (key, r) in self.records.list::<Command>(&prefix).await? {
+            match r {
+                Ok(v) => out.push((key, v.index, v.value)),
+                Err(e @ RecordError::TooNew { .. }) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(key = %kv.key, error = %e, "Dropping an unreadable command.");
-                    self.client
-                        .kv_delete(&kv.key, Some(kv.modify_index), false)
-                        .await?;
+                    tracing::warn!(key = %key, error = %e, "Dropping an unreadable command.");
+                    self.records.delete(&key, None).await?;
                 }
             }
         }
@@ -382,7 +387,7 @@ impl Store {
     /// Deletes consumed commands.
     pub async fn consume_commands(&self, keys: &[(String, u64)]) -> Result<(), StoreError> {
         for (key, index) in keys {
-            self.client.kv_delete(key, Some(*index), false).await?;
+            self.records.delete(key, Some(*index)).await?;
         }
         Ok(())
     }
@@ -390,23 +395,88 @@ impl Store {
     /// The last stable release of `service`, if recorded.
     pub async fn stable(&self, service: &str) -> Result<Option<StableRef>, StoreError> {
         let key = self.service_key(service, "stable");
-        let r = self.client.kv_get(&key, &QueryOptions::default()).await?;
-        match r.value {
-            None => Ok(None),
-            Some(kv) => Ok(Some(
-                serde_json::from_slice(&kv.value().unwrap_or_default())
-                    .map_err(|source| StoreError::Corrupt { key, source })?,
-            )),
-        }
+        Ok(self.records.get::<StableRef>(&key).await?.map(|v| v.value))
     }
 
     /// Records the stable release of `service`.
     pub async fn set_stable(&self, service: &str, stable: &StableRef) -> Result<(), StoreError> {
         let key = self.service_key(service, "stable");
-        let body = self.json(&key, stable)?;
-        self.client
-            .kv_put(&key, &body, &PutOptions::default())
-            .await?;
+        self.records.put(&key, stable).await?;
         Ok(())
     }
 }
+
+/// The last plan number of a service: a bare JSON number (schema 1, no
+/// room for a schema field; a change of shape would take a new key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Seq(u64);
+
+impl Record for Seq {
+    const KIND: &'static str = "plan sequence";
+    const SCHEMA: u32 = 1;
+}
+
+/// Why an image was marked failed (the key names the image).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FailedImage {
+    /// The failure reason of the rollout that marked it.
+    reason: String,
+}
+
+impl Record for FailedImage {
+    const KIND: &'static str = "failed-image mark";
+    const SCHEMA: u32 = 1;
+}
+
+/// Schema 1: the first releases, whose plans stored the rollout
+/// parameters in the configuration's form (`"min_healthy_time": "10s"`).
+/// Schema 2: the core's `Params` (`"min_healthy_time_ms": 10000`), and the
+/// outcome's `result` limited to the four outcome words.
+impl Record for Plan {
+    const KIND: &'static str = "plan";
+    const SCHEMA: u32 = 2;
+
+    fn upgrade(schema: u32, mut value: Value) -> Result<Value, String> {
+        if schema != 1 {
+            return Err(format!("no conversion from schema {schema}"));
+        }
+        let Some(map) = value.as_object_mut() else {
+            return Err("not a JSON object".into());
+        };
+        if let Some(old) = map.remove("params") {
+            let params = crate::coordinator::config::params_toml::deserialize(old)
+                .map_err(|e| format!("params (schema 1): {e}"))?;
+            let params = serde_json::to_value(params).map_err(|e| e.to_string())?;
+            map.insert("params".into(), params);
+        }
+        Ok(value)
+    }
+}
+
+/// Schema 1: as written since the first release.
+impl Record for Rollout {
+    const KIND: &'static str = "rollout";
+    const SCHEMA: u32 = 1;
+}
+
+/// Schema 1: as written since the first release.
+impl Record for StableRef {
+    const KIND: &'static str = "stable version";
+    const SCHEMA: u32 = 1;
+}
+
+/// Schema 1: as written since the first release.
+impl Record for Command {
+    const KIND: &'static str = "operator command";
+    const SCHEMA: u32 = 1;
+}
+
+/// Schema 1: as written since the first release.
+impl Record for Trigger {
+    const KIND: &'static str = "publish trigger";
+    const SCHEMA: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests;
