@@ -145,10 +145,13 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The agent's TTL check as the node's Consul agent holds it. Not the
+    /// catalog's copy: Consul's agent defers output-only changes to the
+    /// catalog by `check_update_interval` (5 minutes), so a new output with
+    /// an unchanged status shows there much later.
     async fn ttl_check(&self) -> Option<(CheckStatus, String)> {
-        let entries = self.entries(false).await;
-        let e = entries.first()?;
-        let c = e.checks.iter().find(|c| c.check_id.ends_with(":agent"))?;
+        let checks = self.client().agent_checks().await.ok()?;
+        let c = checks.values().find(|c| c.check_id.ends_with(":agent"))?;
         Some((c.status(), c.output.clone()))
     }
 
@@ -588,5 +591,162 @@ async fn consul_unreachable_at_start_is_retried_not_a_crash() {
     )
     .await;
     late.shutdown().await;
+    w.shutdown().await;
+}
+
+/// `GET`/`HEAD`/`POST` of `path` on the agent's `/ready` listener: status
+/// and body, `None` while it does not answer.
+async fn ask_ready(method: reqwest::Method, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// An app whose `/health` fails (500) while `broken` holds.
+async fn breakable_app() -> (SocketAddr, Arc<Mutex<bool>>, tokio::task::JoinHandle<()>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let broken = Arc::new(Mutex::new(true));
+    let b = broken.clone();
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            get(move || {
+                let broken = *b.lock().unwrap();
+                async move {
+                    if broken {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "broken")
+                    } else {
+                        (StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/version",
+            get(|| async { r#"{"version":"1.2.3","name":"web"}"# }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, broken, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_consuls_verdict_failing_passing_and_draining() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let (addr, broken, task) = breakable_app().await;
+    let ready = sandbox::testkit::free_addr();
+    let service = format!("web-{INSTANCE}");
+    // A long drain, so the test sees it; a second signal ends it.
+    let mut agent = w.agent_draining(
+        addr,
+        "1.2.3",
+        "30s",
+        &format!("ready_listen = \"{ready}\"\n"),
+    );
+
+    // Failing check: 503 naming the check and its output.
+    let (_, body) = until("503 naming the probe", Duration::from_secs(15), || async {
+        ask_ready(Method::GET, ready, "/ready")
+            .await
+            .filter(|(s, b)| *s == 503 && b.contains(&format!("({service}:agent)")))
+    })
+    .await;
+    assert!(
+        body.starts_with(&format!("not ready: service {service} is critical")),
+        "{body}"
+    );
+    assert!(body.contains("answered 500"), "the probe's output: {body}");
+    let (status, head_body) = ask_ready(Method::HEAD, ready, "/ready").await.unwrap();
+    assert_eq!((status, head_body.as_str()), (503, ""), "HEAD: status only");
+    assert_eq!(ask_ready(Method::GET, ready, "/").await.unwrap().0, 404);
+    assert_eq!(
+        ask_ready(Method::POST, ready, "/ready").await.unwrap().0,
+        405
+    );
+
+    // Passing: 200.
+    *broken.lock().unwrap() = false;
+    let (_, body) = until("200 once passing", Duration::from_secs(15), || async {
+        ask_ready(Method::GET, ready, "/ready")
+            .await
+            .filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert!(
+        body.starts_with(&format!("ready: service {service} is passing")),
+        "{body}"
+    );
+    assert_eq!(
+        ask_ready(Method::HEAD, ready, "/ready").await.unwrap().0,
+        200
+    );
+
+    // The local Consul agent failing to answer is not ready, never 200.
+    w.consul.inject_fault(Fault {
+        path_prefix: "/v1/agent/health/service/id/".into(),
+        count: 1,
+        status: 500,
+        body: "rpc error: no path to the agent".into(),
+        content_type: None,
+    });
+    let (status, body) = ask_ready(Method::GET, ready, "/ready").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("HTTP 500") && body.contains("rpc error"),
+        "{body}"
+    );
+    assert_eq!(
+        ask_ready(Method::GET, ready, "/ready").await.unwrap().0,
+        200
+    );
+
+    // Draining (maintenance): 503 naming the reason, while still serving.
+    signal(&agent, "TERM");
+    let (_, body) = until("503 in maintenance", Duration::from_secs(10), || async {
+        ask_ready(Method::GET, ready, "/ready")
+            .await
+            .filter(|(s, b)| *s == 503 && b.contains("maintenance"))
+    })
+    .await;
+    assert!(
+        body.contains(&format!("_service_maintenance:{service}")) && body.contains(INSTANCE),
+        "the maintenance check and its reason: {body}"
+    );
+    signal(&agent, "INT");
+    let status = agent.wait(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(
+        ask_ready(Method::GET, ready, "/ready").await.is_none(),
+        "the listener closes with the agent"
+    );
+    assert!(agent.log().contains("Serving /ready"), "{}", agent.log());
+    task.abort();
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_port_in_use_exits_2_naming_the_key() {
+    let w = World::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (_app, app) = web(&[("WEB_VERSION", "1.2.3")]).await;
+    let mut agent = w.agent(app, "1.2.3", &format!("ready_listen = \"{addr}\"\n"));
+    let status = agent.wait(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(2), "{}", agent.log());
+    assert!(
+        agent.log().contains("agent.ready_listen"),
+        "{}",
+        agent.log()
+    );
     w.shutdown().await;
 }

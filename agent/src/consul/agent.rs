@@ -6,10 +6,76 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 
 use super::types::{AgentSelf, AgentService, CheckStatus, HealthCheck, ServiceRegistration};
-use super::{Client, Error, QueryOptions, Response, path_segment};
+use super::{Client, Error, QueryOptions, Response, decode, path_segment, status_error};
+
+/// Consul's verdict on one service of the local agent, from its checks and
+/// its node's (`AggregatedStatus`: maintenance > critical > warning >
+/// passing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregatedStatus {
+    /// Every check passes (or there are none).
+    Passing,
+    /// At least one check warns, none fails.
+    Warning,
+    /// At least one check fails.
+    Critical,
+    /// The service or its node is in maintenance mode (draining).
+    Maintenance,
+    /// A word this client does not know (a newer Consul); not passing.
+    Other,
+}
+
+impl AggregatedStatus {
+    fn parse(word: &str) -> Self {
+        match word {
+            "passing" => Self::Passing,
+            "warning" => Self::Warning,
+            "critical" => Self::Critical,
+            "maintenance" => Self::Maintenance,
+            _ => Self::Other,
+        }
+    }
+
+    /// The word Consul uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+            Self::Maintenance => "maintenance",
+            Self::Other => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for AggregatedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `GET /v1/agent/health/service/id/:id` of a service the agent knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalServiceHealth {
+    /// The aggregated status.
+    pub status: AggregatedStatus,
+    /// The service's checks and its node's, as the agent holds them (the
+    /// newest output, possibly not yet in the catalog).
+    pub checks: Vec<HealthCheck>,
+}
+
+/// The body Consul sends with every status code of that endpoint.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceChecksInfo {
+    aggregated_status: String,
+    #[serde(default)]
+    checks: Option<Vec<HealthCheck>>,
+}
 
 impl Client {
     /// `PUT /v1/agent/service/register?replace-existing-checks`: registers or
@@ -131,5 +197,57 @@ impl Client {
             .read("/v1/agent/checks", &[], &QueryOptions::default())
             .await?;
         Ok(r.value)
+    }
+
+    /// `GET /v1/agent/health/service/id/:id`: the local agent's verdict on
+    /// one of its services, from the agent's own state (works without a
+    /// cluster leader). Consul puts the verdict in the status code (200
+    /// passing, 429 warning, 503 critical or maintenance) and the details in
+    /// the body; all three are answers here. `None` when the agent does not
+    /// know the service (404). Needs `service:read`.
+    pub async fn agent_service_health(
+        &self,
+        service_id: &str,
+    ) -> Result<Option<LocalServiceHealth>, Error> {
+        let path = format!(
+            "/v1/agent/health/service/id/{}",
+            path_segment(service_id, false)
+        );
+        let call = format!("GET {path}");
+        let (status, _meta, body) = self
+            .send(
+                Method::GET,
+                &path,
+                &[],
+                &QueryOptions::default(),
+                None,
+                &call,
+            )
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let info: ServiceChecksInfo = decode(&call, &body)?;
+                Ok(Some(info.into()))
+            }
+            // Only Consul's own JSON is a verdict: a proxy's or an
+            // overloaded agent's 429/503 page is an error.
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                match serde_json::from_slice::<ServiceChecksInfo>(&body) {
+                    Ok(info) => Ok(Some(info.into())),
+                    Err(_) => Err(status_error(&call, status, &body)),
+                }
+            }
+            _ => Err(status_error(&call, status, &body)),
+        }
+    }
+}
+
+impl From<ServiceChecksInfo> for LocalServiceHealth {
+    fn from(info: ServiceChecksInfo) -> Self {
+        Self {
+            status: AggregatedStatus::parse(&info.aggregated_status),
+            checks: info.checks.unwrap_or_default(),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `[agent]` section: what the node agent registers and how it probes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,12 @@ pub struct AgentConfig {
     /// Identity to use when the metadata service cannot be reached (outside
     /// EC2). Used only as a fallback, with a warning.
     pub identity: Option<StaticIdentity>,
+    /// Where to serve `GET /ready`: 200 only while the local Consul agent
+    /// finds the service passing, 503 otherwise (warning, critical,
+    /// maintenance, not registered, Consul unreachable). The load
+    /// balancer's health check asks it, so the load balancer and Consul
+    /// agree on which nodes serve. Unset: no listener.
+    pub ready_listen: Option<SocketAddr>,
 }
 
 /// A fixed instance identity for hosts without a metadata service.
@@ -90,6 +97,7 @@ impl Default for AgentConfig {
             drain_time: Duration::from_secs(15),
             imds_endpoint: String::new(),
             identity: None,
+            ready_listen: None,
         }
     }
 }

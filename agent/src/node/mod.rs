@@ -4,6 +4,9 @@
 //! - [`identity`]: who the instance is (IMDSv2, or configuration);
 //! - [`registration`]: the service and its two checks, pure;
 //! - [`probe`]: the agent's own probe of the app;
+//! - [`ready`]: `GET /ready` for the load balancer, Consul's verdict on the
+//!   service (`agent.ready_listen`), served from start-up until the drain
+//!   has deregistered the service;
 //! - [`run`]: start-up (configuration, Consul client, identity), then
 //!   [`serve`]: the loop: register (retrying with back-off while Consul is
 //!   unreachable or refuses), probe, refresh the TTL check at most TTL/2
@@ -21,13 +24,14 @@
 pub mod config;
 pub mod identity;
 pub mod probe;
+pub mod ready;
 pub mod registration;
 
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem};
 use crate::consul::types::{CheckStatus, ServiceRegistration};
 use crate::consul::{Client, Error};
 use crate::shutdown::Shutdown;
@@ -35,6 +39,7 @@ use crate::shutdown::Shutdown;
 use self::config::AgentConfig;
 use self::identity::{Identity, IdentityError};
 use self::probe::Prober;
+use self::ready::ReadyServer;
 use self::registration::{Ids, MetaError};
 
 /// The node agent could not start. Once it serves it does not fail: Consul
@@ -102,7 +107,9 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), NodeError> {
 }
 
 /// Registers, probes and refreshes until `shutdown` is requested, then
-/// drains. Fails only when the registration itself is invalid.
+/// drains; serves `/ready` meanwhile when `ready_listen` is set. Fails only
+/// when the registration itself is invalid or `ready_listen` cannot be
+/// listened on.
 pub async fn serve(
     config: &AgentConfig,
     client: Client,
@@ -115,6 +122,10 @@ pub async fn serve(
     tracing::info!(service = %ids.service, instance = %identity.instance_id,
         ami = %identity.ami_id, identity_source = identity.source, consul = %client.address(),
         "Node agent starting.");
+    let ready = match config.ready_listen {
+        None => None,
+        Some(addr) => Some(start_ready(addr, &client, &ids.service).await?),
+    };
     let prober = Prober::new(
         &config.app_url,
         &config.expected_version,
@@ -188,7 +199,34 @@ pub async fn serve(
         }
     }
     drain(config, &client, &ids, &registration, &shutdown).await;
+    if let Some(ready) = ready {
+        ready.stop().await;
+    }
     Ok(())
+}
+
+/// Starts the `/ready` listener; a port that cannot be bound is a problem of
+/// `agent.ready_listen` (taken, or an address this host does not have).
+async fn start_ready(
+    addr: std::net::SocketAddr,
+    client: &Client,
+    service_id: &str,
+) -> Result<ReadyServer, NodeError> {
+    match ReadyServer::start(addr, client.clone(), service_id.to_string()).await {
+        Ok(server) => {
+            tracing::info!(address = %server.local_addr(), service = %service_id,
+                "Serving /ready for the load balancer.");
+            Ok(server)
+        }
+        Err(e) => Err(NodeError::Config(ConfigError {
+            problems: vec![Problem {
+                key: "agent.ready_listen".into(),
+                value: addr.to_string(),
+                rule: format!("cannot be listened on: {e}"),
+                source: None,
+            }],
+        })),
+    }
 }
 
 /// Whether a TTL update failed because the agent lost the check (Consul

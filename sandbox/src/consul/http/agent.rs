@@ -1,5 +1,6 @@
 //! `/v1/agent/*`: the endpoints of one node's agent (self, services,
-//! checks, registration, TTL updates, maintenance), with Consul's texts.
+//! checks, registration, TTL updates, maintenance, a service's aggregated
+//! health), with Consul's texts.
 //!
 //! These answer for the listener's own node only and carry no index
 //! headers, like a Consul agent's local endpoints. Registration bodies are
@@ -9,16 +10,16 @@
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
 use axum::body::Body;
-use axum::http::Response;
+use axum::http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::super::acl::{Level, Resource};
 use super::super::blocking::{self, QueryOptions};
 use super::super::catalog::{CheckUpdateError, unknown_service};
 use super::super::filter;
-use super::super::model::Status;
+use super::super::model::{CheckRecord, SERF_CHECK_ID, SERVICE_MAINT_PREFIX, Status};
 use super::super::views;
-use super::{ApiError, Ctx, allow, json as json_resp, mark_filtered};
+use super::{ApiError, Ctx, allow, json as json_resp, mark_filtered, text};
 use crate::consul::registration;
 
 /// Routes `/v1/agent/<tail>`; `None` for an unknown path.
@@ -39,6 +40,8 @@ pub(crate) async fn route(
             .and_then(|()| deregister(ctx, &id_after("agent/service/deregister/"))),
         ["service", "maintenance", _, ..] => allow(ctx, put, "PUT")
             .and_then(|()| maintenance(ctx, &id_after("agent/service/maintenance/"))),
+        ["health", "service", "id", _, ..] => allow(ctx, get, "GET")
+            .and_then(|()| health_by_id(ctx, &id_after("agent/health/service/id/"))),
         ["service", _, ..] => match allow(ctx, get, "GET") {
             Ok(()) => service(ctx, &id_after("agent/service/")).await,
             Err(e) => Err(e),
@@ -267,6 +270,127 @@ async fn service(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
     if let Ok(v) = axum::http::HeaderValue::from_str(&hash) {
         resp.headers_mut().insert("x-consul-contenthash", v);
     }
+    Ok(resp)
+}
+
+/// Node-level maintenance, which Consul counts in every service's status.
+const NODE_MAINT_ID: &str = "_node_maintenance";
+
+/// Consul's `HealthChecks.AggregatedStatus`: maintenance > critical >
+/// warning > passing; no checks at all is passing.
+fn aggregated_status<'a>(checks: impl Iterator<Item = &'a CheckRecord>) -> &'static str {
+    let (mut maintenance, mut critical, mut warning) = (false, false, false);
+    for check in checks {
+        if check.def.id == NODE_MAINT_ID || check.def.id.starts_with(SERVICE_MAINT_PREFIX) {
+            maintenance = true;
+            continue;
+        }
+        match check.status {
+            Status::Passing => {}
+            Status::Warning => warning = true,
+            Status::Critical => critical = true,
+        }
+    }
+    if maintenance {
+        "maintenance"
+    } else if critical {
+        "critical"
+    } else if warning {
+        "warning"
+    } else {
+        "passing"
+    }
+}
+
+/// The check as Consul's agent copies it into this answer: only the
+/// identifying fields, status, notes and output are set; the type,
+/// definition and indexes keep their zero values.
+fn health_check_view(check: &CheckRecord) -> Value {
+    json!({
+        "Node": check.node,
+        "CheckID": check.def.id,
+        "Name": check.def.name,
+        "Status": check.status.as_str(),
+        "Notes": check.def.notes,
+        "Output": check.agent_output(),
+        "ServiceID": check.def.service_id,
+        "ServiceName": check.service_name,
+        "ServiceTags": check.service_tags,
+        "Type": "",
+        "ExposedPort": 0,
+        "Definition": {},
+        "CreateIndex": 0,
+        "ModifyIndex": 0,
+    })
+}
+
+/// `GET /v1/agent/health/service/id/:id` (Consul's
+/// `AgentHealthServiceByID`): the service's checks on this agent, node
+/// checks included, with their aggregated status, answered as HTTP 200
+/// passing, 429 warning, 503 critical or maintenance, 404 unknown service
+/// (body `AggregatedStatus` critical, no service, no checks). An unknown
+/// service is answered before any ACL rule is looked at; a known one needs
+/// `service:read`. `?format=text` answers the status word alone. (Consul
+/// also honours `Accept: text/plain`; handlers here do not see headers.)
+fn health_by_id(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::bad_request("Missing serviceID"));
+    }
+    let text_format = ctx.query.get("format") == Some("text");
+    let answer = {
+        let store = ctx.cluster.store();
+        match store.services.get(&(ctx.node.to_string(), id.to_string())) {
+            None => None,
+            Some(service) => {
+                ctx.authz
+                    .check(Resource::Service, &service.def.name, Level::Read)?;
+                // The agent's own checks of the service and of its node.
+                // `serfHealth` lives in the catalog only, not in an agent's
+                // local state, so it is not among them.
+                let mut checks: Vec<&CheckRecord> = store
+                    .checks
+                    .values()
+                    .filter(|c| c.node == ctx.node)
+                    .filter(|c| {
+                        c.def.service_id == id
+                            || (c.def.service_id.is_empty() && c.def.id != SERF_CHECK_ID)
+                    })
+                    .collect();
+                checks.sort_by(|a, b| a.def.id.cmp(&b.def.id));
+                let status = aggregated_status(checks.iter().copied());
+                let body = json!({
+                    "AggregatedStatus": status,
+                    "Service": views::agent_service(service, &ctx.cluster.datacenter),
+                    "Checks": checks.iter().map(|c| health_check_view(c)).collect::<Vec<_>>(),
+                });
+                Some((status, body))
+            }
+        }
+    };
+    let (code, mut resp) = match answer {
+        Some((status, body)) => {
+            let code = match status {
+                "passing" => StatusCode::OK,
+                "warning" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let resp = if text_format {
+                text(code, status)
+            } else {
+                json_resp(&body)
+            };
+            (code, resp)
+        }
+        None if text_format => (
+            StatusCode::NOT_FOUND,
+            text(StatusCode::NOT_FOUND, format!("ServiceId {id} not found")),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            json_resp(&json!({ "AggregatedStatus": "critical", "Service": null, "Checks": null })),
+        ),
+    };
+    *resp.status_mut() = code;
     Ok(resp)
 }
 
