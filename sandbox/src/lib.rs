@@ -2,6 +2,8 @@
 //! the parts of production rollgate talks to, so tests and the demo need no AWS
 //! account and no Consul binary.
 //!
+//! - [`acl_roles`]: rollgate's ACL roles on a sandbox Consul: a policy per
+//!   `config/acl/*.hcl` file and a token per role, created as an operator would.
 //! - [`consul`]: a Consul-compatible HTTP server for the subset of the API rollgate
 //!   uses, with Consul's semantics (index, blocking queries, checks, sessions, KV, ACL).
 //! - [`imds`]: an IMDSv2-compatible instance metadata endpoint, one per simulated instance.
@@ -24,6 +26,7 @@
 //! - [`slack`]: an HTTP stand-in for Slack's `chat.postMessage`, `auth.test` and
 //!   an incoming webhook, with switches to go down and come back.
 
+pub mod acl_roles;
 pub mod bench;
 pub mod chart;
 pub mod consul;

@@ -94,6 +94,9 @@ pub struct LoadConfig {
     /// load balancer with a random policy would (the demo passes its
     /// `--seed`, so the same seed makes the same choices).
     pub seed: Option<u64>,
+    /// The Consul ACL token sent with the health queries (a read token,
+    /// see [`crate::acl_roles::create_read_token`]); `None` sends none.
+    pub token: Option<crate::acl_roles::Secret>,
 }
 
 impl LoadConfig {
@@ -108,6 +111,7 @@ impl LoadConfig {
             stop_after: None,
             bucket: Duration::from_secs(1),
             seed: None,
+            token: None,
         }
     }
 
@@ -244,9 +248,14 @@ impl Load {
     /// Consul does not answer), and starts sending.
     pub async fn start(config: LoadConfig) -> Result<LoadHandle, LoadError> {
         config.validate()?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = config.token.as_ref().and_then(|t| t.header_value()) {
+            headers.insert("X-Consul-Token", value);
+        }
         let consul_http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
             .build()
             .map_err(LoadError::HttpClient)?;
         let app_http = reqwest::Client::builder()

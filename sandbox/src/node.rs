@@ -82,6 +82,10 @@ pub struct NodeSpec {
     pub drain_time: Duration,
     /// Directory for the node's configuration file and logs.
     pub dir: PathBuf,
+    /// File holding the agent's Consul ACL token (its `consul.token_file`),
+    /// as Puppet writes `/etc/rollgate/consul-token`; `None` sends none
+    /// (a Consul with ACLs off).
+    pub token_file: Option<PathBuf>,
 }
 
 /// A running node.
@@ -149,8 +153,13 @@ impl SimNode {
             .parse()
             .map_err(|e| std::io::Error::other(format!("web printed {line:?}: {e}")))?;
 
+        let token_file = spec
+            .token_file
+            .as_ref()
+            .map(|f| format!("token_file = {:?}\n", f.display().to_string()))
+            .unwrap_or_default();
         let config = format!(
-            "[consul]\naddress = \"http://{consul}\"\n\n[log]\nformat = \"json\"\n\n[agent]\n\
+            "[consul]\naddress = \"http://{consul}\"\n{token_file}\n[log]\nformat = \"json\"\n\n[agent]\n\
              service_port = {port}\nservice_address = \"127.0.0.1\"\nartifact = \"{artifact}\"\n\
              expected_version = \"{version}\"\napp_url = \"http://{web_addr}\"\n\
              check_url = \"http://{web_addr}/health\"\ncheck_interval = \"{interval}\"\n\

@@ -3,6 +3,10 @@
 //! the group as it grows and shrinks, drains leaving instances, reads
 //! behaviour from image tags, retries what cannot start, and leaves no
 //! process behind.
+//!
+//! Consul runs as in production, ACLs on: each instance's agent gets the
+//! `agent` role's token (from `config/acl/agent.hcl`) through its token
+//! file; the test reads health with a `global-read-only` token.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sandbox::acl_roles::Secret;
 use sandbox::consul::{Config as ConsulConfig, Server, ServerHandle};
 use sandbox::fleet::{
     BOOT_DELAY_TAG, BROKEN_TAG, Fleet, FleetConfig, FleetHandle, InstanceState,
@@ -39,12 +44,25 @@ fn binaries() -> Binaries {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+/// The sandbox Consul from `config` with ACLs on, a policy and a token per
+/// role created from `config/acl/*.hcl`; answers it, the agent role's
+/// token, and a client for the test's reads (with a read-only token).
+async fn start_consul(config: ConsulConfig) -> (ServerHandle, Secret, reqwest::Client) {
+    let management = Secret::random();
+    let consul = Server::start(ConsulConfig {
+        acl_management_token: Some(management.expose().to_owned()),
+        ..config
+    })
+    .await
+    .unwrap();
+    let roles = sandbox::acl_roles::create_workspace_roles(consul.http_addr(), &management)
+        .await
+        .unwrap();
+    let read = sandbox::acl_roles::create_read_token(consul.http_addr(), &management, "test reads")
+        .await
+        .unwrap();
+    let http = sandbox::acl_roles::http_client(&read, Duration::from_secs(5)).unwrap();
+    (consul, roles.secret("agent").unwrap().clone(), http)
 }
 
 fn alive(pid: u32) -> bool {
@@ -75,6 +93,7 @@ fn config(
     moto: &Moto,
     group: &str,
     consul: &ServerHandle,
+    agent_token: &Secret,
     bins: Binaries,
     dir: &Path,
 ) -> FleetConfig {
@@ -90,6 +109,7 @@ fn config(
             bins,
             dir.join(group),
         )
+        .with_agent_token(agent_token.clone())
     }
 }
 
@@ -122,7 +142,7 @@ fn pids(fleet: &FleetHandle) -> Vec<u32> {
 async fn follows_the_group_and_drains_leaving_instances() {
     let bins = binaries();
     let work = tempfile::tempdir().unwrap();
-    let consul = Server::start(ConsulConfig::default()).await.unwrap();
+    let (consul, agent_token, http) = start_consul(ConsulConfig::default()).await;
     let moto = Moto::start().await.unwrap();
     let seeded = seed_group(
         &moto,
@@ -130,8 +150,15 @@ async fn follows_the_group_and_drains_leaving_instances() {
     )
     .await
     .unwrap();
-    let fleet = Fleet::start(config(&moto, "web-asg", &consul, bins, work.path())).unwrap();
-    let http = http();
+    let fleet = Fleet::start(config(
+        &moto,
+        "web-asg",
+        &consul,
+        &agent_token,
+        bins,
+        work.path(),
+    ))
+    .unwrap();
     let addr = consul.http_addr();
     let t0 = Instant::now();
 
@@ -287,9 +314,12 @@ async fn follows_the_group_and_drains_leaving_instances() {
 async fn image_tags_decide_how_an_instance_behaves() {
     let bins = binaries();
     let work = tempfile::tempdir().unwrap();
-    let consul = Server::start(ConsulConfig::default()).await.unwrap();
+    // The half-baked instance's check goes from critical (as registered) to
+    // critical naming both versions: an output-only change, which Consul
+    // syncs to the catalog only after check_update_interval (minutes).
+    // Synced at once here, so the test can read the output in seconds.
+    let (consul, agent_token, http) = start_consul(ConsulConfig::default().fast_timings()).await;
     let moto = Moto::start().await.unwrap();
-    let http = http();
     let addr = consul.http_addr();
 
     let mut fleets = Vec::new();
@@ -312,8 +342,17 @@ async fn image_tags_decide_how_an_instance_behaves() {
             .await
             .unwrap();
         ids.push(seeded.instance_ids[0].clone());
-        fleets
-            .push(Fleet::start(config(&moto, group, &consul, bins.clone(), work.path())).unwrap());
+        fleets.push(
+            Fleet::start(config(
+                &moto,
+                group,
+                &consul,
+                &agent_token,
+                bins.clone(),
+                work.path(),
+            ))
+            .unwrap(),
+        );
     }
     let (broken, half_baked, slow) = (&ids[0], &ids[1], &ids[2]);
 
@@ -416,7 +455,7 @@ async fn image_tags_decide_how_an_instance_behaves() {
 async fn instances_that_cannot_start_or_run_are_reported() {
     logs();
     let work = tempfile::tempdir().unwrap();
-    let consul = Server::start(ConsulConfig::default()).await.unwrap();
+    let (consul, agent_token, _) = start_consul(ConsulConfig::default()).await;
     let moto = Moto::start().await.unwrap();
     seed_group(
         &moto,
@@ -428,7 +467,15 @@ async fn instances_that_cannot_start_or_run_are_reported() {
         web: work.path().join("no-such-web"),
         rollgate: work.path().join("no-such-rollgate"),
     };
-    let fleet = Fleet::start(config(&moto, "web-asg", &consul, missing, work.path())).unwrap();
+    let fleet = Fleet::start(config(
+        &moto,
+        "web-asg",
+        &consul,
+        &agent_token,
+        missing,
+        work.path(),
+    ))
+    .unwrap();
     until("two failed attempts", Duration::from_secs(20), || async {
         (fleet.counters().start_failures >= 2).then_some(())
     })
@@ -457,7 +504,15 @@ async fn instances_that_cannot_start_or_run_are_reported() {
         web: binary("web", "web"),
         rollgate: "/bin/false".into(),
     };
-    let fleet = Fleet::start(config(&moto, "agent-dies", &consul, dying, work.path())).unwrap();
+    let fleet = Fleet::start(config(
+        &moto,
+        "agent-dies",
+        &consul,
+        &agent_token,
+        dying,
+        work.path(),
+    ))
+    .unwrap();
     let reported = until(
         "the agent's exit is reported",
         Duration::from_secs(20),
@@ -523,7 +578,7 @@ async fn refuses_anything_off_loopback() {
 async fn dropping_the_fleet_kills_its_processes() {
     let bins = binaries();
     let work = tempfile::tempdir().unwrap();
-    let consul = Server::start(ConsulConfig::default()).await.unwrap();
+    let (consul, agent_token, _) = start_consul(ConsulConfig::default()).await;
     let moto = Moto::start().await.unwrap();
     seed_group(
         &moto,
@@ -531,7 +586,15 @@ async fn dropping_the_fleet_kills_its_processes() {
     )
     .await
     .unwrap();
-    let fleet = Fleet::start(config(&moto, "web-asg", &consul, bins, work.path())).unwrap();
+    let fleet = Fleet::start(config(
+        &moto,
+        "web-asg",
+        &consul,
+        &agent_token,
+        bins,
+        work.path(),
+    ))
+    .unwrap();
     let pids = until("the instance starts", Duration::from_secs(20), || async {
         let pids = pids(&fleet);
         (pids.len() == 2).then_some(pids)

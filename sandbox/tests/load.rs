@@ -54,6 +54,7 @@ async fn two_passing_nodes() -> World {
             ttl: Duration::from_secs(3),
             drain_time: Duration::from_secs(1),
             dir: dir.path().join(format!("node-{n}")),
+            token_file: None,
         };
         nodes.push(SimNode::start(&bins, &spec).await.unwrap());
     }

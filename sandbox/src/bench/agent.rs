@@ -189,6 +189,7 @@ pub async fn run(
         ttl: Duration::from_secs(10),
         drain_time: Duration::from_millis(0),
         dir: dir.join(format!("node-{n}")),
+        token_file: None,
     };
 
     // Footprint.

@@ -67,6 +67,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acl_roles::Secret;
 use crate::imds::Identity;
 use crate::moto::REGION;
 use crate::node::{Binaries, NodeSpec, SimNode};
@@ -141,6 +142,11 @@ pub struct FleetConfig {
     pub drain_time: Duration,
     /// How often the group is read.
     pub poll: Duration,
+    /// The Consul ACL token of the node agent role (`config/acl/agent.hcl`,
+    /// see [`crate::acl_roles`]), written to each instance's folder as
+    /// `consul-token` and given to its agent as `consul.token_file`, as
+    /// Puppet does on a real instance. `None` for a Consul with ACLs off.
+    pub agent_token: Option<Secret>,
 }
 
 impl FleetConfig {
@@ -163,6 +169,15 @@ impl FleetConfig {
             ttl: Duration::from_secs(4),
             drain_time: Duration::from_secs(1),
             poll: Duration::from_millis(200),
+            agent_token: None,
+        }
+    }
+
+    /// The same, with the agents using `token` (the agent role's token).
+    pub fn with_agent_token(self, token: Secret) -> Self {
+        Self {
+            agent_token: Some(token),
+            ..self
         }
     }
 
@@ -291,6 +306,7 @@ impl Fleet {
             ttl: config.ttl,
             drain_time: config.drain_time,
             poll: config.poll,
+            agent_token: config.agent_token,
             tracker: TaskTracker::new(),
             kill: CancellationToken::new(),
         });
@@ -476,6 +492,7 @@ struct Shared {
     ttl: Duration,
     drain_time: Duration,
     poll: Duration,
+    agent_token: Option<Secret>,
     /// Every start and stop task.
     tracker: TaskTracker,
     /// Cancelled on drop: tasks drop their node (killing it) at once.
@@ -729,6 +746,18 @@ async fn start_node(
 ) {
     let id = info.instance_id.clone();
     let attempt = async {
+        // The token file first, as Puppet writes it before the agent runs.
+        let dir = shared.dir.join(&id);
+        let token_file = match &shared.agent_token {
+            None => None,
+            Some(token) => {
+                let path = dir.join("consul-token");
+                token.write_file(&path).map_err(|e| {
+                    format!("cannot write its Consul token file {}: {e}", path.display())
+                })?;
+                Some(path)
+            }
+        };
         let consul = shared.control.add_node(&info.consul_node).await?;
         let spec = NodeSpec {
             identity: Identity {
@@ -747,7 +776,8 @@ async fn start_node(
             check_interval: shared.check_interval,
             ttl: shared.ttl,
             drain_time: shared.drain_time,
-            dir: shared.dir.join(&id),
+            dir,
+            token_file,
         };
         match SimNode::start(&shared.binaries, &spec).await {
             Ok(node) => Ok(node),
