@@ -105,6 +105,11 @@ pub struct Snapshot {
     /// Entries that could not be used (no node or no check ID), for a log
     /// line.
     pub skipped: usize,
+    /// Consul removed entries this token may not read
+    /// (`X-Consul-Results-Filtered-By-ACLs`): a check absent from this
+    /// snapshot may exist. The engine then neither resolves nor promotes
+    /// what it cannot see.
+    pub partial: bool,
 }
 
 /// A status change of one check between two snapshots.

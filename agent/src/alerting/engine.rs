@@ -106,7 +106,20 @@ fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
 
 /// One step of the engine.
 pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMillis) -> Step {
-    let transitions = tracked_transitions(&state, snap);
+    let mut transitions = tracked_transitions(&state, snap);
+    // A filtered answer is not the whole truth: a tracked check missing from
+    // it is hidden, not gone. It keeps its state, frozen (no resolve, no
+    // promotion to firing) until the token can see it again.
+    let hidden: BTreeSet<CheckKey> = if snap.partial {
+        transitions
+            .iter()
+            .filter(|t| t.to.is_none())
+            .map(|t| t.key.clone())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    transitions.retain(|t| !hidden.contains(&t.key));
     for t in &transitions {
         match (t.from, t.to) {
             (_, None) => {
@@ -133,7 +146,7 @@ pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMil
     }
     let mut next_wake = None;
     for (k, c) in state.checks.iter_mut() {
-        if c.effective == c.observed {
+        if c.effective == c.observed || hidden.contains(k) {
             continue;
         }
         let service = snap.get(k).map(|o| &*o.service_name).unwrap_or("");
@@ -158,6 +171,15 @@ pub fn step(cfg: &WatcherConfig, mut state: State, snap: &Snapshot, now: UnixMil
         .chain(alerts.keys().cloned())
         .collect();
     for id in ids {
+        // A group that notified a check now hidden keeps its state: no
+        // resolved notice, no repeat, until the token sees it again.
+        if state
+            .groups
+            .get(&id)
+            .is_some_and(|g| g.notified.keys().any(|k| hidden.contains(k)))
+        {
+            continue;
+        }
         let empty = GroupAlerts::default();
         let a = alerts.get(&id).unwrap_or(&empty);
         let (event, wake, keep) = group_step(cfg, &id, state.groups.remove(&id), a, snap, now);

@@ -392,3 +392,61 @@ fn next_wake_points_at_the_next_deadline() {
     assert_eq!(s.events.len(), 1);
     assert_eq!(s.next_wake, Some(40 * S + 3600 * S), "repeat_interval");
 }
+
+/// A simulation step over an answer Consul filtered by ACLs.
+fn partial(checks: &[HealthCheck]) -> Snapshot {
+    let mut s = Snapshot::from_checks(checks);
+    s.partial = true;
+    s
+}
+
+#[test]
+fn checks_hidden_by_acls_are_neither_resolved_nor_fired() {
+    let c = cfg();
+    let mut sim = Sim::new(c.clone());
+    // a (web) fires; b (api) is critical but not yet past its threshold.
+    sim.run(60, |t| {
+        vec![
+            hc("n1", "a", "web", Critical),
+            hc("n2", "b", "api", if t >= 50 { Critical } else { Passing }),
+        ]
+    });
+    assert_eq!(sim.health().len(), 1, "web fired");
+    // The token loses sight of both: answers are filtered and empty.
+    for _ in 0..600 {
+        let step = step(&c, std::mem::take(&mut sim.state), &partial(&[]), sim.now);
+        sim.state = step.state;
+        sim.events.extend(step.events.into_iter().map(|e| (0, e)));
+        sim.now += S;
+    }
+    assert_eq!(
+        sim.health().len(),
+        1,
+        "no resolved notice for web and no firing one for api while hidden"
+    );
+    // Visible again, both still critical: api fires now, web is not
+    // resolved (it never recovered).
+    sim.run(60, |_| {
+        vec![
+            hc("n1", "a", "web", Critical),
+            hc("n2", "b", "api", Critical),
+        ]
+    });
+    let notices = sim.health();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert_eq!(notices[1].1.status, AlertStatus::Firing);
+}
+
+#[test]
+fn an_unfiltered_answer_without_a_check_still_resolves_it() {
+    let mut sim = Sim::new(cfg());
+    sim.run(60, |_| vec![hc("n1", "a", "web", Critical)]);
+    sim.run(120, |_| vec![]);
+    let notices = sim.health();
+    assert_eq!(
+        notices.len(),
+        2,
+        "a check that is gone (not hidden) resolves"
+    );
+    assert_eq!(notices[1].1.status, AlertStatus::Resolved);
+}

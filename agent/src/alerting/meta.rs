@@ -28,6 +28,10 @@ pub struct Progress {
     pub unknown_leader_since_ms: Option<UnixMillis>,
     /// Since when `/v1/status/leader` answers empty.
     pub empty_leader_since_ms: Option<UnixMillis>,
+    /// Since when health answers are filtered by ACLs.
+    pub filtered_since_ms: Option<UnixMillis>,
+    /// What the filtered answers hide, for the alert.
+    pub hidden: String,
 }
 
 impl Progress {
@@ -47,6 +51,16 @@ impl Progress {
         self.last_error_ms = Some(now);
         self.failing_since_ms.get_or_insert(now);
         self.last_error = error;
+    }
+
+    /// Records whether a health answer was filtered by ACLs.
+    pub fn filtered(&mut self, now: UnixMillis, filtered: bool) {
+        if filtered {
+            self.filtered_since_ms.get_or_insert(now);
+        } else {
+            self.filtered_since_ms = None;
+            self.hidden.clear();
+        }
     }
 
     /// Records the answer of `/v1/status/leader`.
@@ -114,6 +128,21 @@ pub fn evaluate(
             cfg.stall_after,
             stalled,
             "the health watch got neither an answer nor an error".to_string(),
+        ),
+        (
+            // At once: every answer that hides something is blind already.
+            MetaKind::HiddenByAcls,
+            p.filtered_since_ms,
+            std::time::Duration::ZERO,
+            p.filtered_since_ms.is_some(),
+            format!(
+                "Consul filtered the health state (X-Consul-Results-Filtered-By-ACLs): the watcher's token cannot read {}; their checks are neither resolved nor fired until it can. Grant service:read and node:read (config/acl/watcher.hcl).",
+                if p.hidden.is_empty() {
+                    "some services or nodes"
+                } else {
+                    &p.hidden
+                }
+            ),
         ),
     ];
     let mut events = Vec::new();
@@ -258,6 +287,34 @@ mod tests {
         assert_eq!(
             kinds(&e),
             vec![(MetaKind::ConsulUnreachable, AlertStatus::Firing)]
+        );
+    }
+
+    #[test]
+    fn a_filtered_health_answer_fires_at_once_naming_what_is_hidden() {
+        let (c, mut st) = (cfg(), MetaState::default());
+        let mut p = Progress::default();
+        p.answered(1_000, true);
+        p.filtered(1_000, true);
+        p.hidden = "api".into();
+        let (e, _) = evaluate(&c, &mut st, &p, 1_000);
+        assert_eq!(
+            kinds(&e),
+            vec![(MetaKind::HiddenByAcls, AlertStatus::Firing)]
+        );
+        let EventBody::Meta(m) = &e[0].body else {
+            unreachable!()
+        };
+        assert!(
+            m.detail.contains("api") && m.detail.contains("service:read"),
+            "{}",
+            m.detail
+        );
+        assert!(evaluate(&c, &mut st, &p, 5_000).0.is_empty(), "fires once");
+        p.filtered(6_000, false);
+        assert_eq!(
+            kinds(&evaluate(&c, &mut st, &p, 6_000).0),
+            vec![(MetaKind::HiddenByAcls, AlertStatus::Resolved)]
         );
     }
 }

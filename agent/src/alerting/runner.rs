@@ -111,6 +111,12 @@ impl Watcher {
         while !cancel.is_cancelled() {
             if let Some(resp) = rx.borrow_and_update().clone() {
                 let snap = resp.value.clone();
+                if snap.partial {
+                    let hidden = hidden_services(&state, snapshot.as_deref(), &snap);
+                    tracing::error!(services = %hidden,
+                        "Consul filtered the health answer (X-Consul-Results-Filtered-By-ACLs): this token cannot read some services or nodes; their checks are neither resolved nor fired. Grant service:read and node:read (config/acl/watcher.hcl).");
+                    lock(&progress).hidden = hidden;
+                }
                 if snap.skipped > 0 {
                     tracing::warn!(
                         skipped = snap.skipped,
@@ -210,9 +216,18 @@ impl Watcher {
                         lock(&decoder).decode(json)
                     })
                     .await;
+                let mut r = r;
+                if let Ok(resp) = &mut r {
+                    if resp.meta.filtered_by_acls {
+                        std::sync::Arc::make_mut(&mut resp.value).partial = true;
+                    }
+                }
                 let mut p = lock(&progress);
                 match &r {
-                    Ok(resp) => p.answered(now_ms(), resp.meta.known_leader),
+                    Ok(resp) => {
+                        p.answered(now_ms(), resp.meta.known_leader);
+                        p.filtered(now_ms(), resp.meta.filtered_by_acls);
+                    }
                     Err(e) => p.failed(now_ms(), e.to_string()),
                 }
                 r
@@ -352,4 +367,31 @@ fn log_transition(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The services a filtered answer hides: those of tracked checks (or of
+/// checks of the previous answer) that it no longer shows.
+fn hidden_services(state: &State, previous: Option<&Snapshot>, now: &Snapshot) -> String {
+    let mut names = std::collections::BTreeSet::new();
+    for k in state.checks.keys() {
+        if now.contains(k) {
+            continue;
+        }
+        match previous.and_then(|p| p.get(k)) {
+            Some(o) if !o.service_name.is_empty() => names.insert(o.service_name.to_string()),
+            _ => names.insert(format!("checks of node {}", k.node)),
+        };
+    }
+    if let Some(p) = previous {
+        for (node, id, o) in p.iter() {
+            if !now.contains(&super::diff::CheckKey::new(node, id)) && !o.service_name.is_empty() {
+                names.insert(o.service_name.to_string());
+            }
+        }
+    }
+    if names.is_empty() {
+        "services this token may not list (none seen before)".to_owned()
+    } else {
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    }
 }

@@ -95,6 +95,15 @@ pub enum RecordError {
     /// Someone else kept changing it.
     #[error("KV record {0} kept changing under us ({UPDATE_ATTEMPTS} attempts); try again")]
     Contended(String),
+    /// Consul filtered a listing: the token may not read some records under
+    /// the prefix, so the list is not the whole truth and is not used.
+    #[error(
+        "Consul hid some records under {prefix} from this token (X-Consul-Results-Filtered-By-ACLs): it lacks key:read on part of the prefix; see config/acl/ for the role's policy"
+    )]
+    Hidden {
+        /// The listed prefix.
+        prefix: String,
+    },
     /// This replica no longer holds the leader lock; nothing was written.
     #[error("not written to {key}: this replica no longer holds the leader lock {lock}")]
     FenceLost {
@@ -249,6 +258,11 @@ impl Records {
             .client
             .kv_list(prefix, &QueryOptions::default())
             .await?;
+        if r.meta.filtered_by_acls {
+            return Err(RecordError::Hidden {
+                prefix: prefix.to_owned(),
+            });
+        }
         Ok(r.value
             .iter()
             .map(|kv| (kv.key.clone(), decode_pair(kv)))

@@ -296,6 +296,10 @@ pub enum MetaKind {
     /// The health watch got neither an answer nor an error for longer than
     /// `stall_after`.
     WatchStalled,
+    /// Consul's answer was filtered by ACLs
+    /// (`X-Consul-Results-Filtered-By-ACLs`): the token cannot see some
+    /// services or nodes, whose checks are then neither resolved nor fired.
+    HiddenByAcls,
 }
 
 impl MetaKind {
@@ -305,6 +309,7 @@ impl MetaKind {
             MetaKind::ConsulUnreachable => "consul_unreachable",
             MetaKind::NoLeader => "no_leader",
             MetaKind::WatchStalled => "watch_stalled",
+            MetaKind::HiddenByAcls => "hidden_by_acls",
         }
     }
 
@@ -314,6 +319,9 @@ impl MetaKind {
             MetaKind::ConsulUnreachable => "Consul unreachable: health alerts are blind",
             MetaKind::NoLeader => "Consul cluster has no leader",
             MetaKind::WatchStalled => "health watch stopped advancing",
+            MetaKind::HiddenByAcls => {
+                "Consul hides part of the health state from the watcher's token"
+            }
         }
     }
 }

@@ -62,6 +62,17 @@ pub enum ExecError {
     /// This replica is no longer the leader: stop at once.
     #[error("leadership lost; the rollout continues on the new leader")]
     NotLeader,
+    /// Consul filtered the service's health answer: the token cannot read
+    /// some of its instances. The rollout waits, acting on nothing, until
+    /// it can; deadlines do not run while nobody observes (see
+    /// `machine::step` on silences).
+    #[error(
+        "Consul hides part of service {service}'s health from this token (X-Consul-Results-Filtered-By-ACLs): it lacks service:read on \"{service}\" or node:read on some of its nodes; the rollout waits without acting (config/acl/coordinator.hcl grants both)"
+    )]
+    HiddenByAcls {
+        /// The service.
+        service: String,
+    },
     /// Asked to record the end of a rollout that is still running (a bug in
     /// the caller: nothing is written).
     #[error("the rollout is still {0}; it has no outcome to record")]
@@ -198,6 +209,13 @@ impl<F: Fleet> Executor<'_, F> {
             .client()
             .health_service(&spec.service, false, None, &QueryOptions::default())
             .await?;
+        if entries.meta.filtered_by_acls {
+            // Missing instances would read as "not registered", i.e.
+            // unhealthy: never act on a partial view (semantics.md, ACLs).
+            return Err(ExecError::HiddenByAcls {
+                service: spec.service.clone(),
+            });
+        }
         let now = Timestamp(now_ms());
         let commands = self.store.commands(&spec.service).await?;
         let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
