@@ -24,6 +24,7 @@ pub mod health;
 pub mod kv;
 pub mod leading;
 pub mod lock;
+pub mod permissions;
 pub mod records;
 pub mod session;
 pub mod txn;
