@@ -10,6 +10,29 @@
 //!   passing;
 //! - two `rollgate coordinator` replicas.
 //!
+//! Consul runs as production runs it: ACLs on with `default_policy =
+//! "deny"`, and Consul's own timings. The demo holds the management token
+//! and, as an operator would, creates a policy per role from the checked-in
+//! `config/acl/*.hcl` and a token per role ([`crate::acl_roles`]); every
+//! process gets the token of its role through a token file in
+//! `<work dir>/tokens/`:
+//!
+//! | process | role |
+//! |---|---|
+//! | each instance's `rollgate agent` | `agent` (through the fleet simulator) |
+//! | the coordinator replicas (with their embedded watcher) | `coordinator` |
+//! | `rollgate publish` (what a CI job runs) | `ci` |
+//! | `rollgate plan`, `approve`, `status` | `operator` |
+//!
+//! The demo runs no standalone watcher, so the `watcher` token is created
+//! but unused. The load generator (standing in for a load balancer) and the
+//! demo's own reads (the recorder, the live view, the summary) are not
+//! rollgate: they use a read token with Consul's built-in
+//! `global-read-only` policy, so they see every instance and record to
+//! report truthfully but can change nothing, and cannot do on a role's
+//! behalf what its policy lacks. The management token is used only to
+//! create those policies and tokens.
+//!
 //! Then it tells three stories with the real CLI:
 //!
 //! 1. Image 1.1.0 is published, planned, approved and rolled out.
@@ -48,6 +71,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::acl_roles::{RoleTokens, Secret};
 use crate::chart::{RequestPoint, Span, Timeline};
 use crate::consul::{Config as ConsulConfig, Server, ServerHandle};
 use crate::fleet::{BOOT_DELAY_TAG, BROKEN_TAG, Fleet, FleetConfig, FleetHandle, InstanceState};
@@ -190,20 +214,36 @@ struct World {
     recorder: Recorder,
     /// Coordinator replicas still running, by replica name.
     replicas: Vec<(String, Child)>,
+    /// Sends the read token (see the module docs).
     http: reqwest::Client,
 }
 
+/// Who runs a CLI command, by the configuration (and so the Consul token)
+/// it reads.
+#[derive(Debug, Clone, Copy)]
+enum Cli {
+    /// A CI job: `rollgate publish`.
+    Ci,
+    /// An operator: `rollgate plan`, `approve`, `status`.
+    Operator,
+}
+
 impl World {
-    fn config(&self, replica: &str) -> PathBuf {
-        self.work.join(format!("{replica}.toml"))
+    fn config(&self, name: &str) -> PathBuf {
+        self.work.join(format!("{name}.toml"))
     }
 
-    /// Runs the `rollgate` CLI (with replica a's configuration) and answers
-    /// its stdout.
-    async fn rollgate(&self, args: &[&str]) -> anyhow::Result<String> {
+    /// Runs the `rollgate` CLI as `who` and answers its stdout.
+    async fn rollgate(&self, who: Cli, args: &[&str]) -> anyhow::Result<String> {
+        let config = match who {
+            Cli::Ci => "ci",
+            Cli::Operator => "operator",
+        };
         let out = Command::new(&self.bins.rollgate)
             .arg("--config")
-            .arg(self.config("a"))
+            .arg(self.config(config))
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .env_remove("CONSUL_HTTP_TOKEN_FILE")
             .args(args)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -317,9 +357,13 @@ async fn start_world(
                 .map_err(|e| explain_bind(e, "starting the sandbox Consul", options.consul_port))?,
         );
     }
+    // ACLs on with a fresh management token, and Consul's own timings:
+    // the demo needs no speed-up (status changes reach the catalog at once,
+    // drained instances deregister themselves).
+    let management = Secret::random();
     let consul = Server::start(ConsulConfig {
         listen,
-        ..ConsulConfig::default()
+        ..ConsulConfig::with_acls(management.expose())
     })
     .await
     .map_err(|e| match e {
@@ -344,6 +388,17 @@ async fn start_world(
         slack.api_url(),
         smtp.addr()
     ));
+    let (roles, read_token) = create_tokens(&consul, &management, work).await?;
+    view.line(format!(
+        "  Consul ACLs on (default deny): a policy and a token per role from config/acl/*.hcl ({}); \
+         token files in {}",
+        roles.roles().collect::<Vec<_>>().join(", "),
+        work.join("tokens").display()
+    ));
+    let agent_token = roles
+        .secret("agent")
+        .cloned()
+        .context("no token for the agent role")?;
     let count = i32::try_from(options.instances).context("too many instances")?;
     let seeded = seed_group(&moto, &SeedSpec::new(GROUP, image("1.0.0", rng), count))
         .await
@@ -355,19 +410,19 @@ async fn start_world(
         seeded.template_version
     ));
     let fleet_dir = work.join("fleet");
-    let fleet = Fleet::start(FleetConfig::new(
-        moto.sdk_config(),
-        GROUP,
-        consul.http_addr(),
-        bins.clone(),
-        fleet_dir,
-    ))
+    let fleet = Fleet::start(
+        FleetConfig::new(
+            moto.sdk_config(),
+            GROUP,
+            consul.http_addr(),
+            bins.clone(),
+            fleet_dir,
+        )
+        .with_agent_token(agent_token),
+    )
     .context("starting the fleet simulator")?;
     let fleet = Arc::new(fleet);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
+    let http = crate::acl_roles::http_client(&read_token, Duration::from_secs(10))
         .context("building an HTTP client")?;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -392,8 +447,14 @@ async fn start_world(
         "  every instance runs the real web and rollgate agent: {} passing in Consul",
         options.instances
     ));
-    let recorder = Recorder::start(Arc::clone(&fleet), consul.http_addr(), SAMPLE_EVERY);
+    let recorder = Recorder::start(
+        Arc::clone(&fleet),
+        consul.http_addr(),
+        read_token.clone(),
+        SAMPLE_EVERY,
+    );
     let mut load_config = LoadConfig::new(consul.http_addr());
+    load_config.token = Some(read_token);
     load_config.rate_per_sec = RATE;
     load_config.stop_after = Some(Duration::from_secs(3600));
     load_config.seed = Some(rng.random());
@@ -404,10 +465,18 @@ async fn start_world(
         "  load generator: {RATE} requests/s, each to a passing instance picked at random (seeded)"
     ));
 
-    for replica in ["a", "b"] {
+    // Each process reads the configuration of its role: the replicas a and
+    // b (coordinator), ci and operator (the CLI).
+    for (name, role) in [
+        ("a", "coordinator"),
+        ("b", "coordinator"),
+        ("ci", "ci"),
+        ("operator", "operator"),
+    ] {
         write_config(
-            &work.join(format!("{replica}.toml")),
-            replica,
+            &work.join(format!("{name}.toml")),
+            name,
+            &work.join("tokens").join(format!("{role}.token")),
             &consul.http_addr(),
             moto.endpoint(),
             &slack.api_url(),
@@ -424,6 +493,8 @@ async fn start_world(
             .arg("--config")
             .arg(work.join(format!("{replica}.toml")))
             .arg("coordinator")
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .env_remove("CONSUL_HTTP_TOKEN_FILE")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -461,6 +532,40 @@ async fn start_world(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(world)
+}
+
+/// Creates the roles' policies and tokens ([`crate::acl_roles`]) with the
+/// management token, writes each role's token to `<work>/tokens/<role>.token`,
+/// and creates the observers' read token.
+async fn create_tokens(
+    consul: &ServerHandle,
+    management: &Secret,
+    work: &Path,
+) -> anyhow::Result<(RoleTokens, Secret)> {
+    let dir = crate::acl_roles::policy_dir();
+    let roles = crate::acl_roles::create_roles(consul.http_addr(), management, &dir)
+        .await
+        .with_context(|| {
+            format!(
+                "creating the roles' ACL policies and tokens from {}",
+                dir.display()
+            )
+        })?;
+    let tokens = work.join("tokens");
+    for role in crate::acl_roles::ROLES {
+        let path = tokens.join(format!("{role}.token"));
+        roles
+            .write_file(role, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let read = crate::acl_roles::create_read_token(
+        consul.http_addr(),
+        management,
+        "sandbox demo observers (load generator, recorder, summary): read only",
+    )
+    .await
+    .context("creating the observers' read token")?;
+    Ok((roles, read))
 }
 
 /// An image of `acmeinc/web` at `version`, booting in 0.5 to 2 s (seeded).
@@ -515,15 +620,18 @@ async fn run_story(
         .context("registering the image")?;
     world.recorder.set_target(&version);
     let published = world
-        .rollgate(&[
-            "publish",
-            "--artifact",
-            "acmeinc/web",
-            "--ami",
-            &ami,
-            "--version",
-            &version,
-        ])
+        .rollgate(
+            Cli::Ci,
+            &[
+                "publish",
+                "--artifact",
+                "acmeinc/web",
+                "--ami",
+                &ami,
+                "--version",
+                &version,
+            ],
+        )
         .await?;
     view.line(format!(
         "  $ rollgate publish --artifact acmeinc/web --ami {ami} --version {version}"
@@ -537,10 +645,16 @@ async fn run_story(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     view.line("  $ rollgate plan web");
-    view.line(indent(&world.rollgate(&["plan", "web"]).await?, "    ").trim_end());
+    view.line(
+        indent(
+            &world.rollgate(Cli::Operator, &["plan", "web"]).await?,
+            "    ",
+        )
+        .trim_end(),
+    );
     view.line(format!("  $ rollgate approve {id}"));
     let approved = world
-        .rollgate(&["approve", &id, "--as", "demo-operator"])
+        .rollgate(Cli::Operator, &["approve", &id, "--as", "demo-operator"])
         .await?;
     view.line(indent(&approved, "    ").trim_end());
     view.line("  $ rollgate status web   (followed until the rollout ends)");
@@ -900,7 +1014,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
              works against it. Ctrl-C to stop.",
             world.consul.http_addr(),
             world.moto.endpoint(),
-            world.config("b").display()
+            world.config("operator").display()
         ));
         shutdown.cancelled().await;
     }
@@ -973,9 +1087,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
 }
 
+/// A rollgate configuration for `name` (a replica, or the CLI of a role),
+/// sending the token in `token_file`.
+#[allow(clippy::too_many_arguments)]
 fn write_config(
     path: &Path,
-    replica: &str,
+    name: &str,
+    token_file: &Path,
     consul: &SocketAddr,
     moto: &str,
     slack: &str,
@@ -983,12 +1101,13 @@ fn write_config(
     options: &DemoOptions,
 ) -> anyhow::Result<()> {
     let batch = options.batch;
+    let token_file = token_file.display().to_string();
     let healthy = format!("{}ms", options.healthy_deadline.as_millis());
     std::fs::write(
         path,
         format!(
-            "[consul]\naddress = \"http://{consul}\"\n\n[log]\nlevel = \"info\"\n\n\
-             [coordinator]\nregistry_poll = \"30s\"\nreplica_name = \"demo-{replica}\"\nlock_ttl = \"10s\"\n\
+            "[consul]\naddress = \"http://{consul}\"\ntoken_file = {token_file:?}\n\n[log]\nlevel = \"info\"\n\n\
+             [coordinator]\nregistry_poll = \"30s\"\nreplica_name = \"demo-{name}\"\nlock_ttl = \"10s\"\n\
              lock_delay = \"1s\"\naws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
              [notify]\ndefault_receivers = [\"ops-slack\", \"ops-email\"]\n\n\
              [[notify.receivers]]\nname = \"ops-slack\"\n[notify.receivers.slack]\nchannel = \"C0ALERTS\"\n\
@@ -1042,6 +1161,7 @@ mod tests {
         write_config(
             &path,
             "a",
+            &dir.path().join("tokens/coordinator.token"),
             &SocketAddr::from(([127, 0, 0, 1], 8500)),
             "http://127.0.0.1:5000",
             "http://127.0.0.1:5001/api/",
@@ -1053,5 +1173,6 @@ mod tests {
         assert!(text.contains("batch_size = 3"), "{text}");
         assert!(text.contains("healthy_deadline = \"20000ms\""), "{text}");
         assert!(text.contains("replica_name = \"demo-a\""), "{text}");
+        assert!(text.contains("tokens/coordinator.token"), "{text}");
     }
 }

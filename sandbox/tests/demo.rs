@@ -4,6 +4,11 @@
 //! second demo on the same working directory is refused, and SIGINT stops
 //! everything the demo started.
 //!
+//! The demo runs Consul with ACLs on and every process with the token of
+//! its role (`config/acl/*.hcl`): the stories succeeding is the proof that
+//! the policies are enough; no denial may appear in the coordinators' logs,
+//! and no token in any output, log or summary.
+//!
 //! The demo finds the `web` and `rollgate` binaries beside its own, so they
 //! are built (same profile) before it starts. It needs moto's server (`bash
 //! sandbox/scripts/prerequisites`), like the other sandbox tests.
@@ -224,6 +229,8 @@ async fn the_demo_tells_three_stories_with_zero_failed_requests() {
     assert!(!output.contains('\u{1b}'), "escape codes in\n{output}");
     for line in [
         "seed 8 (repeat this run with --seed 8)",
+        "Consul ACLs on (default deny)",
+        "agent, ci, coordinator, operator, watcher",
         "== Story 1",
         "== Story 2",
         "== Story 3",
@@ -314,6 +321,52 @@ async fn the_demo_tells_three_stories_with_zero_failed_requests() {
         svg.matches("</text>").count(),
         "unbalanced text elements"
     );
+
+    // ACLs: every process had the token of its role, no call was denied,
+    // and no token shows anywhere.
+    let tokens: Vec<String> = ["agent", "ci", "coordinator", "operator", "watcher"]
+        .iter()
+        .map(|role| {
+            let path = work.join("tokens").join(format!("{role}.token"));
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert!(tokens.iter().all(|t| t.len() == 36), "SecretIDs are UUIDs");
+    for (config, role) in [
+        ("a", "coordinator"),
+        ("b", "coordinator"),
+        ("ci", "ci"),
+        ("operator", "operator"),
+    ] {
+        let text = std::fs::read_to_string(work.join(format!("{config}.toml"))).unwrap();
+        assert!(
+            text.contains(&format!("tokens/{role}.token")),
+            "{config}.toml: {text}"
+        );
+    }
+    let mut texts = vec![("the demo's output".to_owned(), output.clone())];
+    texts.push((
+        "summary.json".into(),
+        std::fs::read_to_string(&summary_path).unwrap(),
+    ));
+    for replica in ["a", "b"] {
+        let log = std::fs::read_to_string(work.join(format!("coordinator-{replica}.log"))).unwrap();
+        for denied in ["lacks permission", "ACL not found", "Filtered-By-ACLs"] {
+            assert!(
+                !log.contains(denied),
+                "coordinator {replica} was denied ({denied}):\n{log}"
+            );
+        }
+        texts.push((format!("coordinator-{replica}.log"), log));
+    }
+    for (what, text) in &texts {
+        for token in &tokens {
+            assert!(!text.contains(token.as_str()), "a token in {what}");
+        }
+    }
 
     // Nothing left running, and the lock is gone.
     let left = gone(demo.leftovers(), Duration::from_secs(5)).await;

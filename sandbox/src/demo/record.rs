@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::acl_roles::Secret;
 use crate::chart::{FleetPoint, Mark, Span};
 use crate::fleet::{FleetHandle, InstanceState, SimInstance};
 
@@ -57,14 +58,21 @@ pub(super) fn old_new(snapshot: &[SimInstance], target: Option<&str>) -> (usize,
 
 impl Recorder {
     /// Starts sampling `fleet` and the passing instances of `web` every
-    /// `every`; times count from now.
-    pub fn start(fleet: Arc<FleetHandle>, consul: SocketAddr, every: Duration) -> Self {
+    /// `every`, reading Consul with `token` (a read token); times count
+    /// from now.
+    pub fn start(
+        fleet: Arc<FleetHandle>,
+        consul: SocketAddr,
+        token: Secret,
+        every: Duration,
+    ) -> Self {
         let origin = Instant::now();
         let shared = Arc::new(Mutex::new(Recorded::default()));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(sample_loop(
             fleet,
             consul,
+            token,
             every,
             origin,
             Arc::clone(&shared),
@@ -143,16 +151,13 @@ impl Drop for Recorder {
 async fn sample_loop(
     fleet: Arc<FleetHandle>,
     consul: SocketAddr,
+    token: Secret,
     every: Duration,
     origin: Instant,
     shared: Arc<Mutex<Recorded>>,
     cancel: CancellationToken,
 ) {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default();
+    let http = crate::acl_roles::http_client(&token, Duration::from_secs(2)).unwrap_or_default();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
