@@ -2,16 +2,23 @@
 //! sandbox Consul, `rollgate coordinator` replicas and the operator commands.
 //! Publishing triggers a plan; approvals are recorded once; a killed leader
 //! is replaced and no plan is produced twice; bad input is named.
+//!
+//! Consul runs with ACLs on and Consul's own timings; every process has the
+//! token of its role, from `config/acl/*.hcl` ([`sandbox::acl_roles`]):
+//! coordinators `coordinator`, `rollgate publish` `ci`, the other commands
+//! `operator`. The test's own reads and its one direct write of a plan
+//! ([`World::store`]) act as the coordinator, with its token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rollgate::config::ConsulConfig;
+use rollgate::config::{ConsulConfig, Secret as ConsulSecret};
 use rollgate::consul::{Client, QueryOptions};
 use rollgate::rollout::plan::{Decision, Plan};
 use rollgate::rollout::store::Store;
+use sandbox::acl_roles::{RoleTokens, Secret};
 use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
 use sandbox::moto::seed::{ImageSpec, SeedSpec, Seeded, register_image, seed_group};
 use sandbox::moto::{Moto, REGION};
@@ -23,6 +30,7 @@ struct World {
     consul: ServerHandle,
     seeded: Seeded,
     dir: tempfile::TempDir,
+    roles: RoleTokens,
 }
 
 impl World {
@@ -30,7 +38,19 @@ impl World {
         let moto = Moto::start()
             .await
             .expect("moto starts (bash sandbox/scripts/prerequisites)");
-        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        let management = Secret::random();
+        let consul = Server::start(ServerConfig::with_acls(management.expose()))
+            .await
+            .unwrap();
+        let roles = sandbox::acl_roles::create_workspace_roles(consul.http_addr(), &management)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for role in sandbox::acl_roles::ROLES {
+            roles
+                .write_file(role, &dir.path().join(format!("{role}.token")))
+                .unwrap();
+        }
         let seeded = seed_group(
             &moto,
             &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), 3),
@@ -41,7 +61,8 @@ impl World {
             moto,
             consul,
             seeded,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            roles,
         };
         w.write_config("coordinator.toml", approval, "web-asg", "a");
         w
@@ -58,7 +79,7 @@ impl World {
         std::fs::write(
             &path,
             format!(
-                "[consul]\naddress = \"http://{consul}\"\n\n[coordinator]\nregistry_poll = \"1h\"\n\
+                "[consul]\naddress = \"http://{consul}\"\ntoken_file = {token_file:?}\n\n[coordinator]\nregistry_poll = \"1h\"\n\
                  replica_name = \"{replica}\"\nlock_ttl = \"10s\"\nlock_delay = \"1s\"\n\
                  aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
                  [[services]]\nname = \"web\"\nauto_scaling_group = \"{group}\"\n\
@@ -66,6 +87,7 @@ impl World {
                  approval_timeout = \"{timeout}\"\n\n[services.rollout]\nbatch_size = 2\n{rollout}",
                 consul = self.consul.http_addr(),
                 moto = self.moto.endpoint(),
+                token_file = self.token_file("coordinator").display().to_string(),
                 timeout = if approval == "short" { "1m" } else { "72h" },
                 approval = match approval {
                     "short" => "manual",
@@ -87,6 +109,22 @@ impl World {
         self.dir.path().join("coordinator.toml")
     }
 
+    fn token_file(&self, role: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{role}.token"))
+    }
+
+    /// The CLI configuration of `role` (`operator`, `ci`): the
+    /// coordinator's, with the role's token file.
+    fn cli_config(&self, role: &str) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let coordinator = self.token_file("coordinator").display().to_string();
+        assert!(text.contains(&coordinator), "{text}");
+        let ours = self.token_file(role).display().to_string();
+        let path = self.dir.path().join(format!("{role}.toml"));
+        std::fs::write(&path, text.replace(&coordinator, &ours)).unwrap();
+        path
+    }
+
     fn command(&self, config: &std::path::Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rollgate"));
         c.arg("--config")
@@ -102,8 +140,13 @@ impl World {
 
     /// Runs an operator command; answers (exit code, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_as("operator", args).await
+    }
+
+    /// Runs a command with the token of `role`.
+    async fn run_as(&self, role: &str, args: &[&str]) -> (i32, String, String) {
         let out = self
-            .command(&self.config())
+            .command(&self.cli_config(role))
             .args(args)
             .output()
             .await
@@ -126,6 +169,9 @@ impl World {
     fn store(&self) -> Store {
         let client = Client::new(&ConsulConfig {
             address: format!("http://{}", self.consul.http_addr()),
+            token: Some(ConsulSecret::new(
+                self.roles.secret("coordinator").unwrap().expose(),
+            )),
             ..ConsulConfig::default()
         })
         .unwrap();
@@ -152,17 +198,21 @@ impl World {
         .unwrap()
     }
 
+    /// `rollgate publish`, as a CI job runs it.
     async fn publish(&self, image: &str, version: &str) {
         let (code, out, err) = self
-            .run(&[
-                "publish",
-                "--artifact",
-                "acmeinc/web",
-                "--ami",
-                image,
-                "--version",
-                version,
-            ])
+            .run_as(
+                "ci",
+                &[
+                    "publish",
+                    "--artifact",
+                    "acmeinc/web",
+                    "--ami",
+                    image,
+                    "--version",
+                    version,
+                ],
+            )
             .await;
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.contains(image), "{out}");
@@ -412,15 +462,18 @@ async fn bad_input_names_the_call_and_the_resource() {
     let w = World::new("manual").await;
     // An image that does not exist.
     let (code, _, err) = w
-        .run(&[
-            "publish",
-            "--artifact",
-            "acmeinc/web",
-            "--ami",
-            "ami-0000000000000dead",
-            "--version",
-            "9",
-        ])
+        .run_as(
+            "ci",
+            &[
+                "publish",
+                "--artifact",
+                "acmeinc/web",
+                "--ami",
+                "ami-0000000000000dead",
+                "--version",
+                "9",
+            ],
+        )
         .await;
     assert_eq!(code, 4, "no such image: a refusal");
     assert!(err.contains("ami-0000000000000dead"), "{err}");
@@ -428,7 +481,7 @@ async fn bad_input_names_the_call_and_the_resource() {
     let bad = w.dir.path().join("manifest.json");
     std::fs::write(&bad, "{\"hello\": 1}").unwrap();
     let (code, _, err) = w
-        .run(&["publish", "--manifest", bad.to_str().unwrap()])
+        .run_as("ci", &["publish", "--manifest", bad.to_str().unwrap()])
         .await;
     assert_eq!(code, 2, "not a Packer manifest: usage");
     assert!(err.contains("manifest.json"), "{err}");
