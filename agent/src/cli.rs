@@ -42,8 +42,10 @@ pub enum Exit {
     /// exit 2 as well.
     Usage,
     /// 3: Consul or AWS answered with an error, not in time, or not at all,
-    /// or refused the token or credentials (HTTP 403, `AccessDenied`): retry
-    /// later, or fix the network or the permissions. (The agent's instance
+    /// or refused the token or credentials (HTTP 403, `AccessDenied`, records
+    /// hidden by ACLs): retry later, or fix the network or the permissions.
+    /// Also a KV record written by a newer rollgate (upgrade this one) and a
+    /// leader lock lost mid-write: nothing is damaged. (The agent's instance
     /// metadata is not in this class: when it gives up on it, what is
     /// missing is `[agent.identity]` or the instance's metadata options, so
     /// that is 2.)
@@ -53,9 +55,9 @@ pub enum Exit {
     /// image, no rollout in progress. Retrying the same command will not
     /// help; `rollgate plan` or `status` shows the state.
     Refused,
-    /// 5: anything else: a stored record rollgate cannot read (damaged, or
-    /// written by a newer release), the system refusing threads or signal
-    /// handlers. Worth a bug report.
+    /// 5: anything else: a damaged stored record, a record that cannot be
+    /// encoded, the system refusing threads or signal handlers. Worth a bug
+    /// report.
     Internal,
 }
 
@@ -96,16 +98,16 @@ Exit status:
   0  success
   1  the rollout failed, was reverted or aborted (status, status --wait)
   2  bad configuration or usage
-  3  Consul or AWS unreachable, failing, or denying the token or credentials
+  3  Consul or AWS unreachable, failing or denying access; KV record too new
   4  refused: plan already decided or expired, unknown plan or image, no rollout
-  5  internal error: unreadable stored record, no threads or signal handlers";
+  5  internal error: damaged stored record, no threads or signal handlers";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print the effective configuration as
     /// TOML (secrets redacted). Exits 2 when it is invalid, 3 when --connect
-    /// cannot use Consul.
+    /// cannot use Consul or the token lacks what the role needs.
     CheckConfig(CheckConfigArgs),
     /// Run the node agent: register the service with the local Consul agent,
     /// keep its checks true, drain on SIGTERM/SIGINT (a second signal skips
@@ -117,7 +119,9 @@ pub enum Command {
     /// runs. Several replicas may run: one holds the watcher's lock.
     Watch,
     /// Run the coordinator: contend for leadership and, while leading, plan
-    /// new images of every [[services]] entry and announce them.
+    /// new images of every [[services]] entry, announce the plans, roll out
+    /// approved ones batch by batch gated on Consul health (reverting on
+    /// failure), and run the health watcher and the alert outbox sender.
     Coordinator,
     /// Tag an existing AMI as a version of an artifact and trigger planning.
     Publish(PublishArgs),
@@ -147,10 +151,18 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct CheckConfigArgs {
     /// Also connect to Consul with these settings (address, token, CA) and
-    /// report its leader and the agent that answered; exits 3 when Consul is
-    /// unreachable or refuses the token.
+    /// check the token: who it is (never its secret) and, by harmless
+    /// probes, whether it has every rule of the role's policy
+    /// (config/acl/<role>.hcl). Exits 3 when Consul is unreachable, does not
+    /// know the token, or the token lacks a rule the role needs.
     #[arg(long)]
     pub connect: bool,
+    /// The role the configuration runs as, for --connect: coordinator,
+    /// agent, watch, operator or ci. Default: coordinator with [[services]],
+    /// agent with an [agent] artifact, watch with [notify] receivers.
+    #[arg(long, requires = "connect", value_name = "ROLE",
+          value_parser = ["coordinator", "agent", "watch", "watcher", "operator", "ci"])]
+    pub role: Option<String>,
 }
 
 /// Options of `publish`.

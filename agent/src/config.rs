@@ -460,7 +460,27 @@ fn section<T: serde::de::DeserializeOwned>(
     match figment.extract_inner_lossy::<T>(name) {
         Ok(v) => Some(v),
         Err(e) => {
-            figment_problems(figment, e, name, problems);
+            // Serde stops at a struct's first bad field, so one wrong type
+            // would hide an unknown key next to it. Extract every key of the
+            // section on its own (the sections default every field) to
+            // report them all; fall back to the first error if that finds
+            // nothing (a problem only the whole section shows).
+            let before = problems.len();
+            if let Ok(figment::value::Value::Dict(_, dict)) = figment.find_value(name) {
+                for (key, value) in dict {
+                    let mut one = figment::value::Dict::new();
+                    one.insert(key.clone(), value.clone());
+                    let mut wrapped = figment::value::Dict::new();
+                    wrapped.insert(name.to_string(), one.into());
+                    let probe = Figment::from(figment::providers::Serialized::defaults(wrapped));
+                    if let Err(e) = probe.extract_inner_lossy::<T>(name) {
+                        figment_problems(figment, e, name, problems);
+                    }
+                }
+            }
+            if problems.len() == before {
+                figment_problems(figment, e, name, problems);
+            }
             None
         }
     }

@@ -19,6 +19,7 @@ use rollgate::coordinator::CoordinatorError;
 use rollgate::node::NodeError;
 use rollgate::node::identity::IdentityError;
 use rollgate::ops::{self, OpsError};
+use rollgate::preflight::{self, PreflightError};
 use rollgate::rollout::store::StoreError;
 use rollgate::shutdown::Shutdown;
 
@@ -38,9 +39,10 @@ enum Failure {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
-    /// `check-config --connect` could not use Consul.
+    /// `check-config --connect` could not use Consul, or found the token
+    /// lacking.
     #[error(transparent)]
-    Connect(consul::Error),
+    Connect(#[from] PreflightError),
     /// An operator command failed.
     #[error(transparent)]
     Ops(#[from] OpsError),
@@ -137,7 +139,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 }
 
 async fn operator_command(config: &Config, command: Command) -> Result<Exit, Failure> {
-    use rollgate::rollout::machine::Command as MachineCommand;
+    use rollgate::rollout::machine::OperatorCommand;
     use rollgate::rollout::plan::{Decision, now_ms};
     let text = match command {
         Command::Publish(a) => {
@@ -184,17 +186,17 @@ async fn operator_command(config: &Config, command: Command) -> Result<Exit, Fai
             });
         }
         Command::Pause(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Pause).await?
+            ops::command(config, a.service.as_deref(), OperatorCommand::Pause).await?
         }
         Command::Resume(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Resume).await?
+            ops::command(config, a.service.as_deref(), OperatorCommand::Resume).await?
         }
         Command::Promote(a) => {
-            ops::command(config, a.service.as_deref(), MachineCommand::Promote).await?
+            ops::command(config, a.service.as_deref(), OperatorCommand::Promote).await?
         }
         Command::Abort(a) => {
             let by = ops::operator(a.as_);
-            let abort = MachineCommand::Abort {
+            let abort = OperatorCommand::Abort {
                 by,
                 reason: a.reason,
             };
@@ -212,27 +214,20 @@ async fn check_config(config: &Config, args: &CheckConfigArgs) -> Result<Exit, F
     print!("{}", config.to_toml());
     eprintln!("rollgate: configuration is valid");
     if args.connect {
-        let summary = connect(config).await.map_err(Failure::Connect)?;
-        eprintln!("rollgate: {summary}");
+        let role = preflight::role_of(config, args.role.as_deref())?;
+        let report = preflight::run(config, role).await?;
+        for line in report.render().lines() {
+            eprintln!("rollgate: {line}");
+        }
+        report.outcome()?;
+        if let Some(role) = role {
+            eprintln!(
+                "rollgate: the token can do what the {role} needs (a rule not proven above, \
+                 if missing, is named by the {role}'s first error)"
+            );
+        }
     }
     Ok(Exit::Success)
-}
-
-async fn connect(config: &Config) -> Result<String, consul::Error> {
-    let client = consul::Client::new(&config.consul)?;
-    let agent = client.agent_self().await?;
-    let leader = client.status_leader().await?;
-    let leader = if leader.is_empty() {
-        "none (the cluster has no leader)".to_string()
-    } else {
-        leader
-    };
-    Ok(format!(
-        "Consul at {} answers: agent node {:?} in datacenter {:?}, cluster leader {leader}",
-        client.address(),
-        agent.config.node_name,
-        agent.config.datacenter
-    ))
 }
 
 /// The exit status for a failure: the one mapping from error kinds to
@@ -241,7 +236,13 @@ fn exit_for(failure: &Failure) -> Exit {
     match failure {
         Failure::Config(_) | Failure::Usage(_) => Exit::Usage,
         Failure::Runtime(_) | Failure::Signals(_) => Exit::Internal,
-        Failure::Connect(e) => consul_exit(e),
+        Failure::Connect(e) => match e {
+            PreflightError::Consul(e) => consul_exit(e),
+            PreflightError::Role(_) => Exit::Usage,
+            PreflightError::UnknownToken { .. } | PreflightError::Missing { .. } => {
+                Exit::Unavailable
+            }
+        },
         Failure::Ops(e) => match e {
             OpsError::Consul(e) => consul_exit(e),
             OpsError::Store(e) => store_exit(e),
@@ -296,12 +297,17 @@ fn store_exit(e: &StoreError) -> Exit {
         StoreError::NoPlan(_) => Exit::Refused,
         // Others kept writing the record: the same as a busy service.
         StoreError::Contended(_) => Exit::Unavailable,
-        // Lost leadership, or a record a newer rollgate wrote: retry later
-        // or upgrade; a damaged record needs a human.
-        StoreError::Record(RecordError::FenceLost { .. } | RecordError::TooNew { .. }) => {
-            Exit::Unavailable
-        }
-        StoreError::Record(_) => Exit::Internal,
+        StoreError::Record(e) => match e {
+            RecordError::Consul(e) => consul_exit(e),
+            RecordError::Contended(_) => Exit::Unavailable,
+            // Consul hid records from the token: it denies part of the read.
+            RecordError::Hidden { .. } => Exit::Unavailable,
+            // Lost leadership, or a record a newer rollgate wrote: retry
+            // later or upgrade; nothing is damaged.
+            RecordError::FenceLost { .. } | RecordError::TooNew { .. } => Exit::Unavailable,
+            // A damaged record, or a bug: needs a human.
+            RecordError::Unreadable { .. } | RecordError::Encode { .. } => Exit::Internal,
+        },
     }
 }
 
@@ -343,10 +349,16 @@ mod tests {
 
     #[test]
     fn consul_failures_are_unavailable_except_client_settings() {
-        assert_eq!(exit_for(&Failure::Connect(timeout())), Exit::Unavailable);
-        assert_eq!(exit_for(&Failure::Connect(denied())), Exit::Unavailable);
+        assert_eq!(
+            exit_for(&Failure::Connect(timeout().into())),
+            Exit::Unavailable
+        );
+        assert_eq!(
+            exit_for(&Failure::Connect(denied().into())),
+            Exit::Unavailable
+        );
         let bad_ca = consul::Error::Config("cannot read CA file /nope".into());
-        assert_eq!(exit_for(&Failure::Connect(bad_ca)), Exit::Usage);
+        assert_eq!(exit_for(&Failure::Connect(bad_ca.into())), Exit::Usage);
         let lock = Failure::Coordinator(CoordinatorError::Lock(denied()));
         assert_eq!(exit_for(&lock), Exit::Unavailable);
         let through_store = Failure::Ops(OpsError::Store(StoreError::Consul(timeout())));
@@ -372,6 +384,33 @@ mod tests {
         assert_eq!(exit_for(&Failure::Ops(OpsError::NoServices)), Exit::Usage);
         let no_services = Failure::Coordinator(CoordinatorError::NoServices);
         assert_eq!(exit_for(&no_services), Exit::Usage);
+    }
+
+    #[test]
+    fn record_failures_by_kind() {
+        let store = |e| exit_for(&Failure::Ops(OpsError::Store(StoreError::Record(e))));
+        let hidden = RecordError::Hidden {
+            prefix: "rollgate/services/web/".into(),
+        };
+        assert_eq!(store(hidden), Exit::Unavailable, "ACLs hid records");
+        let too_new = RecordError::TooNew {
+            key: "rollgate/services/web/rollout".into(),
+            kind: "rollout",
+            schema: 9,
+            supported: 2,
+        };
+        assert_eq!(
+            store(too_new),
+            Exit::Unavailable,
+            "upgrade, nothing damaged"
+        );
+        let damaged = RecordError::Unreadable {
+            key: "rollgate/services/web/rollout".into(),
+            kind: "rollout",
+            reason: "expected value at line 1 column 1".into(),
+        };
+        assert_eq!(store(damaged), Exit::Internal);
+        assert_eq!(store(RecordError::Consul(timeout())), Exit::Unavailable);
     }
 
     #[test]

@@ -288,7 +288,7 @@ fn one_service<'a>(config: &'a Config, service: Option<&'a str>) -> Result<&'a s
 pub async fn command(
     config: &Config,
     service: Option<&str>,
-    command: crate::rollout::machine::Command,
+    command: crate::rollout::machine::OperatorCommand,
 ) -> Result<String, OpsError> {
     let store = store(config)?;
     let svc = one_service(config, service)?;
@@ -299,10 +299,10 @@ pub async fn command(
     };
     store.push_command(svc, &command).await?;
     let word = match &command {
-        crate::rollout::machine::Command::Pause => "pause",
-        crate::rollout::machine::Command::Resume => "resume",
-        crate::rollout::machine::Command::Abort { .. } => "abort (revert)",
-        crate::rollout::machine::Command::Promote => "promote",
+        crate::rollout::machine::OperatorCommand::Pause => "pause",
+        crate::rollout::machine::OperatorCommand::Resume => "resume",
+        crate::rollout::machine::OperatorCommand::Abort { .. } => "abort (revert)",
+        crate::rollout::machine::OperatorCommand::Promote => "promote",
     };
     Ok(format!(
         "Asked rollout {} of {svc} (now {}) to {word}; the leader applies it on its next step.",

@@ -229,6 +229,22 @@ fn invalid_configuration_exits_2_listing_every_problem_without_secrets() {
 }
 
 #[test]
+fn a_wrong_type_does_not_hide_an_unknown_key_of_the_same_section() {
+    let f = file("[consul]\naddress = 5\nbogus_key = 1\n\n[watch]\ngroup_wait = 3\n");
+    let out = rollgate()
+        .args(["--config", f.path().to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("consul.address"), "{stderr}");
+    assert!(stderr.contains("consul.bogus_key"), "{stderr}");
+    assert!(stderr.contains("unknown key"), "{stderr}");
+    assert!(stderr.contains("watch.group_wait"), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+}
+
+#[test]
 fn the_documented_example_file_is_valid_and_complete() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rollgate.toml");
     let c = Config::load(&sources(Some(path.into()), &[])).unwrap();

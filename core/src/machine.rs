@@ -100,7 +100,7 @@ mod time;
 mod tests;
 
 pub use action::{Action, RolloutEvent, SUSPENDED_PROCESSES};
-pub use observe::{CheckFailure, Command, Health, Observation};
+pub use observe::{CheckFailure, Health, Observation, OperatorCommand};
 pub use spec::{Capacity, Params, RolloutSpec, StableRef};
 pub use state::{
     Batch, Canary, NewInstance, Progress, Retire, Revert, RevertCause, RevertStage, Rollout, State,
@@ -241,7 +241,7 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
     let mut moved = false;
     for cmd in &obs.commands {
         state = match (cmd, state) {
-            (Command::Abort { by, reason }, s) if abortable(&s) => {
+            (OperatorCommand::Abort { by, reason }, s) if abortable(&s) => {
                 moved = true;
                 cx.notify(RolloutEvent::Aborted {
                     by: by.clone(),
@@ -250,7 +250,7 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                 let cause = state::RevertCause::Abort { by: by.clone() };
                 revert::enter(r, cause, format!("aborted by {by}: {reason}"), cx)
             }
-            (Command::Pause, s) if pausable(&s) => {
+            (OperatorCommand::Pause, s) if pausable(&s) => {
                 moved = true;
                 r.progress.pauses += 1;
                 cx.notify(RolloutEvent::Paused {
@@ -261,7 +261,7 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                     prior: Box::new(s),
                 }
             }
-            (Command::Resume, State::Paused { since, prior }) => {
+            (OperatorCommand::Resume, State::Paused { since, prior }) => {
                 moved = true;
                 let mut prior = *prior;
                 prior.shift(cx.now.since(since));
@@ -270,7 +270,7 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                 });
                 prior
             }
-            (Command::Promote, s) => {
+            (OperatorCommand::Promote, s) => {
                 if !s.is_terminal() {
                     r.progress.promoted = true;
                 }

@@ -1,4 +1,4 @@
-//! The rollout parameters (semantics.md, "Rollout parameters"): one type
+//! The rollout parameters (the README's rollout rules): one type
 //! for the configuration, the plan and the running rollout.
 //!
 //! In KV records durations are whole milliseconds (`"min_healthy_time_ms"`)
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::millis;
 
-/// The rollout parameters (semantics.md, "Rollout parameters"), as the
+/// The rollout parameters (the README's rollout rules), as the
 /// machine persists them: durations in milliseconds, so a stored state does
 /// not depend on how the configuration spells durations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub struct Params {
 }
 
 impl Default for Params {
-    /// The defaults of semantics.md.
+    /// The documented defaults (config/rollgate.toml).
     fn default() -> Self {
         Self {
             batch_size: 1,

@@ -9,9 +9,11 @@
 //! when the test process dies without unwinding, so no moto process outlives
 //! its owner.
 //!
-//! moto is an emulator with known gaps and quirks (see
-//! `sandbox-notes.md`); this module papers over none of them: rollgate's
-//! code must handle them as it would handle AWS.
+//! moto is an emulator with known gaps and quirks (unimplemented instance
+//! refresh and lifecycle calls, tags ignored on RegisterImage, template
+//! versions reported per instance that are the default's); this module
+//! papers over none of them: rollgate's code must handle them as it would
+//! handle AWS.
 
 pub mod seed;
 

@@ -14,9 +14,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::consul::types::{CheckStatus, HealthCheck};
 
@@ -258,77 +258,11 @@ fn fingerprint(bytes: &[u8]) -> Fingerprint {
     (len as u32, a ^ (a >> 31), b ^ (b >> 29))
 }
 
-/// Splits the text of a JSON array into its elements' text (`None` for
-/// `null`). Only the structure is checked here: each element is parsed
-/// by serde when it is decoded.
-fn split_array(json: &[u8]) -> Result<Option<Vec<&[u8]>>, serde_json::Error> {
-    use serde::de::Error as _;
-    let err = |what: &str, at: usize| serde_json::Error::custom(format!("{what} at byte {at}"));
-    let ws = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    let trim = |mut from: usize, mut to: usize| {
-        while from < to && ws(json[from]) {
-            from += 1;
-        }
-        while to > from && ws(json[to - 1]) {
-            to -= 1;
-        }
-        (from, to)
-    };
-    let (start, end) = trim(0, json.len());
-    if &json[start..end] == b"null" {
-        return Ok(None);
-    }
-    if json.get(start) != Some(&b'[') {
-        return Err(err("expected a list of health checks", start));
-    }
-    let mut out = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed));
-    let mut i = start + 1;
-    let mut element = i;
-    let mut depth = 0usize;
-    let mut closed = false;
-    while i < end {
-        let b = json[i];
-        match b {
-            b'"' => {
-                i += 1;
-                loop {
-                    match json.get(i) {
-                        Some(b'\\') => i += 2,
-                        Some(b'"') => break,
-                        Some(_) => i += 1,
-                        None => return Err(err("unterminated string", i)),
-                    }
-                }
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth > 0 => depth -= 1,
-            b',' | b']' if depth == 0 => {
-                let (from, to) = trim(element, i);
-                if from == to {
-                    if b == b']' && out.is_empty() {
-                        closed = true;
-                        i += 1;
-                        break;
-                    }
-                    return Err(err("empty element", from));
-                }
-                out.push(&json[from..to]);
-                element = i + 1;
-                if b == b']' {
-                    closed = true;
-                    i += 1;
-                    break;
-                }
-            }
-            b'}' => return Err(err("unbalanced '}'", i)),
-            _ => {}
-        }
-        i += 1;
-    }
-    if !closed || i != end {
-        return Err(err("malformed list", i));
-    }
-    Ok(Some(out))
+/// Splits a JSON array into its elements' text (`None` for `null`),
+/// without parsing the elements: each is parsed by serde only if its text
+/// changed since the previous answer.
+fn split_array(json: &[u8]) -> Result<Option<Vec<&RawValue>>, serde_json::Error> {
+    serde_json::from_slice(json)
 }
 
 /// Decodes successive health answers, reusing what it decoded from the
@@ -353,7 +287,8 @@ impl Decoder {
         let mut interner = Interner::default();
         let mut b = Builder::new(elements.len(), &mut interner);
         for e in elements {
-            let raw = fingerprint(e);
+            let text = e.get();
+            let raw = fingerprint(text.as_bytes());
             let known = self.previous.as_ref().zip(self.by_text.get(&raw));
             if let Some((prev, &i)) = known {
                 if let Some(entry) = prev.checks.get(i as usize) {
@@ -361,7 +296,7 @@ impl Decoder {
                     continue;
                 }
             }
-            let c: WireCheck<'_> = serde_json::from_slice(e)?;
+            let c: WireCheck<'_> = serde_json::from_str(text)?;
             b.add(c, raw);
         }
         let snap = Arc::new(b.finish());
@@ -374,9 +309,6 @@ impl Decoder {
         Ok(snap)
     }
 }
-
-/// Checks in the last snapshot decoded: the next one reserves as much.
-static LAST_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Builds a snapshot from entries in any order.
 struct Builder<'i> {
@@ -453,7 +385,6 @@ impl<'i> Builder<'i> {
                 same
             });
         }
-        LAST_LEN.store(s.checks.len(), Ordering::Relaxed);
         s
     }
 }
@@ -566,10 +497,7 @@ impl<'de> serde::de::Visitor<'de> for Checks<'_> {
         Ok(Snapshot::default())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Snapshot, A::Error> {
-        let hint = seq
-            .size_hint()
-            .unwrap_or_else(|| LAST_LEN.load(Ordering::Relaxed));
-        let mut b = Builder::new(hint, self.0);
+        let mut b = Builder::new(seq.size_hint().unwrap_or(0), self.0);
         while let Some(c) = seq.next_element::<WireCheck<'de>>()? {
             b.add(c, (0, 0, 0));
         }

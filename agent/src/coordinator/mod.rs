@@ -366,6 +366,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
             target_image: plan.target.image_id.clone(),
             target_version: plan.target.version.clone(),
             target_template_version: None,
+            base_template_version: plan.base_template_version,
             stable,
             params: plan.params.clone(),
             original: Capacity {

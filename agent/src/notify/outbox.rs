@@ -90,7 +90,7 @@ pub struct Entry {
 
 /// The result of one delivery attempt, as the entry records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Attempt {
     /// When the attempt ended.
     pub at_ms: UnixMillis,
     /// `None`: delivered. Otherwise the error's text.
@@ -101,7 +101,7 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
 }
 
-impl Outcome {
+impl Attempt {
     /// The outcome of `result` at `at_ms`.
     pub fn of(result: &Result<(), super::NotifyError>, at_ms: UnixMillis) -> Self {
         match result {
@@ -149,7 +149,7 @@ impl Policy {
     }
 
     /// Delay before attempt `attempts + 1` after a failure.
-    pub fn delay(&self, attempts: u32, o: &Outcome) -> Duration {
+    pub fn delay(&self, attempts: u32, o: &Attempt) -> Duration {
         let base = if o.retryable {
             consul::watch::backoff(attempts, self.retry_min, self.retry_max)
         } else {
@@ -206,7 +206,7 @@ impl Entry {
 
     /// Records an attempt's outcome; answers the delay before the next
     /// attempt after a failure.
-    pub fn record(&mut self, receiver: &str, o: &Outcome, policy: &Policy) -> Option<Duration> {
+    pub fn record(&mut self, receiver: &str, o: &Attempt, policy: &Policy) -> Option<Duration> {
         let d = self.deliveries.get_mut(receiver)?;
         d.lease_until_ms = 0;
         d.lease_holder.clear();

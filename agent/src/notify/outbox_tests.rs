@@ -27,8 +27,8 @@ fn entry(receivers: &[&str]) -> Entry {
     Entry::new(e, &r, 1_000)
 }
 
-fn failed(at: u64, retryable: bool) -> Outcome {
-    Outcome {
+fn failed(at: u64, retryable: bool) -> Attempt {
+    Attempt {
         at_ms: at,
         error: Some("boom".into()),
         retryable,
@@ -36,8 +36,8 @@ fn failed(at: u64, retryable: bool) -> Outcome {
     }
 }
 
-fn ok(at: u64) -> Outcome {
-    Outcome {
+fn ok(at: u64) -> Attempt {
+    Attempt {
         at_ms: at,
         error: None,
         retryable: true,
@@ -97,7 +97,7 @@ fn permanent_failures_wait_the_longest_delay_and_retry_after_is_honoured() {
         Some(Duration::from_secs(60))
     );
     e.claim("slack", "me", 61_000, policy().lease);
-    let o = Outcome {
+    let o = Attempt {
         retry_after: Some(Duration::from_secs(45)),
         ..failed(61_000, true)
     };

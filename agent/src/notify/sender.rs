@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::config::NotifyConfig;
-use super::outbox::{Entry, Outcome, Policy, decode};
+use super::outbox::{Attempt, Entry, Policy, decode};
 use super::{Outbox, Receivers, UnixMillis, now_ms};
 use crate::consul::QueryOptions;
 use crate::consul::records::{Change, RecordError, Records, Versioned};
@@ -45,7 +45,7 @@ pub struct Sender {
     /// `wait` of the blocking query on the outbox.
     wait: Duration,
     /// Outcomes not yet recorded in KV: (KV key, receiver) → outcome.
-    unrecorded: Mutex<HashMap<(String, String), Outcome>>,
+    unrecorded: Mutex<HashMap<(String, String), Attempt>>,
     /// KV keys already reported as undecodable (logged once).
     corrupt: Mutex<HashMap<String, u64>>,
 }
@@ -146,7 +146,7 @@ impl Sender {
         let records = self.outbox.records();
         let now = now_ms();
         // Outcomes this process could not record yet come first.
-        let pending: Vec<(String, Outcome)> = lock(&self.unrecorded)
+        let pending: Vec<(String, Attempt)> = lock(&self.unrecorded)
             .iter()
             .filter(|((k, _), _)| k == key)
             .map(|((_, r), o)| (r.clone(), o.clone()))
@@ -194,7 +194,7 @@ impl Sender {
             .receivers
             .send(&receiver, &entry.event, self.send_timeout)
             .await;
-        let outcome = Outcome::of(&result, now_ms());
+        let outcome = Attempt::of(&result, now_ms());
         let attempt = entry
             .deliveries
             .get(&receiver)
@@ -215,7 +215,7 @@ impl Sender {
 
     /// Records an outcome: read, apply, `cas` write, a few times; if that
     /// fails, keeps it in memory for the next pass.
-    async fn record(&self, key: &str, receiver: &str, outcome: Outcome) -> Option<Entry> {
+    async fn record(&self, key: &str, receiver: &str, outcome: Attempt) -> Option<Entry> {
         let written = self
             .outbox
             .records()

@@ -211,7 +211,7 @@ impl<F: Fleet> Executor<'_, F> {
             .await?;
         if entries.meta.filtered_by_acls {
             // Missing instances would read as "not registered", i.e.
-            // unhealthy: never act on a partial view (semantics.md, ACLs).
+            // unhealthy: never act on a partial view (see the README, "Consul ACLs").
             return Err(ExecError::HiddenByAcls {
                 service: spec.service.clone(),
             });
@@ -270,7 +270,7 @@ impl<F: Fleet> Executor<'_, F> {
                 template_id,
                 base_version,
                 image,
-                description,
+                rollout_id,
             } => {
                 let base = self
                     .fleet
@@ -278,7 +278,7 @@ impl<F: Fleet> Executor<'_, F> {
                     .await?;
                 let version = self
                     .fleet
-                    .create_launch_template_version(&base, image, description)
+                    .create_launch_template_version(&base, image, rollout_id)
                     .await?;
                 tracing::info!(rollout = %spec.id, template = %template_id, version, image = %image,
                     "Launch template version created.");

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::machine::{Command, Rollout, StableRef};
+use super::machine::{OperatorCommand, Rollout, StableRef};
 use super::plan::{Decision, Millis, Plan, parse_plan_id};
 use crate::consul::lock::Fence;
 use crate::consul::records::{Change, Record, RecordError, Records};
@@ -352,7 +352,11 @@ impl Store {
     }
 
     /// Queues an operator command for `service`'s rollout.
-    pub async fn push_command(&self, service: &str, command: &Command) -> Result<(), StoreError> {
+    pub async fn push_command(
+        &self,
+        service: &str,
+        command: &OperatorCommand,
+    ) -> Result<(), StoreError> {
         let key = self.service_key(
             service,
             &format!(
@@ -368,10 +372,13 @@ impl Store {
     /// Pending commands, oldest first, with their keys and ModifyIndex. An
     /// unreadable command is dropped with a warning (it cannot be obeyed);
     /// one from a newer rollgate is an error.
-    pub async fn commands(&self, service: &str) -> Result<Vec<(String, u64, Command)>, StoreError> {
+    pub async fn commands(
+        &self,
+        service: &str,
+    ) -> Result<Vec<(String, u64, OperatorCommand)>, StoreError> {
         let prefix = self.service_key(service, "commands/");
         let mut out = Vec::new();
-        for (key, r) in self.records.list::<Command>(&prefix).await? {
+        for (key, r) in self.records.list::<OperatorCommand>(&prefix).await? {
             match r {
                 Ok(v) => out.push((key, v.index, v.value)),
                 Err(e @ RecordError::TooNew { .. }) => return Err(e.into()),
@@ -467,7 +474,7 @@ impl Record for StableRef {
 }
 
 /// Schema 1: as written since the first release.
-impl Record for Command {
+impl Record for OperatorCommand {
     const KIND: &'static str = "operator command";
     const SCHEMA: u32 = 1;
 }

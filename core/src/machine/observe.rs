@@ -25,7 +25,7 @@ pub struct Observation {
     pub health: BTreeMap<String, Health>,
     /// Operator commands not yet consumed, oldest first. The executor deletes
     /// them once it has persisted the state of the step that saw them.
-    pub commands: Vec<Command>,
+    pub commands: Vec<OperatorCommand>,
     /// The number the last `CreateTemplateVersion` the executor performed
     /// for this rollout returned. The executor keeps it until the persisted
     /// spec has `target_template_version`; after a crash the machine asks
@@ -60,7 +60,7 @@ pub struct CheckFailure {
 /// An operator command (`rollgate pause|resume|abort|promote`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
-pub enum Command {
+pub enum OperatorCommand {
     /// Freeze the rollout: no actions, deadlines suspended.
     Pause,
     /// Continue a paused rollout.

@@ -89,7 +89,7 @@ fn a_rollout_of_the_first_release_reads_and_roundtrips() {
 fn commands_stable_versions_and_triggers_of_the_first_release_read() {
     let commands: Vec<Value> = serde_json::from_str(COMMANDS_V1).unwrap();
     for c in commands {
-        decode::<Command>("k", &serde_json::to_vec(&c).unwrap()).unwrap();
+        decode::<OperatorCommand>("k", &serde_json::to_vec(&c).unwrap()).unwrap();
     }
     let stable: StableRef = decode(
         "k",

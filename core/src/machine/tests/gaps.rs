@@ -130,12 +130,12 @@ fn a_short_silence_moves_no_deadline() {
 fn a_pause_is_not_counted_twice() {
     let mut w = World::new(2, 0);
     let (r, launched) = broken_batch_a_minute_in(&mut w);
-    w.commands.push(crate::machine::Command::Pause);
+    w.commands.push(crate::machine::OperatorCommand::Pause);
     let r = w.run_until(r, Duration::from_secs(2), |_, _| false);
     assert!(matches!(r.state, State::Paused { .. }));
     // Nobody observes for ten minutes while it is paused.
     silence(&mut w, Duration::from_secs(600));
-    w.commands.push(crate::machine::Command::Resume);
+    w.commands.push(crate::machine::OperatorCommand::Resume);
     let r = w.run(r);
     assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);
     let after = failed_at(&w).since(launched).as_secs();

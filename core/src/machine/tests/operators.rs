@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::world::{NEW, OLD, World, critical, params, passing, spec};
-use crate::machine::{Action, Command, Rollout, RolloutEvent, State};
+use crate::machine::{Action, OperatorCommand, Rollout, RolloutEvent, State};
 
 fn canary_params() -> crate::machine::Params {
     let mut p = params();
@@ -30,7 +30,7 @@ fn canary_waits_for_promotion_then_continues() {
     );
     assert!(w.terminated.is_empty());
 
-    w.commands.push(Command::Promote);
+    w.commands.push(OperatorCommand::Promote);
     let r = w.run(r);
     assert!(matches!(r.state, State::Succeeded { .. }), "{:?}", r.state);
     assert_eq!(
@@ -74,7 +74,7 @@ fn canary_auto_promotes_after_bake_time() {
 #[test]
 fn a_promote_before_the_canary_is_healthy_skips_the_pause() {
     let mut w = World::new(3, 0);
-    w.commands.push(Command::Promote);
+    w.commands.push(OperatorCommand::Promote);
     let r = w.run(Rollout::new(spec(&w, canary_params())));
     assert!(matches!(r.state, State::Succeeded { .. }));
     let events = w.events();
@@ -131,7 +131,7 @@ fn pause_freezes_actions_and_deadlines_resume_shifts_them() {
     let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
     let launched = w.now;
     let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
-    w.commands.push(Command::Pause);
+    w.commands.push(OperatorCommand::Pause);
     let r = w.run_until(r, Duration::from_secs(2), |_, _| false);
     assert!(matches!(r.state, State::Paused { .. }));
     let before = w.performed.len();
@@ -142,7 +142,7 @@ fn pause_freezes_actions_and_deadlines_resume_shifts_them() {
     );
     assert_eq!(w.performed.len(), before, "an action while paused");
 
-    w.commands.push(Command::Resume);
+    w.commands.push(OperatorCommand::Resume);
     let r = w.run(r);
     assert!(matches!(r.state, State::Reverted { .. }), "{:?}", r.state);
     // The 5m deadline moved by the ~10m paused: it fired ~15m after launch.
@@ -163,7 +163,7 @@ fn abort_reverts_without_marking_the_image_failed() {
     let r = w.run_until(r, Duration::from_secs(900), |r, _| {
         r.progress.batches_done == 1
     });
-    w.commands.push(Command::Abort {
+    w.commands.push(OperatorCommand::Abort {
         by: "alice".into(),
         reason: "wrong build".into(),
     });
@@ -206,9 +206,9 @@ fn abort_while_paused_reverts() {
     let mut w = World::new(2, 0);
     let r = Rollout::new(spec(&w, params()));
     let r = w.run_until(r, Duration::from_secs(600), |_, w| !w.launched.is_empty());
-    w.commands.push(Command::Pause);
+    w.commands.push(OperatorCommand::Pause);
     let r = w.run_until(r, Duration::from_secs(30), |_, _| false);
-    w.commands.push(Command::Abort {
+    w.commands.push(OperatorCommand::Abort {
         by: "bob".into(),
         reason: "later".into(),
     });
@@ -225,7 +225,7 @@ fn abort_while_paused_reverts() {
 #[test]
 fn abort_before_start_does_nothing_to_the_group() {
     let mut w = World::new(2, 0);
-    w.commands.push(Command::Abort {
+    w.commands.push(OperatorCommand::Abort {
         by: "bob".into(),
         reason: "no".into(),
     });

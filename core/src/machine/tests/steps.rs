@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::world::{NEW, World, params, spec};
-use crate::machine::{Action, Command, Rollout, RolloutEvent, State, Timestamp, step};
+use crate::machine::{Action, OperatorCommand, Rollout, RolloutEvent, State, Timestamp, step};
 
 fn launching_with_one_instance() -> (World, Rollout, Rc<Cell<bool>>) {
     let mut w = World::new(1, 0);
@@ -84,10 +84,10 @@ fn terminal_states_do_nothing_and_ignore_commands() {
     assert!(matches!(r.state, State::Succeeded { .. }));
     let mut obs = w.observe();
     obs.commands = vec![
-        Command::Pause,
-        Command::Resume,
-        Command::Promote,
-        Command::Abort {
+        OperatorCommand::Pause,
+        OperatorCommand::Resume,
+        OperatorCommand::Promote,
+        OperatorCommand::Abort {
             by: "x".into(),
             reason: "y".into(),
         },
