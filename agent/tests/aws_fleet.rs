@@ -119,6 +119,7 @@ async fn a_new_template_version_carries_the_full_data_and_the_new_image() {
     let created = ec2
         .create_launch_template()
         .launch_template_name("rich")
+        .version_description("web nodes (terraform)")
         .launch_template_data(data)
         .send()
         .await
@@ -140,7 +141,7 @@ async fn a_new_template_version_carries_the_full_data_and_the_new_image() {
     assert_eq!(base.data.user_data(), Some("IyEvYmluL3NoCmVjaG8gaGVsbG8K"));
     let image = new_image(&moto, "1.0.0").await;
     let v2 = fleet
-        .create_launch_template_version(&base, &image, "acmeinc/web 1.0.0")
+        .create_launch_template_version(&base, &image, "web-1")
         .await
         .expect("create version");
     assert_eq!(v2, 2);
@@ -149,7 +150,11 @@ async fn a_new_template_version_carries_the_full_data_and_the_new_image() {
         .await
         .expect("read v2");
     assert_eq!(read.image_id.as_deref(), Some(image.as_str()));
-    assert_eq!(read.description.as_deref(), Some("acmeinc/web 1.0.0"));
+    assert_eq!(
+        read.description.as_deref(),
+        Some("web nodes (terraform)"),
+        "the base's description: none of rollgate's for Terraform to undo"
+    );
     assert_eq!(
         read.data,
         base.data.with_image(&image),
@@ -157,7 +162,7 @@ async fn a_new_template_version_carries_the_full_data_and_the_new_image() {
     );
 
     let again = fleet
-        .create_launch_template_version(&base, &image, "acmeinc/web 1.0.0")
+        .create_launch_template_version(&base, &image, "web-1")
         .await
         .expect("replay");
     assert_eq!(
@@ -172,6 +177,78 @@ async fn a_new_template_version_carries_the_full_data_and_the_new_image() {
 }
 
 #[tokio::test]
+async fn a_rollout_copies_the_default_version_terraform_wrote_and_leaves_it_default() {
+    let (moto, fleet, seeded) = world(1).await;
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config());
+    // `terraform apply` after a change of the instance type: a new version
+    // from the latest one (`update_default_version = true`), made default.
+    // The group stays pinned to version 1 until a rollout.
+    let v1 = fleet
+        .launch_template_version(&seeded.template_id, "1")
+        .await
+        .expect("v1");
+    ec2.create_launch_template_version()
+        .launch_template_id(&seeded.template_id)
+        .source_version("1")
+        .version_description("web nodes (terraform)")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .set_image_id(v1.image_id.clone())
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Large)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("terraform's version");
+    ec2.modify_launch_template()
+        .launch_template_id(&seeded.template_id)
+        .default_version("2")
+        .send()
+        .await
+        .expect("terraform makes it default");
+
+    let base = fleet
+        .launch_template_version(&seeded.template_id, "$Default")
+        .await
+        .expect("the default version");
+    assert_eq!(base.version_number, 2);
+    let image = new_image(&moto, "2.0.0").await;
+    let v3 = fleet
+        .create_launch_template_version(&base, &image, "web-9")
+        .await
+        .expect("the rollout's version");
+    assert_eq!(v3, 3);
+    let read = fleet
+        .launch_template_version(&seeded.template_id, "3")
+        .await
+        .expect("v3");
+    assert_eq!(read.image_id.as_deref(), Some(image.as_str()));
+    assert_eq!(
+        read.data.instance_type(),
+        Some("t3.large"),
+        "Terraform's field"
+    );
+    assert_eq!(read.data, base.data.with_image(&image));
+    assert_eq!(read.description, base.description);
+    let default = fleet
+        .launch_template_version(&seeded.template_id, "$Default")
+        .await
+        .expect("default");
+    assert_eq!(
+        default.version_number, 2,
+        "rollgate never moves the default"
+    );
+    assert_eq!(
+        fleet
+            .create_launch_template_version(&base, &image, "web-9")
+            .await
+            .expect("replay"),
+        3,
+        "a replay of the rollout gets its version"
+    );
+}
+
+#[tokio::test]
 async fn pinning_a_version_and_surging_launches_the_new_image() {
     let (moto, fleet, seeded) = world(2).await;
     let base = fleet
@@ -180,7 +257,7 @@ async fn pinning_a_version_and_surging_launches_the_new_image() {
         .expect("base");
     let image = new_image(&moto, "2.0.0").await;
     let v2 = fleet
-        .create_launch_template_version(&base, &image, "2.0.0")
+        .create_launch_template_version(&base, &image, "web-2")
         .await
         .expect("v2");
     fleet

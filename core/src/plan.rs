@@ -225,6 +225,11 @@ pub struct Plan {
     pub launch_template_name: String,
     /// The template version the group runs now (the stable one to revert to).
     pub current_template_version: i64,
+    /// The template's default version at plan time (Terraform's): the
+    /// rollout's new version copies it and changes only the image. `None` in
+    /// plans stored before it was recorded.
+    #[serde(default)]
+    pub base_template_version: Option<i64>,
     /// What runs now (the current template version's image).
     pub current: ImageRef,
     /// What would run.
@@ -295,6 +300,8 @@ pub struct PlanInput<'a> {
     pub instances: &'a [Instance],
     /// The template version the group points at.
     pub template: &'a TemplateVersion,
+    /// The number of the template's default version (`$Default`).
+    pub default_template_version: i64,
     /// The registry's view of the current image, when it is an artifact.
     pub current_image: Option<&'a Image>,
     /// The image to roll out.
@@ -373,6 +380,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
         launch_template_id: input.template.template_id.clone(),
         launch_template_name: input.template.template_name.clone(),
         current_template_version: input.template.version_number,
+        base_template_version: Some(input.default_template_version),
         current,
         target: ImageRef::from_image(input.target),
         desired_capacity: input.group.desired_capacity,

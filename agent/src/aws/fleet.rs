@@ -72,6 +72,15 @@ impl LaunchTemplateData {
         Self(data)
     }
 
+    /// The same data with another instance type (for fakes and tests: a
+    /// change Terraform makes).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn with_instance_type(&self, instance_type: &str) -> Self {
+        let mut data = self.0.clone();
+        data.instance_type = Some(instance_type.into());
+        Self(data)
+    }
+
     /// The AMI the data launches.
     pub fn image_id(&self) -> Option<&str> {
         self.0.image_id()

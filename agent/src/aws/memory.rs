@@ -76,6 +76,36 @@ impl MemoryFleet {
             .add_template(name, LaunchTemplateData::with_image_only(image_id))
     }
 
+    /// What `terraform apply` does to the template after a change of a field
+    /// Terraform owns (`update_default_version = true`): a new version with
+    /// `change` applied to the latest version's data (so its image is
+    /// whatever the latest version launches) and `description`, made the
+    /// default. Returns it.
+    ///
+    /// # Panics
+    /// When the template does not exist: a broken test setup.
+    pub fn terraform_apply(
+        &self,
+        template_id: &str,
+        description: &str,
+        change: impl FnOnce(&LaunchTemplateData) -> LaunchTemplateData,
+    ) -> LaunchTemplateVersion {
+        self.lock()
+            .terraform_apply(template_id, description, change)
+            .expect("an existing template")
+    }
+
+    /// The number of the template's default version.
+    ///
+    /// # Panics
+    /// When the template does not exist: a broken test setup.
+    pub fn default_version(&self, template_id: &str) -> i64 {
+        self.lock()
+            .template_version(template_id, "$Default")
+            .map(|v| v.version_number)
+            .expect("an existing template")
+    }
+
     /// Creates a group pinned to `template_id` at `version` and launches
     /// `desired` instances.
     ///
@@ -198,14 +228,14 @@ impl Fleet for MemoryFleet {
         &self,
         base: &LaunchTemplateVersion,
         image_id: &str,
-        description: &str,
+        rollout_id: &str,
     ) -> Result<i64> {
         let resource = format!(
             "launch template {} (from version {} with image {image_id})",
             base.template_id, base.version_number
         );
         self.call("ec2:CreateLaunchTemplateVersion", resource, |s| {
-            s.create_version(base, image_id, description)
+            s.create_version(base, image_id, rollout_id)
         })
     }
 

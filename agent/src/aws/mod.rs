@@ -13,6 +13,8 @@
 //!   crash without knowing whether the first attempt landed;
 //! - pin `$Latest` or `$Default`: a group is always set to an explicit
 //!   launch template version number;
+//! - change a launch template's default version or any field of it but the
+//!   image: Terraform owns those (`infra/README.md`);
 //! - lose the call and the resource on an error (see [`Error`]).
 //!
 //! # Async traits
@@ -86,14 +88,18 @@ pub trait Fleet: Send + Sync {
     ) -> impl Future<Output = Result<LaunchTemplateVersion>> + Send;
 
     /// A new version of `base`'s template that launches `image_id` and is
-    /// otherwise `base`'s full data (`ec2:CreateLaunchTemplateVersion`).
-    /// Returns the new version number. Replaying it returns the version the
+    /// otherwise `base`'s full data, its description included
+    /// (`ec2:CreateLaunchTemplateVersion`): the image is the only field
+    /// rollgate owns, Terraform owns the rest (`infra/README.md`), so a
+    /// version rollgate wrote reads back to Terraform as its own. Never
+    /// changes the template's default version. Returns the new version
+    /// number. Replaying it for the same `rollout_id` returns the version the
     /// first call created instead of creating another one.
     fn create_launch_template_version(
         &self,
         base: &LaunchTemplateVersion,
         image_id: &str,
-        description: &str,
+        rollout_id: &str,
     ) -> impl Future<Output = Result<i64>> + Send;
 
     /// Pins the group to `template_id` at `version`

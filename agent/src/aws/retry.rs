@@ -119,11 +119,11 @@ impl<F: Fleet> Fleet for Retrying<F> {
         &self,
         base: &LaunchTemplateVersion,
         image_id: &str,
-        description: &str,
+        rollout_id: &str,
     ) -> Result<i64> {
         self.run(|| {
             self.inner
-                .create_launch_template_version(base, image_id, description)
+                .create_launch_template_version(base, image_id, rollout_id)
         })
         .await
     }

@@ -209,9 +209,9 @@ impl Fleet for SdkFleet {
         &self,
         base: &LaunchTemplateVersion,
         image_id: &str,
-        description: &str,
+        rollout_id: &str,
     ) -> Result<i64> {
-        templates::create_version(&self.ec2, base, image_id, description).await
+        templates::create_version(&self.ec2, base, image_id, rollout_id).await
     }
 
     async fn set_group_launch_template(

@@ -128,6 +128,12 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
             .fleet
             .launch_template_version(&lt.id, &lt.version)
             .await?;
+        // The rollout copies the default version (Terraform's), recorded by
+        // number so a replay copies the same one.
+        let default = self
+            .fleet
+            .launch_template_version(&lt.id, "$Default")
+            .await?;
         let instances = self.fleet.describe_members(&group).await?;
         let running = template.image_id.clone().unwrap_or_default();
         let converged = instances.iter().all(|i| i.image_id == running);
@@ -153,6 +159,7 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
             group: &group,
             instances: &instances,
             template: &template,
+            default_template_version: default.version_number,
             current_image: current_image.as_ref(),
             target: &newest,
             now,

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 /// policies, scheduled actions). Launch, Terminate and health replacement
 /// stay on: the surge needs the first two, and a dying instance should still
 /// be replaced.
+///
+/// `infra/web.tf` (`local.rollout_suspended_processes`) lists the same
+/// processes: Terraform refuses an apply while they are suspended, which is
+/// how it knows a rollout is under way (`agent/tests/infra_ownership.rs`
+/// keeps the two in step).
 pub const SUSPENDED_PROCESSES: [&str; 3] = ["AZRebalance", "AlarmNotification", "ScheduledActions"];
 
 /// One thing to do to AWS, to the KV store or to people.
@@ -25,19 +30,23 @@ pub enum Action {
     /// (an operator's own suspensions are left alone).
     ResumeProcesses(Vec<String>),
     /// `Fleet::create_launch_template_version` from `base_version`'s full
-    /// data with `image`. The executor puts the returned number in the next
+    /// data with `image`, and nothing else changed: not even the
+    /// description, which stays the base's (Terraform owns every field but
+    /// the image, see `infra/README.md`). The executor puts the returned
+    /// number in the next
     /// [`Observation::created_template_version`](super::Observation); a replay
     /// returns the same number (the Fleet finds the version it created).
     CreateTemplateVersion {
         /// `lt-...`.
         template_id: String,
-        /// The version to copy (the stable one).
+        /// The version to copy: the template's default version (Terraform's)
+        /// as recorded in the spec, so a replay copies the same one.
         base_version: i64,
         /// The AMI the new version launches.
         image: String,
-        /// Description for the version (`rollgate <rollout id>`), which is
-        /// also how a replay finds it.
-        description: String,
+        /// The rollout creating it: part of the version's idempotency token,
+        /// so a replay of this rollout gets the version it created.
+        rollout_id: String,
     },
     /// `Fleet::set_group_launch_template` with an explicit number (never
     /// `$Latest`/`$Default`).

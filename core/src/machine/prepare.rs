@@ -1,6 +1,7 @@
 //! Starting a rollout: record who was there, then suspend the scaling
-//! processes that would fight it, create the target template version and pin
-//! the group to it.
+//! processes that would fight it, create the target template version (a copy
+//! of the recorded base, the template's default version, with the target
+//! image) and pin the group to it.
 
 use super::action::{Action, RolloutEvent, SUSPENDED_PROCESSES};
 use super::state::{Rollout, State};
@@ -72,9 +73,9 @@ pub(super) fn prepare(r: &mut Rollout, deadline: Timestamp, cx: &mut Cx<'_>) -> 
             ));
             todo.push(Action::CreateTemplateVersion {
                 template_id: spec.launch_template_id.clone(),
-                base_version: spec.stable.template_version,
+                base_version: spec.base_version(),
                 image: spec.target_image.clone(),
-                description: format!("rollgate {}: {}", spec.id, spec.target_image),
+                rollout_id: spec.id.clone(),
             });
         }
         Some(v) if obs.template_version() != Some(v) => {

@@ -47,6 +47,14 @@ pub struct RolloutSpec {
     /// The template version that launches the target image: `None` until the
     /// machine asked for it and the executor reported its number.
     pub target_template_version: Option<i64>,
+    /// The version the target's version copies: the template's default
+    /// version when the plan was made (Terraform writes each change of the
+    /// template as a new default version). Recorded, not looked up again, so
+    /// a replay after a crash copies the same base. `None` in rollouts
+    /// recorded before this field existed: they copy `stable`'s version, as
+    /// they did then.
+    #[serde(default)]
+    pub base_template_version: Option<i64>,
     /// What runs now, known good: the revert target.
     pub stable: StableRef,
     /// How to roll.
@@ -59,6 +67,13 @@ pub struct RolloutSpec {
 }
 
 impl RolloutSpec {
+    /// The version the target's version copies (see
+    /// [`base_template_version`](Self::base_template_version)).
+    pub fn base_version(&self) -> i64 {
+        self.base_template_version
+            .unwrap_or(self.stable.template_version)
+    }
+
     /// Whether going back to `stable` would be going back to the failing
     /// version itself: then a revert must not touch the template (revert-loop
     /// guard), only clean up.

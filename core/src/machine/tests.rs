@@ -2,6 +2,7 @@
 //! (`world`), and focused tests of single steps.
 #![allow(clippy::unwrap_used)]
 
+mod base;
 mod crash;
 mod failures;
 mod gaps;

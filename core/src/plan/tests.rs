@@ -108,6 +108,8 @@ pub(crate) fn sample_plan() -> Plan {
         group: &g,
         instances: &inst,
         template: &t,
+        // Terraform wrote version 5 since the group was pinned to 4.
+        default_template_version: 5,
         current_image: Some(&old),
         target: &new,
         now: 1_795_000_000_000,
@@ -131,6 +133,11 @@ fn compute_replaces_only_instances_off_target() {
     assert_eq!(p.current.version, "1.2.3");
     assert_eq!(p.target.version, "1.3.0");
     assert_eq!(p.current_template_version, 4);
+    assert_eq!(
+        p.base_template_version,
+        Some(5),
+        "the rollout copies the default version, not the pinned one"
+    );
     assert!(p.is_pending(1_795_000_000_000));
     assert!(!p.is_pending(1_795_000_000_000 + 72 * 3600 * 1000));
 }

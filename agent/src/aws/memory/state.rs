@@ -56,6 +56,8 @@ struct MemTemplate {
     name: String,
     versions: BTreeMap<i64, LaunchTemplateVersion>,
     default: i64,
+    /// Client tokens of created versions, as AWS remembers them.
+    tokens: BTreeMap<String, i64>,
 }
 
 fn validation(call: &'static str, resource: String, message: String) -> Error {

@@ -18,13 +18,13 @@ async fn a_surge_rollout_runs_on_the_memory_fleet() {
     let old = ids(&fleet.describe_group("web").await.unwrap());
 
     let v2 = fleet
-        .create_launch_template_version(&v1, "ami-new", "web 2")
+        .create_launch_template_version(&v1, "ami-new", "web-2")
         .await
         .unwrap();
     assert_eq!(v2, 2);
     assert_eq!(
         fleet
-            .create_launch_template_version(&v1, "ami-new", "web 2")
+            .create_launch_template_version(&v1, "ami-new", "web-2")
             .await
             .unwrap(),
         2,
@@ -188,5 +188,56 @@ async fn errors_name_the_call_and_resource_and_faults_can_be_injected() {
             "autoscaling:SuspendProcesses group web processes AZRebalance",
             "autoscaling:ResumeProcesses group web processes AZRebalance",
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_version_copies_terraforms_default_and_leaves_the_default_alone() {
+    let fleet = MemoryFleet::new();
+    let v1 = fleet.add_template("web", "ami-old");
+    fleet.add_group("web", &v1.template_id, 1, 1, 2, 1);
+    // Terraform changes the instance type: version 2, the new default,
+    // launching whatever the latest version did.
+    let v2 = fleet.terraform_apply(&v1.template_id, "web (terraform)", |d| {
+        d.with_instance_type("t3.large")
+    });
+    assert_eq!(
+        (v2.version_number, v2.image_id.as_deref()),
+        (2, Some("ami-old"))
+    );
+    let base = fleet
+        .launch_template_version(&v1.template_id, "$Default")
+        .await
+        .unwrap();
+    assert_eq!(base, v2);
+
+    let v3 = fleet
+        .create_launch_template_version(&base, "ami-new", "web-7")
+        .await
+        .unwrap();
+    assert_eq!(v3, 3);
+    let read = fleet
+        .launch_template_version(&v1.template_id, "3")
+        .await
+        .unwrap();
+    assert_eq!(read.data, base.data.with_image("ami-new"));
+    assert_eq!(read.data.instance_type(), Some("t3.large"));
+    assert_eq!(
+        read.description.as_deref(),
+        Some("web (terraform)"),
+        "the base's description, no description of rollgate's"
+    );
+    assert_eq!(
+        fleet.default_version(&v1.template_id),
+        2,
+        "default untouched"
+    );
+    assert_eq!(
+        fleet
+            .create_launch_template_version(&base, "ami-new", "web-7")
+            .await
+            .unwrap(),
+        3,
+        "a replay of the rollout gets its version"
     );
 }

@@ -1,4 +1,10 @@
 //! Launch template versions: read one, and create one idempotently.
+//!
+//! A created version is its base with another image and nothing else: the
+//! base's description too (Terraform owns every field but the image, and
+//! reads back the template's versions; a description of rollgate's would
+//! show as a change to undo). Nothing here changes a template's default
+//! version (`ec2:ModifyLaunchTemplate` is never called).
 
 use aws_sdk_ec2::types::LaunchTemplateVersion as SdkVersion;
 use tracing::{info, warn};
@@ -39,19 +45,21 @@ pub(super) async fn describe_version(
     Ok(version)
 }
 
-/// Creates `base` with `image_id` as a new version, or finds the one an
-/// earlier call created.
+/// Creates `base` with `image_id` as a new version, keeping `base`'s
+/// description, or finds the one an earlier call created.
 ///
-/// Idempotent twice over: the client token is derived from everything the
-/// version is made of, so AWS answers a replay with the version it created
-/// the first time; and before creating, versions newer than `base` are
-/// searched for one with the same description and data (for emulators that
-/// ignore client tokens).
+/// Idempotent twice over: the client token is derived from the rollout, the
+/// template, the base version and the image, so AWS answers a replay with
+/// the version it created the first time; and before creating, versions
+/// newer than `base` are searched for one with the same description and
+/// data (for emulators that ignore client tokens). Such a version is a copy
+/// of `base` with this image whoever made it, so using it is the same as
+/// creating it.
 pub(super) async fn create_version(
     ec2: &aws_sdk_ec2::Client,
     base: &LaunchTemplateVersion,
     image_id: &str,
-    description: &str,
+    rollout_id: &str,
 ) -> Result<i64> {
     let template_id = base.template_id.as_str();
     let resource = format!(
@@ -59,6 +67,7 @@ pub(super) async fn create_version(
         base.version_number
     );
     let wanted = base.data.with_image(image_id);
+    let description = base.description.as_deref();
     if let Some(existing) = find_existing(ec2, base, &wanted, description).await? {
         info!(
             template_id,
@@ -69,18 +78,20 @@ pub(super) async fn create_version(
         return Ok(existing);
     }
     let token = client_token(&[
+        rollout_id,
         template_id,
         &base.version_number.to_string(),
         image_id,
-        description,
     ]);
     let out = ec2
         .create_launch_template_version()
         .launch_template_id(template_id)
-        // AWS copies every field not sent from the source version; the full
-        // data is sent too because emulators ignore SourceVersion.
+        // AWS copies every launch parameter not sent from the source
+        // version; the full data is sent too because emulators ignore
+        // SourceVersion. The description is not a launch parameter: sent as
+        // the base has it, or not at all.
         .source_version(base.version_number.to_string())
-        .version_description(description)
+        .set_version_description(description.map(str::to_owned))
         .client_token(token)
         .launch_template_data(wanted.0)
         .send()
@@ -107,7 +118,7 @@ async fn find_existing(
     ec2: &aws_sdk_ec2::Client,
     base: &LaunchTemplateVersion,
     wanted: &LaunchTemplateData,
-    description: &str,
+    description: Option<&str>,
 ) -> Result<Option<i64>> {
     let resource = format!(
         "launch template {} versions after {}",
@@ -127,7 +138,7 @@ async fn find_existing(
             .launch_template_versions()
             .iter()
             .filter(|v| v.version_number().is_some_and(|n| n > base.version_number))
-            .filter(|v| v.version_description() == Some(description))
+            .filter(|v| v.version_description() == description)
             .filter_map(from_sdk)
             .find(|(v, _)| &v.data == wanted);
         if let Some((version, _)) = found {
@@ -177,9 +188,10 @@ mod tests {
 
     #[test]
     fn client_token_is_stable_and_tells_inputs_apart() {
-        let a = client_token(&["lt-1", "3", "ami-1", "web 1.2.3"]);
-        assert_eq!(a, client_token(&["lt-1", "3", "ami-1", "web 1.2.3"]));
-        assert_ne!(a, client_token(&["lt-1", "3", "ami-1", "web 1.2.4"]));
+        let a = client_token(&["web-7", "lt-1", "3", "ami-1"]);
+        assert_eq!(a, client_token(&["web-7", "lt-1", "3", "ami-1"]));
+        assert_ne!(a, client_token(&["web-8", "lt-1", "3", "ami-1"]));
+        assert_ne!(a, client_token(&["web-7", "lt-1", "4", "ami-1"]));
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(client_token(&["ab", "c"]), client_token(&["a", "bc"]));
         assert!(a.len() <= 64 && a.is_ascii());

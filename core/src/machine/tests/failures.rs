@@ -255,7 +255,7 @@ fn auto_revert_off_leaves_the_new_version_and_stops() {
     let r = w.run_until(r, Duration::from_secs(60), |_, _| false);
     assert_eq!(w.performed.len(), before);
     // ...but an operator can still revert it.
-    w.commands.push(crate::machine::Command::Abort {
+    w.commands.push(crate::machine::OperatorCommand::Abort {
         by: "ops".into(),
         reason: "enough".into(),
     });

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::fleet::{Group, GroupInstance, Instance, LaunchTemplateRef};
 use crate::health::CheckStatus;
 use crate::machine::{
-    Action, Capacity, CheckFailure, Command, Health, Observation, Params, Rollout, RolloutEvent,
-    RolloutSpec, StableRef, Step, Timestamp, step,
+    Action, Capacity, CheckFailure, Health, Observation, OperatorCommand, Params, Rollout,
+    RolloutEvent, RolloutSpec, StableRef, Step, Timestamp, step,
 };
 
 /// The start of every test's clock.
@@ -36,12 +36,13 @@ pub struct World {
     pub group: Group,
     /// Instance ID to (image, launched at).
     pub ec2: BTreeMap<String, (String, Timestamp)>,
-    /// Template version to (image, description).
+    /// Template version to (image, what made it: "initial", "terraform" or
+    /// the idempotency token of a created version, which names its base).
     pub templates: BTreeMap<i64, (String, String)>,
     pub created: Option<i64>,
     pub boot: Duration,
     pub health: HealthRule,
-    pub commands: Vec<Command>,
+    pub commands: Vec<OperatorCommand>,
     /// Every action performed, with its time.
     pub performed: Vec<(Timestamp, Action)>,
     /// Instances a `Terminate` actually took down, in order.
@@ -94,6 +95,7 @@ pub fn spec(world: &World, params: Params) -> RolloutSpec {
         target_image: NEW.into(),
         target_version: "2.0.0".into(),
         target_template_version: None,
+        base_template_version: Some(1),
         stable: StableRef {
             template_version: 1,
             image: OLD.into(),
@@ -244,15 +246,24 @@ impl World {
                 g.suspended_processes.retain(|p| !ps.contains(p));
             }
             Action::CreateTemplateVersion {
-                image, description, ..
+                base_version,
+                image,
+                rollout_id,
+                ..
             } => {
-                let found = self.templates.iter().find(|(_, (_, d))| d == description);
+                assert!(
+                    self.templates.contains_key(base_version),
+                    "unknown base version {base_version}"
+                );
+                // As AWS with a client token: the same request gets the
+                // version the first one created.
+                let token = format!("{rollout_id}: {image} from {base_version}");
+                let found = self.templates.iter().find(|(_, (_, t))| *t == token);
                 let v = match found {
                     Some((v, _)) => *v,
                     None => {
                         let v = self.templates.keys().max().unwrap() + 1;
-                        self.templates
-                            .insert(v, (image.clone(), description.clone()));
+                        self.templates.insert(v, (image.clone(), token));
                         v
                     }
                 };

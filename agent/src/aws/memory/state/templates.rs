@@ -24,6 +24,7 @@ impl State {
             name: name.to_owned(),
             versions: BTreeMap::from([(1, version.clone())]),
             default: 1,
+            tokens: BTreeMap::new(),
         };
         self.templates.insert(id, template);
         version
@@ -72,16 +73,25 @@ impl State {
         &mut self,
         base: &LaunchTemplateVersion,
         image_id: &str,
-        description: &str,
+        rollout_id: &str,
     ) -> Result<i64> {
         let call = "ec2:CreateLaunchTemplateVersion";
         let template = self.templates.get_mut(&base.template_id).ok_or_else(|| {
             Error::not_found(call, format!("launch template {}", base.template_id), "")
         })?;
         let data = base.data.with_image(image_id);
+        // As the SDK fleet: the client token of this rollout's request, or
+        // else a copy of the base with this image that exists already.
+        let token = format!(
+            "{rollout_id} {} {} {image_id}",
+            base.template_id, base.version_number
+        );
+        if let Some(v) = template.tokens.get(&token) {
+            return Ok(*v);
+        }
         let existing = template.versions.values().find(|v| {
             v.version_number > base.version_number
-                && v.description.as_deref() == Some(description)
+                && v.description == base.description
                 && v.data == data
         });
         if let Some(existing) = existing {
@@ -93,11 +103,35 @@ impl State {
             template_name: template.name.clone(),
             version_number: number,
             image_id: Some(image_id.to_owned()),
-            description: Some(description.to_owned()),
+            description: base.description.clone(),
             data,
         };
         template.versions.insert(number, version);
+        template.tokens.insert(token, number);
         Ok(number)
+    }
+
+    pub(in crate::aws::memory) fn terraform_apply(
+        &mut self,
+        template_id: &str,
+        description: &str,
+        change: impl FnOnce(&LaunchTemplateData) -> LaunchTemplateData,
+    ) -> Option<LaunchTemplateVersion> {
+        let template = self.templates.get_mut(template_id)?;
+        let latest = template.versions.values().next_back()?;
+        let data = change(&latest.data);
+        let number = latest.version_number + 1;
+        let version = LaunchTemplateVersion {
+            template_id: template_id.to_owned(),
+            template_name: template.name.clone(),
+            version_number: number,
+            image_id: data.image_id().map(str::to_owned),
+            description: Some(description.to_owned()),
+            data,
+        };
+        template.versions.insert(number, version.clone());
+        template.default = number;
+        Some(version)
     }
 
     pub(in crate::aws::memory) fn set_template(
