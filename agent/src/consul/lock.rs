@@ -180,6 +180,11 @@ async fn renew_loop(
 pub struct LeaderLock {
     client: Client,
     config: LockConfig,
+    /// Whether the token ever worked (a session was created with it). A
+    /// 403 at start is a configuration error to report and exit on; a 403
+    /// after that is a token revoked or a policy changed under a running
+    /// replica, which waits for a valid token instead of exiting.
+    worked: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Held leadership. Drop does not release it: call [`Leadership::release`].
@@ -194,7 +199,11 @@ pub struct Leadership {
 impl LeaderLock {
     /// A lock on `config.key` through `client`.
     pub fn new(client: Client, config: LockConfig) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            config,
+            worked: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     /// Waits until this replica holds the lock. Answers `None` when
@@ -227,6 +236,18 @@ impl LeaderLock {
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
+                Err(e @ Error::PermissionDenied { .. })
+                    if self.worked.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    failures += 1;
+                    let pause = backoff(failures, Duration::from_secs(1), Duration::from_secs(30));
+                    tracing::error!(key = %self.config.key, error = %e, retry_in = ?pause,
+                        "Consul refuses this replica's token, which worked before (revoked, expired or its policy changed); acting on nothing until a valid token works again.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
                 Err(e) => {
                     if let Some(s) = session.take() {
                         let _ = s.destroy(&self.client).await;
@@ -251,6 +272,8 @@ impl LeaderLock {
         }
         if session.is_none() {
             *session = Some(KeptSession::create(&self.client, &self.config).await?);
+            self.worked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let Some(s) = session.as_ref() else {
             return Ok(None);

@@ -276,6 +276,9 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
             }
             let active = match self.start_or_resume().await {
                 Ok(active) => active,
+                // Not leading any more: end this task (and so the round);
+                // the leading loop contends again.
+                Err(ExecError::NotLeader) => return,
                 Err(e) => {
                     failures += 1;
                     let pause = backoff(failures, Duration::from_secs(1), Duration::from_secs(30));
@@ -389,5 +392,64 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
                 "Rollout started.");
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use sandbox::consul::{Config as ServerConfig, Server};
+
+    use super::*;
+    use crate::aws::memory::MemoryFleet;
+    use crate::config::ConsulConfig;
+    use crate::rollout::plan::Plan;
+
+    const PLAN: &str = include_str!("../rollout/store/testdata/plan_v1.json");
+
+    #[tokio::test]
+    async fn a_lost_fence_stops_the_rollout_loop_without_any_aws_call() {
+        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        let client = Client::new(&ConsulConfig {
+            address: format!("http://{}", consul.http_addr()),
+            ..ConsulConfig::default()
+        })
+        .unwrap();
+        let store = Store::new(client.clone(), "rollgate");
+        // An approved plan waiting for its rollout.
+        let mut plan: Plan = crate::consul::records::decode("k", PLAN.as_bytes()).unwrap();
+        plan.outcome = None;
+        assert!(store.create_plan(&plan).await.unwrap());
+        // A fence this replica does not hold (no such session on the key).
+        let fence = Fence {
+            key: store.leader_key(),
+            session: "00000000-0000-0000-0000-00000000dead".into(),
+            lock_index: 1,
+        };
+        let fleet = Arc::new(MemoryFleet::new());
+        let rollouts = RolloutLoop {
+            service: "web".into(),
+            fleet: fleet.clone(),
+            store: store.fenced(fence.clone()),
+            outbox: Outbox::new(client, "rollgate", &Default::default()),
+            fence,
+            wait: Duration::from_secs(1),
+        };
+        let cancel = CancellationToken::new();
+        let run = tokio::time::timeout(Duration::from_secs(10), rollouts.run(cancel.clone())).await;
+        assert!(run.is_ok(), "the loop returns instead of spinning");
+        assert!(
+            fleet.calls().is_empty(),
+            "no AWS call without the lock: {:?}",
+            fleet.calls()
+        );
+        assert!(
+            store.rollout("web").await.unwrap().is_none(),
+            "nothing written"
+        );
+        consul.shutdown().await;
     }
 }
