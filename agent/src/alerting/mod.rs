@@ -25,7 +25,7 @@ pub mod store;
 pub use self::runner::{Direct, Watcher};
 
 use crate::config::Config;
-use crate::consul::leading::run_while_leading;
+use crate::consul::leading::{Round, RoundContext, run_while_leading};
 use crate::consul::lock::{LeaderLock, LockConfig};
 use crate::consul::{self, Client};
 use crate::notify::route::Router;
@@ -63,31 +63,45 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingErro
     );
     let lock = config.watch.leader_lock.then_some(&lock);
     run_while_leading(lock, "watcher", &cancel, |cx, round| {
-        let sender = Sender::new(
-            outbox.clone(),
-            receivers.clone(),
-            &config.notify,
-            config.consul.max_wait,
-        );
-        round.spawn("outbox sender", sender.run(cx.cancel.clone()));
-        let direct = Direct {
-            receivers: receivers.clone(),
-            router: Router::new(&config.notify),
-            send_timeout: config.notify.send_timeout,
-        };
-        let watcher = Watcher::new(
-            client.clone(),
-            config.watch.clone(),
-            prefix,
-            config.consul.max_wait,
-            outbox.clone(),
-            Some(direct),
-        )
-        .fenced(cx.fence.cloned());
-        round.spawn("health watcher", watcher.run(cx.cancel.clone()));
+        spawn_round(round, &cx, config, &client, &outbox, &receivers);
     })
     .await
     .map_err(AlertingError::Lock)
+}
+
+/// Starts a round's health watcher (its state fenced by the round's lock,
+/// if any) and outbox sender: what `rollgate watch` and the coordinator's
+/// leader both run.
+pub fn spawn_round(
+    round: &mut Round,
+    cx: &RoundContext<'_>,
+    config: &Config,
+    client: &Client,
+    outbox: &Outbox,
+    receivers: &Receivers,
+) {
+    let sender = Sender::new(
+        outbox.clone(),
+        receivers.clone(),
+        &config.notify,
+        config.consul.max_wait,
+    );
+    round.spawn("outbox sender", sender.run(cx.cancel.clone()));
+    let direct = Direct {
+        receivers: receivers.clone(),
+        router: Router::new(&config.notify),
+        send_timeout: config.notify.send_timeout,
+    };
+    let watcher = Watcher::new(
+        client.clone(),
+        config.watch.clone(),
+        config.consul.kv_prefix.trim_end_matches('/'),
+        config.consul.max_wait,
+        outbox.clone(),
+        Some(direct),
+    )
+    .fenced(cx.fence.cloned());
+    round.spawn("health watcher", watcher.run(cx.cancel.clone()));
 }
 
 fn holder() -> String {

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::alerting::{Direct, Watcher};
 use crate::aws::Fleet;
 use crate::aws::registry::Registry;
 use crate::aws::retry::{RetryPolicy, Retrying};
@@ -41,7 +40,7 @@ use crate::consul::leading::run_while_leading;
 use crate::consul::lock::{Fence, LeaderLock, LockConfig};
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{self, Client, QueryOptions, Response};
-use crate::notify::{NotifyError, Outbox, Receivers, Sender};
+use crate::notify::{NotifyError, Outbox, Receivers};
 use crate::rollout::executor::{ExecError, Executor};
 use crate::rollout::machine::{Capacity, Rollout, RolloutSpec, StableRef};
 use crate::rollout::plan::now_ms;
@@ -114,28 +113,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
         };
         // Every KV write of this round is fenced by the lock, atomically.
         let store = store.fenced(fence.clone());
-        let sender = Sender::new(
-            outbox.clone(),
-            receivers.clone(),
-            &config.notify,
-            config.consul.max_wait,
-        );
-        round.spawn("outbox sender", sender.run(cx.cancel.clone()));
-        let direct = Direct {
-            receivers: receivers.clone(),
-            router: crate::notify::route::Router::new(&config.notify),
-            send_timeout: config.notify.send_timeout,
-        };
-        let watcher = Watcher::new(
-            client.clone(),
-            config.watch.clone(),
-            &prefix,
-            config.consul.max_wait,
-            outbox.clone(),
-            Some(direct),
-        )
-        .fenced(cx.fence.cloned());
-        round.spawn("health watcher", watcher.run(cx.cancel.clone()));
+        crate::alerting::spawn_round(round, &cx, config, &client, &outbox, &receivers);
         for service in &config.services {
             let planning = ServiceLoop {
                 service: service.clone(),
