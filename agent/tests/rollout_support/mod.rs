@@ -3,6 +3,17 @@
 //! (the real `web` and `rollgate agent` on every instance of the emulated
 //! group), the load generator, the Slack stand-in, and `rollgate
 //! coordinator` replicas.
+//!
+//! Consul runs as in production: ACLs on (`default_policy = "deny"`) and
+//! Consul's own timings, unless a test asks for shorter ones with
+//! [`World::with_consul`] and says why. The world creates a policy per
+//! `config/acl/*.hcl` and a token per role ([`sandbox::acl_roles`]) and
+//! gives each process the token of its role through a token file: the
+//! instances' agents `agent`, the coordinators `coordinator`, `rollgate
+//! publish` `ci`, the other CLI commands `operator`. The test's own reads
+//! ([`World::client`]) and the load generator are observers, not rollgate
+//! roles: they use a token with Consul's built-in `global-read-only`
+//! policy, which sees everything and can change nothing.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,10 +23,11 @@ use std::time::Duration;
 
 use rollgate::aws::Fleet as _;
 use rollgate::aws::sdk::SdkFleet;
-use rollgate::config::ConsulConfig;
+use rollgate::config::{ConsulConfig, Secret as ConsulSecret};
 use rollgate::consul::{Client, QueryOptions};
 use rollgate::rollout::plan::Plan;
 use rollgate::rollout::store::Store;
+use sandbox::acl_roles::{RoleTokens, Secret};
 use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
 use sandbox::fleet::{Fleet, FleetConfig, FleetHandle};
 use sandbox::load::{Load, LoadConfig, LoadHandle};
@@ -36,6 +48,12 @@ pub struct World {
     pub fleet: Option<FleetHandle>,
     pub load: Option<LoadHandle>,
     pub dir: tempfile::TempDir,
+    /// The management token: only for creating ACLs.
+    pub management: Secret,
+    /// A token per role, from `config/acl/*.hcl`.
+    pub roles: RoleTokens,
+    /// The observers' token (`global-read-only`).
+    pub read_token: Secret,
 }
 
 fn binaries() -> Binaries {
@@ -46,11 +64,37 @@ fn binaries() -> Binaries {
 }
 
 impl World {
+    /// The world with Consul's own timings.
     pub async fn new() -> Self {
+        Self::with_consul(ServerConfig::default()).await
+    }
+
+    /// The world with Consul started from `config` (its timings; ACLs are
+    /// turned on here).
+    pub async fn with_consul(config: ServerConfig) -> Self {
         let moto = Moto::start()
             .await
             .expect("moto starts (bash sandbox/scripts/prerequisites)");
-        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        let management = Secret::random();
+        let consul = Server::start(ServerConfig {
+            acl_management_token: Some(management.expose().to_owned()),
+            ..config
+        })
+        .await
+        .unwrap();
+        let roles = sandbox::acl_roles::create_workspace_roles(consul.http_addr(), &management)
+            .await
+            .unwrap();
+        let read_token =
+            sandbox::acl_roles::create_read_token(consul.http_addr(), &management, "test reads")
+                .await
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for role in sandbox::acl_roles::ROLES {
+            roles
+                .write_file(role, &dir.path().join(format!("tokens/{role}.token")))
+                .unwrap();
+        }
         let slack = SlackServer::start(sandbox::slack::Config::default())
             .await
             .unwrap();
@@ -60,14 +104,16 @@ impl World {
         )
         .await
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let fleet = Fleet::start(FleetConfig::new(
-            moto.sdk_config(),
-            "web-asg",
-            consul.http_addr(),
-            binaries(),
-            dir.path().join("fleet"),
-        ))
+        let fleet = Fleet::start(
+            FleetConfig::new(
+                moto.sdk_config(),
+                "web-asg",
+                consul.http_addr(),
+                binaries(),
+                dir.path().join("fleet"),
+            )
+            .with_agent_token(roles.secret("agent").unwrap().clone()),
+        )
         .unwrap();
         let w = Self {
             moto,
@@ -77,6 +123,9 @@ impl World {
             fleet: Some(fleet),
             load: None,
             dir,
+            management,
+            roles,
+            read_token,
         };
         until("all instances passing", Duration::from_secs(60), || async {
             (w.passing().await == INSTANCES as usize).then_some(())
@@ -85,12 +134,32 @@ impl World {
         w
     }
 
+    /// A client for the test's own reads, with the read token.
     pub fn client(&self) -> Client {
         Client::new(&ConsulConfig {
             address: format!("http://{}", self.consul.http_addr()),
+            token: Some(ConsulSecret::new(self.read_token.expose())),
             ..ConsulConfig::default()
         })
         .unwrap()
+    }
+
+    /// The token file of `role`.
+    pub fn token_file(&self, role: &str) -> PathBuf {
+        self.dir.path().join(format!("tokens/{role}.token"))
+    }
+
+    /// The CLI configuration of `role` (`operator`, `ci`): replica a's
+    /// configuration (same endpoints) with the role's token file.
+    pub fn cli_config(&self, role: &str) -> PathBuf {
+        let a = std::fs::read_to_string(self.dir.path().join("a.toml"))
+            .expect("a coordinator configuration a.toml was written first");
+        let coordinator = self.token_file("coordinator").display().to_string();
+        let ours = self.token_file(role).display().to_string();
+        assert!(a.contains(&coordinator), "a.toml has no token file: {a}");
+        let path = self.dir.path().join(format!("{role}-cli.toml"));
+        std::fs::write(&path, a.replace(&coordinator, &ours)).unwrap();
+        path
     }
 
     pub async fn passing(&self) -> usize {
@@ -105,6 +174,7 @@ impl World {
         let mut config = LoadConfig::new(self.consul.http_addr());
         config.rate_per_sec = 40;
         config.stop_after = Some(Duration::from_secs(600));
+        config.token = Some(self.read_token.clone());
         self.load = Some(Load::start(config).await.unwrap());
     }
 
@@ -125,7 +195,7 @@ impl World {
         std::fs::write(
             &path,
             format!(
-                "[consul]\naddress = \"{consul}\"\n\n[coordinator]\nregistry_poll = \"1h\"\n\
+                "[consul]\naddress = \"{consul}\"\ntoken_file = {token_file:?}\n\n[coordinator]\nregistry_poll = \"1h\"\n\
                  replica_name = \"{replica}\"\nlock_ttl = \"10s\"\nlock_delay = \"1s\"\n\
                  aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
                  [notify]\ndefault_receivers = [\"ops-slack\"]\n\n[[notify.receivers]]\nname = \"ops-slack\"\n\
@@ -138,6 +208,7 @@ impl World {
                 consul = via.consul,
                 moto = via.aws,
                 slack = self.slack.api_url(),
+                token_file = self.token_file("coordinator").display().to_string(),
             ),
         )
         .unwrap();
@@ -168,9 +239,10 @@ impl World {
         let image = register_image(&self.moto.sdk_config(), &spec)
             .await
             .unwrap();
+        // What a CI job runs, with the CI role's token.
         let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
             .arg("--config")
-            .arg(self.dir.path().join("a.toml"))
+            .arg(self.cli_config("ci"))
             .args([
                 "publish",
                 "--artifact",
@@ -263,10 +335,11 @@ impl Endpoints {
     }
 }
 
+/// Runs the CLI as an operator (the operator role's token).
 pub async fn rollgate_cli(w: &World, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
         .arg("--config")
-        .arg(w.dir.path().join("a.toml"))
+        .arg(w.cli_config("operator"))
         .args(args)
         .env_clear()
         .env("USER", "ops-test")
