@@ -137,6 +137,15 @@ pub enum TxnOutcome {
     RolledBack(Vec<OpError>),
 }
 
+impl OpError {
+    /// Whether Consul refused the operation for the token's permissions
+    /// (`Permission denied: token with AccessorID '…' lacks permission
+    /// 'key:write' on "…"`), not for its condition.
+    pub fn is_acl_denial(&self) -> bool {
+        self.what.starts_with("Permission denied") || self.what.contains("ACL not found")
+    }
+}
+
 impl TxnOutcome {
     /// Whether the operation at `index` is among the failures.
     pub fn failed_at(&self, index: usize) -> bool {
@@ -180,7 +189,20 @@ impl Client {
         }
         let answer: Answer = decode(&call, &bytes)?;
         match answer.errors {
-            Some(errors) if !errors.is_empty() => Ok(TxnOutcome::RolledBack(errors)),
+            // Consul's Txn.preCheck reports an ACL denial as the failed
+            // operation's error in a 409, not as a 403. Read as a rollback,
+            // it would pass for a lost check-and-set or a lost lock and be
+            // retried in silence; it is the permission error it says it is.
+            Some(errors) if !errors.is_empty() => match errors.iter().find(|e| e.is_acl_denial()) {
+                Some(denied) => Err(Error::PermissionDenied {
+                    call,
+                    body: format!(
+                        "operation {} of the transaction: {}",
+                        denied.op_index, denied.what
+                    ),
+                }),
+                None => Ok(TxnOutcome::RolledBack(errors)),
+            },
             _ if status == StatusCode::CONFLICT => Ok(TxnOutcome::RolledBack(Vec::new())),
             _ => Ok(TxnOutcome::Committed(
                 answer
