@@ -1,0 +1,744 @@
+//! Each role's policy file, end to end against the sandbox Consul with ACLs
+//! on (`default_policy = "deny"`): a token made from exactly the file does
+//! everything the role does, and a token made from the file with any one
+//! rule removed fails loudly, naming that rule's permission.
+//!
+//! - coordinator and watcher: the real leader lock, the real record stores
+//!   (fenced `PUT /v1/txn` writes), the watcher's state store, the outbox,
+//!   the chunk calls of a large watcher state, and the health reads;
+//! - agent: the real `rollgate agent` binary registers and passes;
+//! - operator and ci: the real `rollgate` binary's `plan`, `history`,
+//!   `status [--wait]`, `approve`, `reject`, `pause`, `resume`, `promote`,
+//!   `abort` against seeded plans and a seeded rollout, and the publish
+//!   trigger write (`Store::write_trigger`, what `rollgate publish` writes
+//!   after tagging the image in AWS, which this test has no emulator for).
+//!
+//! The cases with one rule removed are generated from the parsed file, so a
+//! rule added to a file adds a case. Removing a read rule from a list or
+//! health read does not make Consul refuse: it filters the answer and sets
+//! `X-Consul-Results-Filtered-By-ACLs`. Those cases assert what rollgate
+//! does then: the record store refuses the partial list (naming `key:read`),
+//! the gate refuses the partial health (naming `service:read` and
+//! `node:read`), and the watcher's health answer is marked partial.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rollgate::alerting::store::StateStore;
+use rollgate::config::{ConsulConfig, Secret as ConsulSecret};
+use rollgate::consul::health::HealthState;
+use rollgate::consul::kv::PutOptions;
+use rollgate::consul::lock::{LeaderLock, LockConfig};
+use rollgate::consul::permissions::{Access, Resource, Role, Rule};
+use rollgate::consul::records::{Record, Records, decode};
+use rollgate::consul::{Client, QueryOptions};
+use rollgate::notify::Outbox;
+use rollgate::notify::config::NotifyConfig;
+use rollgate::notify::event::{AlertStatus, Event, MetaKind, MetaNotice};
+use rollgate::rollout::executor::ExecError;
+use rollgate::rollout::machine::Rollout;
+use rollgate::rollout::plan::{Decision, Outcome, Plan, now_ms};
+use rollgate::rollout::store::{Store, Trigger};
+use sandbox::acl_roles::Secret;
+use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
+use sandbox::imds::{self, Identity};
+use sandbox::testkit::{LoggedChild, until};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "rollgate";
+const PLAN_V1: &str = include_str!("../src/rollout/store/testdata/plan_v1.json");
+const ROLLOUT_V1: &str = include_str!("../src/rollout/store/testdata/rollout_v1.json");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("agent/ has a parent")
+        .to_path_buf()
+}
+
+/// The rules of a role's policy file, parsed as Consul's rule language.
+fn policy_rules(role: Role) -> Vec<Rule> {
+    let path = workspace().join(role.policy_file());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body: hcl::Body = hcl::from_str(&text).unwrap();
+    body.blocks()
+        .map(|block| {
+            let (resource, prefix) = Resource::of_block(block.identifier.as_str())
+                .unwrap_or_else(|| panic!("{}: {}", path.display(), block.identifier.as_str()));
+            let policy = block
+                .body
+                .attributes()
+                .find(|a| a.key.as_str() == "policy")
+                .and_then(|a| match &a.expr {
+                    hcl::Expression::String(s) => Access::parse(s),
+                    _ => None,
+                })
+                .expect("read or write");
+            Rule {
+                resource,
+                prefix,
+                name: block.labels[0].as_str().to_owned(),
+                access: policy,
+            }
+        })
+        .collect()
+}
+
+fn hcl_of(rules: &[Rule]) -> String {
+    rules.iter().map(Rule::to_hcl).collect()
+}
+
+/// The sandbox Consul with ACLs on, and the management token to create
+/// policies and tokens with.
+struct Acl {
+    consul: ServerHandle,
+    management: Secret,
+    http: reqwest::Client,
+}
+
+impl Acl {
+    async fn start() -> Self {
+        let management = Secret::random();
+        let consul = Server::start(ServerConfig {
+            nodes: 1,
+            ..ServerConfig::with_acls(management.expose())
+        })
+        .await
+        .unwrap();
+        let http = sandbox::acl_roles::http_client(&management, Duration::from_secs(10)).unwrap();
+        Self {
+            consul,
+            management,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.consul.http_addr())
+    }
+
+    /// A token holding one new policy with `rules`; answers its SecretID.
+    async fn token(&self, name: &str, rules: &str) -> Secret {
+        let resp = self
+            .http
+            .put(self.url("/v1/acl/policy"))
+            .json(&json!({ "Name": name, "Rules": rules }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "policy {name}: {}",
+            resp.text().await.unwrap()
+        );
+        let resp = self
+            .http
+            .put(self.url("/v1/acl/token"))
+            .json(&json!({ "Description": name, "Policies": [{ "Name": name }] }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "token {name}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        Secret::new(body["SecretID"].as_str().unwrap())
+    }
+
+    fn client_at(&self, addr: SocketAddr, token: &Secret) -> Client {
+        Client::new(&ConsulConfig {
+            address: format!("http://{addr}"),
+            token: Some(ConsulSecret::new(token.expose())),
+            ..ConsulConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn client(&self, token: &Secret) -> Client {
+        self.client_at(self.consul.http_addr(), token)
+    }
+
+    fn admin(&self) -> Client {
+        self.client(&self.management)
+    }
+
+    /// A passing `web` instance and a critical `api` one, so health answers
+    /// have something to filter.
+    fn register_services(&self) {
+        let node = self.consul.nodes()[0].name.clone();
+        let service = |name: &str, status: &str| {
+            json!({
+                "ID": format!("{name}-1"), "Name": name, "Port": 80,
+                "Meta": { "instance_id": format!("i-{name}") },
+                "Check": { "CheckID": format!("{name}-1:ttl"), "Name": "ttl", "TTL": "10m", "Status": status },
+            })
+        };
+        self.consul
+            .register_services(
+                &node,
+                &[service("web", "passing"), service("api", "critical")],
+            )
+            .unwrap();
+    }
+
+    async fn shutdown(self) {
+        self.consul.shutdown().await;
+    }
+}
+
+/// What a failure must name when `rule` is missing: its permission (or,
+/// for a write rule, the read its first call needs) and its name.
+fn names_rule(error: &str, rule: &Rule) -> bool {
+    let kind = rule.resource.as_str();
+    let permission = error.contains(&format!("{kind}:read"))
+        || (rule.access == Access::Write && error.contains(&format!("{kind}:write")));
+    let named = rule.name.is_empty() || error.contains(&rule.name);
+    permission && named
+}
+
+// ---------------------------------------------------------------------------
+// Coordinator and watcher: the daemons' own Consul work, in process.
+
+/// What the in-process rollgate code logged (warnings and errors), for
+/// failures it reports by logging and retrying rather than returning.
+static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut log) = LOG.lock() {
+            log.push_str(&String::from_utf8_lossy(buf));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| LogWriter)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+}
+
+/// The logged lines that mention `about`.
+fn logged(about: &str) -> String {
+    LOG.lock()
+        .map(|log| {
+            log.lines()
+                .filter(|l| l.contains(about))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Any record, to list records whatever their type (only their presence
+/// matters here).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct Anything(serde_json::Value);
+
+impl Record for Anything {
+    const KIND: &'static str = "test entry";
+    const SCHEMA: u32 = u32::MAX;
+}
+
+/// Takes the role's leader lock and does its work under it.
+async fn lock_and_work(client: &Client, role: Role) -> Result<(), String> {
+    let lock_key = match role {
+        Role::Coordinator => format!("{PREFIX}/leader"),
+        _ => format!("{PREFIX}/watch/leader"),
+    };
+    let lock = LeaderLock::new(
+        client.clone(),
+        LockConfig {
+            ttl: Duration::from_secs(10),
+            lock_delay: Duration::ZERO,
+            ..LockConfig::new(lock_key.clone(), format!("acl-test-{role}"))
+        },
+    );
+    let cancel = CancellationToken::new();
+    let leadership = tokio::time::timeout(Duration::from_secs(5), lock.acquire(&cancel))
+        .await
+        // The lock keeps trying a token that created its session (it may
+        // have been revoked since, and may come back), and says why in its
+        // log.
+        .map_err(|_| {
+            format!(
+                "the leader lock {lock_key:?} was not acquired within 5s; rollgate logged:\n{}",
+                logged(&format!("\"{lock_key}\""))
+            )
+        })?
+        .map_err(|e| format!("leader lock: {e}"))?
+        .ok_or("leader lock: no leadership")?;
+    let fence = leadership.fence().clone();
+    let result = work(client, role, fence).await;
+    let released = leadership
+        .release()
+        .await
+        .map_err(|e| format!("release: {e}"));
+    result.and(released)
+}
+
+async fn work(
+    client: &Client,
+    role: Role,
+    fence: rollgate::consul::lock::Fence,
+) -> Result<(), String> {
+    // The watcher's state, written under the fence.
+    let mut state = StateStore::new(client.clone(), PREFIX);
+    state.fence(Some(fence.clone()));
+    let gate_fence = fence;
+    let (s, index) = state
+        .load()
+        .await
+        .map_err(|e| format!("watcher state load: {e}"))?;
+    state
+        .save(&s, index)
+        .await
+        .map_err(|e| format!("watcher state save: {e}"))?;
+    // A large state's chunks: written, listed, deleted as the state store
+    // does (`kv_put`, `kv_list`, `kv_delete ?recurse`).
+    let folder = format!("{PREFIX}/watch/state-chunks/acl-test/");
+    client
+        .kv_put(&format!("{folder}0"), b"{}", &PutOptions::default())
+        .await
+        .map_err(|e| format!("chunk write: {e}"))?;
+    let chunks = Records::new(client.clone())
+        .list::<Anything>(&folder)
+        .await
+        .map_err(|e| format!("chunk list: {e}"))?;
+    if chunks.is_empty() {
+        return Err("chunk list: the chunk just written is not listed".into());
+    }
+    client
+        .kv_delete(&folder, None, true)
+        .await
+        .map_err(|e| format!("chunk delete: {e}"))?;
+    // The outbox: an event enqueued (`cas=0`) and listed.
+    // Routed to a receiver by default, or nothing would be enqueued.
+    let notify = NotifyConfig {
+        default_receivers: vec!["ops".into()],
+        ..NotifyConfig::default()
+    };
+    let outbox = Outbox::new(client.clone(), PREFIX, &notify);
+    let event = Event::meta(
+        MetaNotice {
+            kind: MetaKind::NoLeader,
+            status: AlertStatus::Firing,
+            since_ms: now_ms(),
+            detail: format!("acl test of the {role}"),
+        },
+        now_ms(),
+    );
+    outbox
+        .enqueue(event)
+        .await
+        .map_err(|e| format!("outbox enqueue: {e}"))?;
+    let listed = outbox.records().list::<Anything>(outbox.prefix()).await;
+    match listed {
+        Ok(l) if !l.is_empty() => {}
+        Ok(_) => return Err("outbox list: the event just enqueued is not listed".into()),
+        Err(e) => return Err(format!("outbox list: {e}")),
+    }
+    if role == Role::Coordinator {
+        coordinator_work(client, gate_fence).await?;
+    }
+    // The watcher's one health read: a partial answer is marked.
+    let health = client
+        .health_state(HealthState::Any, &QueryOptions::default())
+        .await
+        .map_err(|e| format!("health state: {e}"))?;
+    if health.meta.filtered_by_acls {
+        return Err(
+            "GET /v1/health/state/any: Consul hid checks from this token \
+             (X-Consul-Results-Filtered-By-ACLs): it lacks service:read or node:read"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The coordinator's own records and its gate.
+async fn coordinator_work(
+    client: &Client,
+    fence: rollgate::consul::lock::Fence,
+) -> Result<(), String> {
+    // The coordinator's records, fenced: the plan counter, plans, rollout,
+    // the publish trigger it blocks on.
+    let store = Store::new(client.clone(), PREFIX).fenced(fence);
+    store
+        .next_plan_id("web")
+        .await
+        .map_err(|e| format!("next plan id: {e}"))?;
+    store
+        .plans("web")
+        .await
+        .map_err(|e| format!("plans: {e}"))?;
+    store
+        .rollout("web")
+        .await
+        .map_err(|e| format!("rollout: {e}"))?;
+    client
+        .kv_get(&store.trigger_key("acmeinc/web"), &QueryOptions::default())
+        .await
+        .map_err(|e| format!("trigger: {e}"))?;
+    // The gate: the service's health, never read from a partial answer.
+    let entries = client
+        .health_service("web", false, None, &QueryOptions::default())
+        .await
+        .map_err(|e| format!("gate health: {e}"))?;
+    if entries.meta.filtered_by_acls {
+        return Err(ExecError::HiddenByAcls {
+            service: "web".into(),
+        }
+        .to_string());
+    }
+    if entries.value.is_empty() {
+        return Err("gate health: no instance of web".into());
+    }
+    Ok(())
+}
+
+async fn daemon_role(role: Role) {
+    capture_logs();
+    let acl = Acl::start().await;
+    acl.register_services();
+    let rules = policy_rules(role);
+    assert!(!rules.is_empty());
+    let full = acl.token(&format!("{role}-full"), &hcl_of(&rules)).await;
+    lock_and_work(&acl.client(&full), role)
+        .await
+        .unwrap_or_else(|e| panic!("the {role} with exactly {}: {e}", role.policy_file()));
+    for (i, removed) in rules.iter().enumerate() {
+        let mut less = rules.clone();
+        less.remove(i);
+        let token = acl
+            .token(&format!("{role}-without-{i}"), &hcl_of(&less))
+            .await;
+        let e = match lock_and_work(&acl.client(&token), role).await {
+            Ok(()) => panic!(
+                "the {role} without `{removed}` of {} did all its work: the rule is not needed, or the test misses the call",
+                role.policy_file()
+            ),
+            Err(e) => e,
+        };
+        assert!(
+            names_rule(&e, removed),
+            "the {role} without `{removed}` failed without naming {} on {:?}: {e}",
+            removed.permission(),
+            removed.name
+        );
+    }
+    acl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_policy_is_enough_and_every_rule_is_needed() {
+    daemon_role(Role::Coordinator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_policy_is_enough_and_every_rule_is_needed() {
+    daemon_role(Role::Watcher).await;
+}
+
+// ---------------------------------------------------------------------------
+// Operator and CI: the real binary.
+
+/// Plans `web-1` and `web-2` and, when `rollout`, an active rollout of
+/// `web-1`; with `succeeded`, `web-1` succeeded and no rollout.
+async fn seed(acl: &Acl, rollout: bool, succeeded: bool) {
+    let store = Store::new(acl.admin(), PREFIX);
+    for n in 1..=2 {
+        let mut plan: Plan = decode("seed", PLAN_V1.as_bytes()).unwrap();
+        plan.id = format!("web-{n}");
+        plan.service = "web".into();
+        plan.decision = Decision::Pending {
+            expires_at: now_ms() + 3_600_000,
+        };
+        plan.outcome = None;
+        if succeeded && n == 1 {
+            plan.decision = Decision::Approved {
+                by: "alice".into(),
+                at: now_ms(),
+            };
+            plan.outcome = Some(Outcome::Succeeded { at: now_ms() });
+        }
+        assert!(store.create_plan(&plan).await.unwrap());
+        if succeeded {
+            break;
+        }
+    }
+    if rollout {
+        let mut r: Rollout = decode("seed", ROLLOUT_V1.as_bytes()).unwrap();
+        r.spec.id = "web-1".into();
+        r.spec.service = "web".into();
+        Records::new(acl.admin())
+            .put(&store.rollout_key("web"), &r)
+            .await
+            .unwrap();
+    }
+}
+
+fn cli_config(dir: &Path, acl: &Acl, token: &Secret, name: &str) -> PathBuf {
+    let token_file = dir.join(format!("{name}.token"));
+    token.write_file(&token_file).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[consul]\naddress = \"http://{}\"\ntoken_file = {:?}\n\n\
+             [[services]]\nname = \"web\"\nauto_scaling_group = \"web\"\n\
+             launch_template = \"web\"\nartifact = \"acmeinc/web\"\n",
+            acl.consul.http_addr(),
+            token_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs the role's commands in order; the first failure's output.
+async fn cli_work(config: &Path, client: &Client, role: Role) -> Result<(), String> {
+    let commands: &[&[&str]] = match role {
+        Role::Ci => &[&["status", "web", "--wait"]],
+        _ => &[
+            &["plan", "web"],
+            &["history", "web"],
+            &["status", "web"],
+            &["approve", "web-1"],
+            &["reject", "web-2", "--reason", "acl test"],
+            &["pause", "web"],
+            &["resume", "web"],
+            &["promote", "web"],
+            &["abort", "web"],
+        ],
+    };
+    for args in commands {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
+                .arg("--config")
+                .arg(config)
+                .args(*args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("USER", "acl-test")
+                .output(),
+        )
+        .await
+        .map_err(|_| format!("rollgate {args:?} did not finish in 30s"))?
+        .unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "rollgate {} exited {:?}: {}{}",
+                args.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    // What `rollgate publish` writes once the image is tagged.
+    Store::new(client.clone(), PREFIX)
+        .write_trigger(
+            "acmeinc/web",
+            &Trigger {
+                image_id: "ami-0acl".into(),
+                version: "9.9.9".into(),
+                at: now_ms(),
+            },
+        )
+        .await
+        .map_err(|e| format!("publish trigger: {e}"))
+}
+
+async fn cli_role(role: Role) {
+    let rules = policy_rules(role);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(String, Option<Rule>, Vec<Rule>)> =
+        vec![("full".into(), None, rules.clone())];
+    for (i, removed) in rules.iter().enumerate() {
+        let mut less = rules.clone();
+        less.remove(i);
+        cases.push((format!("without-{i}"), Some(removed.clone()), less));
+    }
+    for (name, removed, rules) in cases {
+        // A fresh world per case: the commands change the plans.
+        let acl = Acl::start().await;
+        seed(&acl, role == Role::Operator, role == Role::Ci).await;
+        let token = acl.token(&format!("{role}-{name}"), &hcl_of(&rules)).await;
+        let config = cli_config(dir.path(), &acl, &token, &format!("{role}-{name}"));
+        let result = cli_work(&config, &acl.client(&token), role).await;
+        match (removed, result) {
+            (None, r) => {
+                r.unwrap_or_else(|e| panic!("the {role} with exactly {}: {e}", role.policy_file()))
+            }
+            (Some(rule), Ok(())) => panic!(
+                "the {role} without `{rule}` of {} did all its work",
+                role.policy_file()
+            ),
+            (Some(rule), Err(e)) => {
+                assert!(
+                    names_rule(&e, &rule),
+                    "the {role} without `{rule}` failed without naming {} on {:?}: {e}",
+                    rule.permission(),
+                    rule.name
+                );
+                assert!(
+                    !e.contains(token.expose()),
+                    "the token is never printed: {e}"
+                );
+            }
+        }
+        acl.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_policy_is_enough_and_every_rule_is_needed() {
+    cli_role(Role::Operator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_policy_is_enough_and_every_rule_is_needed() {
+    cli_role(Role::Ci).await;
+}
+
+// ---------------------------------------------------------------------------
+// The node agent: the real binary on a Consul client node.
+
+async fn web_app() -> (LoggedChild, SocketAddr) {
+    let mut cmd = tokio::process::Command::new(sandbox::testkit::binary("web", "web"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("WEB_VERSION", "1.2.3")
+        .stdout(Stdio::piped());
+    let mut p = LoggedChild::spawn(cmd).unwrap();
+    let stdout = p.child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (p, line.trim_start_matches("listening on ").parse().unwrap())
+}
+
+fn agent(
+    dir: &Path,
+    node: SocketAddr,
+    token: &Secret,
+    name: &str,
+    app: SocketAddr,
+    imds: &str,
+) -> LoggedChild {
+    let token_file = dir.join(format!("{name}.token"));
+    token.write_file(&token_file).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[consul]\naddress = \"http://{node}\"\ntoken_file = {:?}\n\n[log]\nlevel = \"info\"\n\n\
+             [agent]\nservice_port = {port}\nservice_address = \"127.0.0.1\"\n\
+             artifact = \"acmeinc/web\"\nexpected_version = \"1.2.3\"\napp_url = \"http://{app}\"\n\
+             check_url = \"http://{app}/health\"\ncheck_interval = \"1s\"\ncheck_timeout = \"500ms\"\n\
+             ttl = \"2s\"\ndrain_time = \"0s\"\nimds_endpoint = \"{imds}\"\n",
+            token_file.display().to_string(),
+            port = app.port(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"));
+    cmd.args(["--config", path.to_str().unwrap(), "agent"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    LoggedChild::spawn(cmd).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_policy_is_enough_and_every_rule_is_needed() {
+    let acl = Acl::start().await;
+    let node = acl.consul.nodes()[0].addr;
+    let imds = imds::start(
+        Identity {
+            instance_id: "i-0acl00000000000001".into(),
+            ami_id: "ami-0aaaaaaaaaaaaaaa1".into(),
+            availability_zone: "eu-west-1b".into(),
+            region: "eu-west-1".into(),
+            local_ipv4: Ipv4Addr::LOCALHOST,
+            instance_type: "t3.micro".into(),
+            account_id: "123456789012".into(),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, app) = web_app().await;
+    let rules = policy_rules(Role::Agent);
+    let full = acl.token("agent-full", &hcl_of(&rules)).await;
+    let mut running = agent(dir.path(), node, &full, "agent-full", app, &imds.endpoint());
+    let admin = acl.client_at(node, &acl.management);
+    until(
+        "the agent's instance passes",
+        Duration::from_secs(20),
+        || async {
+            let r = admin
+                .health_service("web", true, None, &QueryOptions::default())
+                .await
+                .ok()?;
+            (!r.value.is_empty()).then_some(())
+        },
+    )
+    .await;
+    // The /ready answer reads the service's health with the same token.
+    let ready = admin
+        .agent_services()
+        .await
+        .unwrap()
+        .into_values()
+        .find(|s| s.service == "web")
+        .expect("registered");
+    let own = acl.client_at(node, &full);
+    assert!(own.agent_service_health(&ready.id).await.unwrap().is_some());
+    running.child.start_kill().unwrap();
+    let _ = running.wait(Duration::from_secs(10)).await;
+    admin.deregister_service(&ready.id).await.unwrap();
+
+    for (i, removed) in rules.iter().enumerate() {
+        let mut less = rules.clone();
+        less.remove(i);
+        let name = format!("agent-without-{i}");
+        let token = acl.token(&name, &hcl_of(&less)).await;
+        let mut p = agent(dir.path(), node, &token, &name, app, &imds.endpoint());
+        let log = until(
+            "the agent names the missing rule",
+            Duration::from_secs(20),
+            || {
+                let log = p.log();
+                async move { names_rule(&log, removed).then_some(log) }
+            },
+        )
+        .await;
+        assert!(log.contains("403"), "{log}");
+        assert!(
+            !log.contains(token.expose()),
+            "the token is never logged: {log}"
+        );
+        p.child.start_kill().unwrap();
+        let _ = p.wait(Duration::from_secs(10)).await;
+    }
+    let _ = imds.shutdown().await;
+    acl.shutdown().await;
+}
