@@ -206,8 +206,22 @@ impl RoleTokens {
     }
 }
 
-/// `config/acl` of the workspace this crate was built in.
+/// The workspace's `config/acl`: the first folder `config/acl` holding
+/// `agent.hcl` above the running executable (`target/<profile>/...` sits in
+/// the workspace), else above the working directory, else the one of the
+/// workspace this crate was compiled in. The executable comes first: a
+/// shared target directory can hold a build from another checkout, whose
+/// compile-time path may be gone.
 pub fn policy_dir() -> PathBuf {
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    for start in starts.iter().flatten() {
+        for dir in start.ancestors() {
+            let candidate = dir.join("config").join("acl");
+            if candidate.join("agent.hcl").is_file() {
+                return candidate;
+            }
+        }
+    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
@@ -222,6 +236,18 @@ pub async fn create_roles(
     consul: SocketAddr,
     management: &Secret,
     dir: &Path,
+) -> Result<RoleTokens, RolesError> {
+    create_roles_with_secrets(consul, management, dir, &BTreeMap::new()).await
+}
+
+/// [`create_roles`], giving the roles in `chosen` that SecretID (as
+/// Terraform may, and as a test does whose process reads its token file
+/// before Consul is up); the others get one from Consul.
+pub async fn create_roles_with_secrets(
+    consul: SocketAddr,
+    management: &Secret,
+    dir: &Path,
+    chosen: &BTreeMap<String, Secret>,
 ) -> Result<RoleTokens, RolesError> {
     if !consul.ip().is_loopback() {
         return Err(RolesError::NotLoopback(consul));
@@ -261,6 +287,7 @@ pub async fn create_roles(
             consul,
             &format!("rollgate {role} (sandbox)"),
             json!([{ "Name": policy }]),
+            chosen.get(role),
         )
         .await?;
         tracing::debug!(role, policy = %policy, accessor = %accessor_id,
@@ -309,6 +336,7 @@ pub async fn create_read_token(
         consul,
         description,
         json!([{ "ID": GLOBAL_READ_ONLY_POLICY_ID }]),
+        None,
     )
     .await?;
     Ok(secret)
@@ -319,16 +347,14 @@ async fn create_token(
     consul: SocketAddr,
     description: &str,
     policies: Value,
+    secret: Option<&Secret>,
 ) -> Result<(String, Secret), RolesError> {
     let what = format!("creating the ACL token {description:?}");
-    let answer = put(
-        http,
-        consul,
-        "token",
-        &what,
-        &json!({ "Description": description, "Policies": policies }),
-    )
-    .await?;
+    let mut body = json!({ "Description": description, "Policies": policies });
+    if let (Some(secret), Some(obj)) = (secret, body.as_object_mut()) {
+        obj.insert("SecretID".into(), json!(secret.expose()));
+    }
+    let answer = put(http, consul, "token", &what, &body).await?;
     let accessor = answer["AccessorID"]
         .as_str()
         .ok_or_else(|| RolesError::Answer {

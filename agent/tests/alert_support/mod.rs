@@ -1,6 +1,16 @@
 //! The world the alerting tests run in: the sandbox Consul, the Slack
 //! stand-in and the SMTP server, all on loopback, and a rollgate
 //! configuration with every duration scaled down to fractions of a second.
+//!
+//! Consul runs with ACLs on (`default_policy = "deny"`) and Consul's own
+//! timings. The code under test (the watcher, the outbox and its sender:
+//! what `rollgate watch` runs) uses the token of the `watcher` role, created
+//! from `config/acl/watcher.hcl` ([`sandbox::acl_roles`]), and the KV
+//! prefix that policy is written for (`rollgate`). The test's stand-ins
+//! for the instances' agents ([`World::agent`], [`World::register`],
+//! [`World::set`]) register and update services of any name on any node,
+//! which no rollgate role may do (the agent role writes `web` only), so
+//! they use the management token.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +22,7 @@ use rollgate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration}
 use rollgate::consul::{self, Client};
 use rollgate::notify::config::{EmailReceiver, ReceiverConfig, SlackReceiver, TlsMode};
 use rollgate::notify::{Outbox, Receivers, Sender};
+use sandbox::acl_roles::{RoleTokens, Secret as AclSecret};
 use sandbox::consul::{Server, ServerHandle};
 use sandbox::slack::{SlackHandle, SlackServer};
 use sandbox::smtp::{SmtpHandle, SmtpServer};
@@ -24,17 +35,26 @@ pub struct World {
     pub consul: ServerHandle,
     pub slack: SlackHandle,
     pub smtp: SmtpHandle,
+    /// The watcher role's token in `consul.token`.
     pub config: Config,
+    /// The management token: the stand-ins for the instances' agents.
+    pub management: AclSecret,
+    /// A token per role, from `config/acl/*.hcl`.
+    pub roles: RoleTokens,
 }
 
 impl World {
     pub async fn start(nodes: usize) -> World {
+        let management = AclSecret::random();
         let consul = Server::start(sandbox::consul::Config {
             nodes,
-            ..sandbox::consul::Config::default()
+            ..sandbox::consul::Config::with_acls(management.expose())
         })
         .await
         .expect("consul starts");
+        let roles = sandbox::acl_roles::create_workspace_roles(consul.http_addr(), &management)
+            .await
+            .expect("the roles' policies and tokens are created");
         let slack = SlackServer::start(sandbox::slack::Config::default())
             .await
             .expect("slack starts");
@@ -44,7 +64,11 @@ impl World {
         let mut config = Config::default();
         config.consul.address = format!("http://{}", consul.http_addr());
         config.consul.max_wait = Duration::from_secs(5);
-        config.consul.kv_prefix = "rollgate-test".into();
+        // The prefix config/acl/*.hcl is written for.
+        config.consul.kv_prefix = "rollgate".into();
+        config.consul.token = Some(Secret::new(
+            roles.secret("watcher").expect("watcher token").expose(),
+        ));
         config.notify.receivers = vec![
             slack_receiver(&slack, TOKEN, "C0ALERTS"),
             email_receiver(&smtp),
@@ -65,6 +89,8 @@ impl World {
             slack,
             smtp,
             config,
+            management,
+            roles,
         }
     }
 
@@ -72,7 +98,8 @@ impl World {
         Client::new(&self.config.consul).expect("client")
     }
 
-    /// A client for the agent of node `name`.
+    /// A client for the agent of node `name`, with the management token
+    /// (see the module docs).
     pub fn agent(&self, name: &str) -> Client {
         let addr = self
             .consul
@@ -83,6 +110,7 @@ impl World {
             .expect("node exists");
         let mut c = self.config.consul.clone();
         c.address = format!("http://{addr}");
+        c.token = Some(Secret::new(self.management.expose()));
         Client::new(&c).expect("client")
     }
 
