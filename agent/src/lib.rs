@@ -23,6 +23,8 @@
 //! - [`rollout`]: plans (pure), their rendering and storage, the pure
 //!   rollout state machine and its executor.
 //! - [`ops`]: operator commands: publish, plan, approve, reject, history.
+//! - [`preflight`]: `check-config --connect`: what the Consul token can do
+//!   for the role the configuration runs as.
 //! - [`shutdown`]: graceful shutdown on signals, in two stages.
 //! - [`cli`]: the command line.
 //!
@@ -42,5 +44,6 @@ pub mod logging;
 pub mod node;
 pub mod notify;
 pub mod ops;
+pub mod preflight;
 pub mod rollout;
 pub mod shutdown;

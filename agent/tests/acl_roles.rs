@@ -742,3 +742,206 @@ async fn agent_policy_is_enough_and_every_rule_is_needed() {
     let _ = imds.shutdown().await;
     acl.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// `rollgate check-config --connect`: the preflight of each role's token.
+
+/// Runs `rollgate check-config --connect [--role ROLE]` with `config`;
+/// answers (exit code, stdout and stderr).
+async fn preflight(config: &Path, role: Option<&str>) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(["check-config", "--connect"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    if let Some(role) = role {
+        cmd.args(["--role", role]);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_reports_what_each_roles_token_can_do() {
+    let acl = Acl::start().await;
+    acl.register_services();
+    let dir = tempfile::tempdir().unwrap();
+    for role in Role::ALL {
+        let rules = policy_rules(role);
+        let token = acl
+            .token(&format!("{role}-preflight"), &hcl_of(&rules))
+            .await;
+        let config = cli_config(dir.path(), &acl, &token, &format!("{role}-preflight"));
+        let (code, out) = preflight(&config, Some(role.as_str())).await;
+        assert_eq!(
+            code, 0,
+            "the {role}'s own policy passes its preflight: {out}"
+        );
+        assert!(
+            out.contains(&format!("{role}-preflight")),
+            "names the token's description and policy: {out}"
+        );
+        assert!(out.contains("AccessorID"), "{out}");
+        assert!(!out.contains(token.expose()), "never the SecretID: {out}");
+        assert!(!out.contains("MISSING"), "{out}");
+        for rule in &rules {
+            assert!(out.contains(&rule.to_string()), "reports `{rule}`: {out}");
+        }
+        // Key rules are proven, not assumed.
+        for rule in rules.iter().filter(|r| r.resource == Resource::Key) {
+            let line = out.lines().find(|l| l.contains(&rule.to_string())).unwrap();
+            assert!(line.contains(" ok "), "`{rule}` is probed: {line}");
+        }
+    }
+    // Inferred from [[services]]: the coordinator.
+    let full = acl
+        .token(
+            "coordinator-inferred",
+            &hcl_of(&policy_rules(Role::Coordinator)),
+        )
+        .await;
+    let config = cli_config(dir.path(), &acl, &full, "coordinator-inferred");
+    let (code, out) = preflight(&config, None).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("config/acl/coordinator.hcl"), "{out}");
+    acl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_a_missing_rule_and_its_policy_file() {
+    let acl = Acl::start().await;
+    acl.register_services();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = policy_rules(Role::Coordinator);
+    // One refused (403) and one filtered case.
+    for missing in [
+        Rule {
+            resource: Resource::Key,
+            prefix: true,
+            name: "rollgate/services/".into(),
+            access: Access::Write,
+        },
+        Rule {
+            resource: Resource::Service,
+            prefix: true,
+            name: String::new(),
+            access: Access::Read,
+        },
+    ] {
+        assert!(
+            rules.contains(&missing),
+            "{missing} is in the coordinator's policy"
+        );
+        let less: Vec<Rule> = rules.iter().filter(|r| **r != missing).cloned().collect();
+        let name = format!(
+            "coordinator-without-{}",
+            missing.resource.block(missing.prefix)
+        );
+        let token = acl.token(&name, &hcl_of(&less)).await;
+        let config = cli_config(dir.path(), &acl, &token, &name);
+        let (code, out) = preflight(&config, Some("coordinator")).await;
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("MISSING"), "{out}");
+        let verdict = out.lines().find(|l| l.contains("MISSING")).unwrap();
+        assert!(verdict.contains(&missing.to_string()), "{verdict}");
+        assert!(
+            out.contains(&format!("lacks `{missing}` ({})", missing.permission()))
+                && out.contains("config/acl/coordinator.hcl grants it"),
+            "the failure names the rule, the permission and the file: {out}"
+        );
+        assert!(!out.contains(token.expose()), "{out}");
+    }
+    acl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_explains_an_unknown_or_expired_token() {
+    let acl = Acl::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = Secret::random();
+    let config = cli_config(dir.path(), &acl, &unknown, "unknown");
+    let (code, out) = preflight(&config, Some("ci")).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("ACL not found") && out.contains("expired"),
+        "{out}"
+    );
+    assert!(out.contains("config/acl/ci.hcl"), "{out}");
+    assert!(!out.contains(unknown.expose()), "{out}");
+
+    // A token that expires: shown with its expiry, then refused as Consul
+    // refuses it (ACL not found) once expired. Consul's shortest
+    // expiration is a minute.
+    let policy = hcl_of(&policy_rules(Role::Ci));
+    let resp = acl
+        .http
+        .put(acl.url("/v1/acl/policy"))
+        .json(&json!({ "Name": "ci-expiring", "Rules": policy }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let resp = acl
+        .http
+        .put(acl.url("/v1/acl/token"))
+        .json(&json!({ "Description": "ci-expiring", "Policies": [{ "Name": "ci-expiring" }], "ExpirationTTL": "1m" }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let expiring = Secret::new(body["SecretID"].as_str().unwrap());
+    let config = cli_config(dir.path(), &acl, &expiring, "expiring");
+    let (code, out) = preflight(&config, Some("ci")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("expires 20"), "shows when it expires: {out}");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let (code, out) = preflight(&config, Some("ci")).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("ACL not found") && out.contains("expired"),
+        "{out}"
+    );
+    assert!(!out.contains(expiring.expose()), "{out}");
+    acl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_says_when_acls_are_off() {
+    let consul = Server::start(ServerConfig {
+        nodes: 1,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("off.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[consul]\naddress = \"http://{}\"\n\n[[services]]\nname = \"web\"\n\
+             auto_scaling_group = \"web\"\nlaunch_template = \"web\"\nartifact = \"acmeinc/web\"\n",
+            consul.http_addr()
+        ),
+    )
+    .unwrap();
+    let (code, out) = preflight(&path, Some("operator")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ACLs are off"), "{out}");
+    assert!(
+        out.contains("ACL support disabled"),
+        "Consul's own answer: {out}"
+    );
+    assert!(out.contains("config/acl/operator.hcl"), "{out}");
+    consul.shutdown().await;
+}
