@@ -2,6 +2,14 @@
 //! Consul (one client node, like the Consul agent on an instance) and the
 //! sandbox's IMDSv2 endpoint: registration, probes, self-healing, drain, and
 //! the bad input an operator meets.
+//!
+//! Consul runs as in production: ACLs on (`default_policy = "deny"`), the
+//! agent with the `agent` role's token (`config/acl/agent.hcl`, through
+//! `consul.token_file`), and Consul's own timings: the tests that wait for a
+//! new TTL check output read it from the node's agent (`/v1/agent/checks`,
+//! at once), not the catalog, which Consul updates for an output-only change
+//! only after `check_update_interval`. The test's own reads use a
+//! `global-read-only` token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,9 +18,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rollgate::config::ConsulConfig;
+use rollgate::config::{ConsulConfig, Secret as ConsulSecret};
 use rollgate::consul::types::{CheckStatus, ServiceEntry};
 use rollgate::consul::{Client, QueryOptions};
+use sandbox::acl_roles::Secret;
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
 use sandbox::imds::{self, Identity};
 use sandbox::testkit::{LoggedChild, until};
@@ -62,6 +71,33 @@ struct World {
     node: SocketAddr,
     imds: imds::ImdsHandle,
     dir: tempfile::TempDir,
+    /// The test's reads.
+    read_token: Secret,
+}
+
+/// Starts Consul from `config` with ACLs on, creates the roles' policies
+/// and tokens from `config/acl/*.hcl` (the agent's with `agent_token`, so
+/// its token file can be written before Consul is up) and a read token.
+async fn acl_consul(config: ServerConfig, agent_token: &Secret) -> (ServerHandle, Secret) {
+    let management = Secret::random();
+    let consul = Server::start(ServerConfig {
+        acl_management_token: Some(management.expose().to_owned()),
+        ..config
+    })
+    .await
+    .unwrap();
+    sandbox::acl_roles::create_roles_with_secrets(
+        consul.http_addr(),
+        &management,
+        &sandbox::acl_roles::policy_dir(),
+        &[("agent".to_owned(), agent_token.clone())].into(),
+    )
+    .await
+    .unwrap();
+    let read = sandbox::acl_roles::create_read_token(consul.http_addr(), &management, "test reads")
+        .await
+        .unwrap();
+    (consul, read)
 }
 
 impl World {
@@ -74,7 +110,12 @@ impl World {
     }
 
     async fn with_consul(config: ServerConfig) -> Self {
-        let consul = Server::start(config).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let agent_token = Secret::random();
+        agent_token
+            .write_file(&dir.path().join("agent.token"))
+            .unwrap();
+        let (consul, read_token) = acl_consul(config, &agent_token).await;
         let node = consul.nodes()[0].addr;
         let imds = imds::start(
             Identity {
@@ -94,13 +135,29 @@ impl World {
             consul,
             node,
             imds,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            read_token,
         }
+    }
+
+    /// The agent role's token file.
+    fn token_file(&self) -> String {
+        self.dir.path().join("agent.token").display().to_string()
+    }
+
+    /// An agent configuration's `[consul]` section for `address`, with the
+    /// agent role's token file.
+    fn consul_section(&self, address: impl std::fmt::Display) -> String {
+        format!(
+            "[consul]\naddress = \"http://{address}\"\ntoken_file = {:?}\n",
+            self.token_file()
+        )
     }
 
     fn client(&self) -> Client {
         Client::new(&ConsulConfig {
             address: format!("http://{}", self.node),
+            token: Some(ConsulSecret::new(self.read_token.expose())),
             ..ConsulConfig::default()
         })
         .unwrap()
@@ -119,12 +176,12 @@ impl World {
         extra: &str,
     ) -> LoggedChild {
         let config = format!(
-            "[consul]\naddress = \"http://{node}\"\n\n[log]\nlevel = \"info\"\n\n[agent]\n\
+            "{consul}\n[log]\nlevel = \"info\"\n\n[agent]\n\
              service_port = {port}\nservice_address = \"127.0.0.1\"\nartifact = \"acmeinc/web\"\n\
              expected_version = \"{version}\"\napp_url = \"http://{app}\"\n\
              check_url = \"http://{app}/health\"\ncheck_interval = \"1s\"\ncheck_timeout = \"500ms\"\n\
              ttl = \"2s\"\ndrain_time = \"{drain}\"\nimds_endpoint = \"{imds}\"\n{extra}",
-            node = self.node,
+            consul = self.consul_section(self.node),
             port = app.port(),
             imds = self.imds.endpoint(),
         );
@@ -373,9 +430,9 @@ async fn imds_unreachable_without_configured_identity_exits_2() {
     std::fs::write(
         &path,
         format!(
-            "[consul]\naddress = \"http://{}\"\n[agent]\nexpected_version = \"1.2.3\"\n\
+            "{}[agent]\nexpected_version = \"1.2.3\"\n\
              app_url = \"http://{addr}\"\nimds_endpoint = \"http://{closed}\"\n",
-            w.node
+            w.consul_section(w.node)
         ),
     )
     .unwrap();
@@ -417,11 +474,7 @@ async fn imds_unreachable_without_configured_identity_exits_2() {
 async fn missing_expected_version_exits_2_naming_the_key() {
     let w = World::new().await;
     let path = w.dir.path().join("nover.toml");
-    std::fs::write(
-        &path,
-        format!("[consul]\naddress = \"http://{}\"\n", w.node),
-    )
-    .unwrap();
+    std::fs::write(&path, w.consul_section(w.node)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
         .args(["--config", path.to_str().unwrap(), "agent"])
         .env_clear()
@@ -544,11 +597,12 @@ async fn consul_unreachable_at_start_is_retried_not_a_crash() {
     std::fs::write(
         &path,
         format!(
-            "[consul]\naddress = \"http://{port}\"\n[agent]\nexpected_version = \"1.2.3\"\n\
+            "{consul}[agent]\nexpected_version = \"1.2.3\"\n\
              app_url = \"http://{addr}\"\ncheck_url = \"http://{addr}/health\"\n\
              check_interval = \"1s\"\ncheck_timeout = \"500ms\"\nttl = \"2s\"\n\
              imds_endpoint = \"{}\"\n",
-            w.imds.endpoint()
+            w.imds.endpoint(),
+            consul = w.consul_section(port),
         ),
     )
     .unwrap();
@@ -567,15 +621,25 @@ async fn consul_unreachable_at_start_is_retried_not_a_crash() {
         "{}",
         agent.log()
     );
-    // Consul appears on that address: the agent registers.
-    let late = Server::start(ServerConfig {
-        listen: port,
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    // Consul appears on that address, with the token the agent already
+    // has: the agent registers.
+    let agent_token = Secret::new(
+        std::fs::read_to_string(w.token_file())
+            .unwrap()
+            .trim()
+            .to_owned(),
+    );
+    let (late, read) = acl_consul(
+        ServerConfig {
+            listen: port,
+            ..ServerConfig::default()
+        },
+        &agent_token,
+    )
+    .await;
     let c = Client::new(&ConsulConfig {
         address: format!("http://{port}"),
+        token: Some(ConsulSecret::new(read.expose())),
         ..ConsulConfig::default()
     })
     .unwrap();
