@@ -366,6 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_preflight_is_3_and_a_role_it_cannot_check_is_2() {
+        let missing = PreflightError::Missing {
+            role: rollgate::consul::permissions::Role::Ci,
+            file: "config/acl/ci.hcl".into(),
+            missing: vec!["`key \"rollgate/trigger/x\" write` (key:write)".into()],
+        };
+        assert_eq!(exit_for(&Failure::Connect(missing)), Exit::Unavailable);
+        let unknown = PreflightError::UnknownToken {
+            file: "config/acl/ci.hcl".into(),
+        };
+        assert_eq!(exit_for(&Failure::Connect(unknown)), Exit::Unavailable);
+        let no_services = PreflightError::Role("no [[services]]".into());
+        assert_eq!(exit_for(&Failure::Connect(no_services)), Exit::Usage);
+    }
+
+    #[test]
     fn refusals_by_state_are_4_and_bad_input_is_2() {
         let decided = OpsError::AlreadyDecided {
             plan: "web-1".into(),

@@ -611,3 +611,74 @@ async fn local_service(client: &Client, name: &str) -> Result<Verdict, Preflight
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::config::ServiceConfig;
+
+    #[test]
+    fn the_role_is_the_flag_or_what_the_sections_show() {
+        let mut config = Config::default();
+        assert_eq!(role_of(&config, None).ok(), Some(None));
+        assert_eq!(
+            role_of(&config, Some("watch")).ok(),
+            Some(Some(Role::Watcher))
+        );
+        assert!(matches!(
+            role_of(&config, Some("root")),
+            Err(PreflightError::Role(_))
+        ));
+        config.agent.artifact = "acmeinc/web".into();
+        assert_eq!(role_of(&config, None).ok(), Some(Some(Role::Agent)));
+        config.services.push(ServiceConfig::default());
+        assert_eq!(role_of(&config, None).ok(), Some(Some(Role::Coordinator)));
+        assert_eq!(role_of(&config, Some("ci")).ok(), Some(Some(Role::Ci)));
+    }
+
+    fn report(verdicts: Vec<Verdict>, token: TokenState) -> Report {
+        Report {
+            role: Some(Role::Ci),
+            address: "http://127.0.0.1:8500".into(),
+            leader: String::new(),
+            agent: None,
+            token,
+            rules: verdicts
+                .into_iter()
+                .map(|verdict| RuleCheck {
+                    rule: Rule {
+                        resource: Resource::Key,
+                        prefix: false,
+                        name: "rollgate/trigger/acmeinc_web".into(),
+                        access: Access::Write,
+                    },
+                    calls: vec!["txn"],
+                    verdict,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_rule_proven_missing_or_an_unknown_token_fails() {
+        let known = TokenState::Known(TokenInfo::default());
+        let unproven = report(vec![Verdict::Unproven("no probe".into())], known.clone());
+        assert!(unproven.outcome().is_ok());
+        let missing = report(vec![Verdict::Missing("Permission denied".into())], known);
+        let e = missing.outcome().unwrap_err().to_string();
+        assert!(
+            e.contains(r#"`key "rollgate/trigger/acmeinc_web" write` (key:write)"#)
+                && e.contains("config/acl/ci.hcl grants it"),
+            "{e}"
+        );
+        let unknown = report(Vec::new(), TokenState::Unknown);
+        let e = unknown.outcome().unwrap_err().to_string();
+        assert!(
+            e.contains("ACL not found") && e.contains("config/acl/ci.hcl"),
+            "{e}"
+        );
+        let off = report(Vec::new(), TokenState::AclsDisabled);
+        assert!(off.outcome().is_ok());
+        assert!(off.render().contains("ACLs are off"), "{}", off.render());
+    }
+}
