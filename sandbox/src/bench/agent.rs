@@ -8,6 +8,10 @@
 //!   app's `/health` first answering 200 (polled every 5 ms) to the service
 //!   appearing in `/v1/health/service/web?passing` (a blocking query). Targets:
 //!   ≤ one check interval + 100 ms.
+//!
+//! Consul runs as in production (ACLs on, Consul's timings): the agent has
+//! the `agent` role's token (`config/acl/agent.hcl`) in its token file; the
+//! measuring queries use a `global-read-only` token.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -172,13 +176,20 @@ pub async fn run(
     bins: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<AgentResults> {
+    let management = crate::acl_roles::Secret::random();
     let consul = Server::start(ConsulConfig {
         nodes: 1,
-        ..ConsulConfig::default()
+        ..ConsulConfig::with_acls(management.expose())
     })
     .await?;
+    let roles = crate::acl_roles::create_workspace_roles(consul.http_addr(), &management).await?;
+    let token_file = roles.write_file("agent", &dir.join("agent.token"))?;
+    let read =
+        crate::acl_roles::create_read_token(consul.http_addr(), &management, "bench reads").await?;
     let node_addr = consul.nodes()[0].addr;
+    // The app's /health is asked without a token; Consul with the read token.
     let http = reqwest::Client::new();
+    let consul_http = crate::acl_roles::http_client(&read, Duration::from_secs(660))?;
     let spec = |n: usize, env: Vec<(String, String)>| NodeSpec {
         identity: identity(n),
         consul: node_addr,
@@ -189,7 +200,7 @@ pub async fn run(
         ttl: Duration::from_secs(10),
         drain_time: Duration::from_millis(0),
         dir: dir.join(format!("node-{n}")),
-        token_file: None,
+        token_file: Some(token_file.clone()),
     };
 
     // Footprint.
@@ -197,7 +208,7 @@ pub async fn run(
     let started = Instant::now();
     let mut index = 0;
     loop {
-        let (ok, idx) = passing(&http, consul.http_addr(), index).await;
+        let (ok, idx) = passing(&consul_http, consul.http_addr(), index).await;
         if ok {
             break;
         }
@@ -252,7 +263,7 @@ pub async fn run(
         .await?;
         let health = format!("http://{}/health", node.web_addr);
         let watcher = {
-            let http = http.clone();
+            let http = consul_http.clone();
             let addr = consul.http_addr();
             tokio::spawn(async move {
                 let mut index = 0;

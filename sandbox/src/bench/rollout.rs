@@ -16,6 +16,10 @@
 //!   first passing (the app's boot delay, the process start and the first
 //!   round of both checks, which no coordinator can shorten). The nominal
 //!   floor, batches × (boot delay + `min_healthy_time`), is reported too.
+//!
+//! Consul runs as in production (ACLs on, Consul's timings): the agents,
+//! the coordinator and `rollgate publish` have their roles' tokens from
+//! `config/acl/*.hcl`; the measuring reads use a `global-read-only` token.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
 
+use crate::acl_roles::Secret;
 use crate::consul::{Config as ConsulConfig, Server};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
@@ -79,7 +84,14 @@ pub async fn run(
     bins: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<RolloutResults> {
-    let consul = Server::start(ConsulConfig::default()).await?;
+    let management = Secret::random();
+    let consul = Server::start(ConsulConfig::with_acls(management.expose())).await?;
+    let roles = crate::acl_roles::create_workspace_roles(consul.http_addr(), &management).await?;
+    for role in ["coordinator", "ci"] {
+        roles.write_file(role, &dir.join(format!("{role}.token")))?;
+    }
+    let read =
+        crate::acl_roles::create_read_token(consul.http_addr(), &management, "bench reads").await?;
     let moto = Moto::start()
         .await
         .context("starting moto (bash sandbox/scripts/prerequisites)")?;
@@ -89,14 +101,21 @@ pub async fn run(
         &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), count),
     )
     .await?;
-    let fleet = Fleet::start(FleetConfig::new(
-        moto.sdk_config(),
-        "web-asg",
-        consul.http_addr(),
-        bins.clone(),
-        dir.join("fleet"),
-    ))?;
-    let http = reqwest::Client::new();
+    let agent_token = roles
+        .secret("agent")
+        .cloned()
+        .context("no agent role token")?;
+    let fleet = Fleet::start(
+        FleetConfig::new(
+            moto.sdk_config(),
+            "web-asg",
+            consul.http_addr(),
+            bins.clone(),
+            dir.join("fleet"),
+        )
+        .with_agent_token(agent_token),
+    )?;
+    let http = crate::acl_roles::http_client(&read, Duration::from_secs(660))?;
     let addr = consul.http_addr();
     let started = Instant::now();
     while observe::passing(&http, addr, "web").await.len() < settings.instances {
@@ -106,10 +125,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let config = dir.join("coordinator.toml");
-    std::fs::write(
-        &config,
+    let text = |role: &str| {
         format!(
-            "[consul]\naddress = \"http://{addr}\"\n\n[coordinator]\nregistry_poll = \"1h\"\nlock_delay = \"1s\"\n\
+            "[consul]\naddress = \"http://{addr}\"\ntoken_file = {token:?}\n\n[coordinator]\nregistry_poll = \"1h\"\nlock_delay = \"1s\"\n\
              aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n[[services]]\nname = \"web\"\n\
              auto_scaling_group = \"web-asg\"\nlaunch_template = \"web-asg-lt\"\nartifact = \"acmeinc/web\"\n\
              approval = \"auto\"\n\n[services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"{mh}ms\"\n\
@@ -117,8 +135,12 @@ pub async fn run(
             moto = moto.endpoint(),
             batch = settings.batch,
             mh = settings.min_healthy.as_millis(),
-        ),
-    )?;
+            token = dir.join(format!("{role}.token")).display().to_string(),
+        )
+    };
+    std::fs::write(&config, text("coordinator"))?;
+    let ci_config = dir.join("ci.toml");
+    std::fs::write(&ci_config, text("ci"))?;
     let env = [
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -145,7 +167,7 @@ pub async fn run(
         let image = register_image(&moto.sdk_config(), &spec).await?;
         let out = Command::new(&bins.rollgate)
             .arg("--config")
-            .arg(&config)
+            .arg(&ci_config)
             .args([
                 "publish",
                 "--artifact",
