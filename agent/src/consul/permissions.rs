@@ -133,7 +133,8 @@ pub struct Need {
 /// A Consul client method and what it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Call {
-    /// The [`super::Client`] method (`kv_get`).
+    /// The [`super::Client`] method (`kv_get`), or a name for an endpoint
+    /// read raw (the preflight's list probes).
     pub method: &'static str,
     /// `METHOD /v1/path` with `:params`.
     pub endpoint: &'static str,
@@ -295,6 +296,18 @@ pub const CALLS: &[Call] = &[
         method: "catalog_services",
         endpoint: "GET /v1/catalog/services",
         needs: &[filtered(Service, "each service's name")],
+    },
+    Call {
+        // Read raw by the preflight (`rollgate check-config --connect`).
+        method: "catalog_nodes",
+        endpoint: "GET /v1/catalog/nodes",
+        needs: &[filtered(Node, "each node's name")],
+    },
+    Call {
+        // Read raw by the preflight.
+        method: "session_list",
+        endpoint: "GET /v1/session/list",
+        needs: &[filtered(Session, "each session's node")],
     },
     Call {
         method: "kv_get",
