@@ -614,6 +614,8 @@ async fn local_service(client: &Client, name: &str) -> Result<Verdict, Preflight
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::coordinator::config::ServiceConfig;
 
