@@ -344,6 +344,7 @@ mod tests {
         consul::Error::PermissionDenied {
             call: "GET /v1/kv/x".into(),
             body: "Permission denied".into(),
+            role: Some("operator"),
         }
     }
 

@@ -88,7 +88,7 @@ pub enum OpsError {
 }
 
 fn store(config: &Config) -> Result<Store, OpsError> {
-    let client = Client::new(&config.consul)?;
+    let client = Client::new(&config.consul)?.for_role("operator");
     Ok(Store::new(client, &config.consul.kv_prefix))
 }
 

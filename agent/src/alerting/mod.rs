@@ -52,7 +52,9 @@ pub enum AlertingError {
 /// `<kv_prefix>/watch/leader` works; the others wait, and take over (state
 /// reloaded from KV) when it goes away. The lock is released on shutdown.
 pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingError> {
-    let client = Client::new(&config.consul).map_err(AlertingError::Consul)?;
+    let client = Client::new(&config.consul)
+        .map_err(AlertingError::Consul)?
+        .for_role("watcher");
     let receivers = Receivers::from_config(&config.notify)?;
     let prefix = config.consul.kv_prefix.trim_end_matches('/');
     let outbox = Outbox::new(client.clone(), prefix, &config.notify);

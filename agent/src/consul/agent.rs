@@ -235,10 +235,10 @@ impl Client {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 match serde_json::from_slice::<ServiceChecksInfo>(&body) {
                     Ok(info) => Ok(Some(info.into())),
-                    Err(_) => Err(status_error(&call, status, &body)),
+                    Err(_) => Err(status_error(&call, status, &body, self.role)),
                 }
             }
-            _ => Err(status_error(&call, status, &body)),
+            _ => Err(status_error(&call, status, &body, self.role)),
         }
     }
 }

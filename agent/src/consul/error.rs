@@ -31,13 +31,23 @@ pub enum Error {
     /// HTTP 403: the token is missing, unknown or lacks a permission.
     #[error(
         "{call}: Consul refused the request (HTTP 403: {body}); check that the ACL token \
-         (consul.token, consul.token_file or CONSUL_HTTP_TOKEN) exists and grants this call"
+         (consul.token, consul.token_file or CONSUL_HTTP_TOKEN) exists and grants this call{}",
+        match role {
+            Some(role) => format!(
+                " (the {role} role's policy, config/acl/{role}.hcl, grants what this role needs; \
+                 `rollgate check-config --connect` lists what the token lacks)"
+            ),
+            None => String::new(),
+        }
     )]
     PermissionDenied {
         /// The call.
         call: String,
         /// Consul's explanation (`Permission denied`, `ACL not found`).
         body: String,
+        /// The rollgate role the client acts as (`coordinator`, `agent`,
+        /// ...), to name the policy file that grants the call.
+        role: Option<&'static str>,
     },
     /// HTTP 404 where the caller expected the object to exist.
     #[error("{call}: not found in Consul (HTTP 404{})", if body.is_empty() { String::new() } else { format!(": {body}") })]
@@ -101,4 +111,27 @@ pub(crate) fn snippet(body: &[u8]) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denial_names_the_role_policy_file_when_the_role_is_known() {
+        let e = Error::PermissionDenied {
+            call: "PUT /v1/txn".into(),
+            body: "Permission denied: token with AccessorID 'a' lacks permission 'key:write' on \"rollgate/leader\"".into(),
+            role: Some("coordinator"),
+        };
+        let text = e.to_string();
+        assert!(text.contains("key:write"), "{text}");
+        assert!(text.contains("config/acl/coordinator.hcl"), "{text}");
+        let anonymous = Error::PermissionDenied {
+            call: "GET /v1/kv/x".into(),
+            body: "ACL not found".into(),
+            role: None,
+        };
+        assert!(!anonymous.to_string().contains("config/acl"));
+    }
 }

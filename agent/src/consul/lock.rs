@@ -180,7 +180,7 @@ async fn renew_loop(
 pub struct LeaderLock {
     client: Client,
     config: LockConfig,
-    /// Whether the token ever worked (a session was created with it). A
+    /// Whether the token ever worked (the lock was taken with it). A
     /// 403 at start is a configuration error to report and exit on; a 403
     /// after that is a token revoked or a policy changed under a running
     /// replica, which waits for a valid token instead of exiting.
@@ -220,7 +220,14 @@ impl LeaderLock {
                 return Ok(None);
             }
             match self.attempt(&mut session, shutdown).await {
-                Ok(Some(leadership)) => return Ok(Some(leadership)),
+                Ok(Some(leadership)) => {
+                    // Only a lock actually taken proves the token right: a
+                    // token that can make sessions but not write the key is
+                    // a configuration error, reported at start.
+                    self.worked
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Some(leadership));
+                }
                 Ok(None) => failures = 0,
                 Err(e) if e.is_retryable() => {
                     failures += 1;
@@ -272,8 +279,6 @@ impl LeaderLock {
         }
         if session.is_none() {
             *session = Some(KeptSession::create(&self.client, &self.config).await?);
-            self.worked
-                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let Some(s) = session.as_ref() else {
             return Ok(None);

@@ -105,6 +105,8 @@ pub struct Client {
     datacenter: Option<String>,
     /// Time limit of a non-blocking call.
     timeout: Duration,
+    /// The rollgate role this client acts as, named in permission errors.
+    role: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Client {
@@ -156,7 +158,16 @@ impl Client {
             token,
             datacenter: config.datacenter.clone().filter(|d| !d.is_empty()),
             timeout: config.timeout,
+            role: None,
         })
+    }
+
+    /// The same client, acting as rollgate's `role` (`coordinator`,
+    /// `agent`, `watcher`, `operator`): a 403 then names the role's policy
+    /// file (`config/acl/<role>.hcl`).
+    pub fn for_role(mut self, role: &'static str) -> Self {
+        self.role = Some(role);
+        self
     }
 
     /// Consul's base URL.
@@ -219,7 +230,7 @@ impl Client {
             return Ok(Response { value: None, meta });
         }
         if !status.is_success() {
-            return Err(status_error(&call, status, &body));
+            return Err(status_error(&call, status, &body, self.role));
         }
         let value = decode(&call, &body)?;
         Ok(Response {
@@ -241,7 +252,7 @@ impl Client {
         if status.is_success() {
             Ok((meta, body))
         } else {
-            Err(status_error(&call, status, &body))
+            Err(status_error(&call, status, &body, self.role))
         }
     }
 
@@ -260,7 +271,7 @@ impl Client {
         if status.is_success() {
             Ok(bytes)
         } else {
-            Err(status_error(&call, status, &bytes))
+            Err(status_error(&call, status, &bytes, self.role))
         }
     }
 
@@ -376,12 +387,13 @@ fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
     }
 }
 
-fn status_error(call: &str, status: StatusCode, body: &[u8]) -> Error {
+fn status_error(call: &str, status: StatusCode, body: &[u8], role: Option<&'static str>) -> Error {
     let body = error::snippet(body);
     match status {
         StatusCode::FORBIDDEN => Error::PermissionDenied {
             call: call.into(),
             body,
+            role,
         },
         StatusCode::NOT_FOUND => Error::NotFound {
             call: call.into(),

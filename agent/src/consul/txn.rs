@@ -185,7 +185,7 @@ impl Client {
             )
             .await?;
         if status != StatusCode::OK && status != StatusCode::CONFLICT {
-            return Err(status_error(&call, status, &bytes));
+            return Err(status_error(&call, status, &bytes, self.role));
         }
         let answer: Answer = decode(&call, &bytes)?;
         match answer.errors {
@@ -196,6 +196,7 @@ impl Client {
             Some(errors) if !errors.is_empty() => match errors.iter().find(|e| e.is_acl_denial()) {
                 Some(denied) => Err(Error::PermissionDenied {
                     call,
+                    role: self.role,
                     body: format!(
                         "operation {} of the transaction: {}",
                         denied.op_index, denied.what

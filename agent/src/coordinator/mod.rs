@@ -82,7 +82,9 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
     if config.services.is_empty() {
         return Err(CoordinatorError::NoServices);
     }
-    let client = Client::new(&config.consul).map_err(CoordinatorError::Consul)?;
+    let client = Client::new(&config.consul)
+        .map_err(CoordinatorError::Consul)?
+        .for_role("coordinator");
     let prefix = config.consul.kv_prefix.trim_end_matches('/').to_string();
     let store = Store::new(client.clone(), &prefix);
     let receivers = Receivers::from_config(&config.notify)?;

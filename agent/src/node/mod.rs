@@ -97,7 +97,9 @@ pub fn refresh_interval(config: &AgentConfig) -> Duration {
 /// A shutdown during start-up is a clean exit.
 pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), NodeError> {
     config.agent.validate_for_agent().into_result()?;
-    let client = Client::new(&config.consul).map_err(NodeError::Consul)?;
+    let client = Client::new(&config.consul)
+        .map_err(NodeError::Consul)?
+        .for_role("agent");
     let endpoint = identity::endpoint(&config.agent, |k| std::env::var(k).ok());
     let identity = tokio::select! {
         _ = shutdown.requested.cancelled() => return Ok(()),
