@@ -292,3 +292,101 @@ async fn rollgate_watch_takes_the_lock_alerts_and_releases_the_lock_on_shutdown(
     );
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_watcher_that_loses_sight_of_a_service_says_so_and_neither_resolves_nor_fires_it() {
+    logs();
+    let w = World::start(1).await;
+    let api = w.register("node-1", "api", "api-i-0abc", 1).await;
+    let web = w.register("node-1", "web", "web-i-0def", 1).await;
+    // With the watcher role's token: api fires.
+    let run = w.watch();
+    w.set("node-1", &api[0], CheckStatus::Critical, "api is down")
+        .await;
+    assert!(eventually(WAIT, || !w.slack.posts().is_empty()).await);
+    run.stop().await;
+    assert!(
+        w.slack.posts()[0].text.starts_with("FIRING api"),
+        "{:?}",
+        w.slack.posts()
+    );
+
+    // The watcher comes back with a token that may not read api (the
+    // watcher's policy and an exact deny): Consul filters api out.
+    let http = sandbox::acl_roles::http_client(&w.management, Duration::from_secs(10)).unwrap();
+    let consul = format!("http://{}", w.consul.http_addr());
+    let rules = format!(
+        "{}\nservice \"api\" {{\n  policy = \"deny\"\n}}\n",
+        std::fs::read_to_string(sandbox::acl_roles::policy_dir().join("watcher.hcl")).unwrap()
+    );
+    let policy = serde_json::json!({ "Name": "watcher-without-api", "Rules": rules });
+    let r = http
+        .put(format!("{consul}/v1/acl/policy"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let token = serde_json::json!({ "Policies": [{ "Name": "watcher-without-api" }] });
+    let r = http
+        .put(format!("{consul}/v1/acl/token"))
+        .json(&token)
+        .send()
+        .await
+        .unwrap();
+    let secret = r.json::<serde_json::Value>().await.unwrap()["SecretID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut narrow = w.config.consul.clone();
+    narrow.token = Some(rollgate::config::Secret::new(secret));
+    let client = rollgate::consul::Client::new(&narrow).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (sender, sender_cancel) = w.sender();
+    let watcher = rollgate::alerting::Watcher::new(
+        client,
+        w.config.watch.clone(),
+        &w.config.consul.kv_prefix,
+        w.config.consul.max_wait,
+        w.outbox(),
+        None,
+    );
+    let watching = tokio::spawn(watcher.run(cancel.clone()));
+
+    // api recovers where this watcher cannot see it; web fails where it can.
+    w.set("node-1", &api[0], CheckStatus::Passing, "api is back")
+        .await;
+    w.set("node-1", &web[0], CheckStatus::Critical, "web is down")
+        .await;
+    assert!(
+        eventually(WAIT, || w
+            .slack
+            .posts()
+            .iter()
+            .any(|p| p.text.starts_with("FIRING web")))
+        .await,
+        "the visible service still alerts: {:?}",
+        w.slack.posts()
+    );
+    assert!(
+        eventually(WAIT, || w
+            .slack
+            .posts()
+            .iter()
+            .any(|p| p.text.contains("api") && p.text.contains("service:read")))
+        .await,
+        "a meta-alert names the hidden service: {:?}",
+        w.slack.posts()
+    );
+    tokio::time::sleep(SETTLE).await;
+    let posts = w.slack.posts();
+    assert!(
+        !posts.iter().any(|p| p.text.starts_with("RESOLVED api")),
+        "no resolved notice for a check it cannot see: {posts:?}"
+    );
+    cancel.cancel();
+    sender_cancel.cancel();
+    let _ = watching.await;
+    let _ = sender.await;
+    w.shutdown().await;
+}

@@ -722,7 +722,11 @@ async fn ready_follows_consuls_verdict_failing_passing_and_draining() {
     let (_, body) = until("503 naming the probe", Duration::from_secs(15), || async {
         ask_ready(Method::GET, ready, "/ready")
             .await
-            .filter(|(s, b)| *s == 503 && b.contains(&format!("({service}:agent)")))
+            // The checks start as warning (not answered yet); wait for the
+            // probe's verdict.
+            .filter(|(s, b)| {
+                *s == 503 && b.contains(&format!("({service}:agent)")) && b.contains("answered 500")
+            })
     })
     .await;
     assert!(

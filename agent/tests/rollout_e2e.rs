@@ -11,7 +11,6 @@ use std::time::Duration;
 use rollgate::consul::QueryOptions;
 use rollgate::rollout::store::Store;
 use rollout_support::{INSTANCES, World, rollgate_cli};
-use sandbox::consul::Config as ServerConfig;
 use sandbox::moto::seed::ImageSpec;
 use sandbox::testkit::until;
 
@@ -62,12 +61,12 @@ async fn a_good_image_replaces_every_instance_with_zero_failed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_image_fails_in_the_first_batch_and_is_reverted() {
-    // The broken instance's TTL check is registered critical, then updated
-    // to critical with the probe's output ("answered 500"): an output-only
-    // change, which Consul's agent syncs to the catalog the coordinator
-    // reads only after check_update_interval (minutes). Synced at once
-    // here, so the failure reason can name the output within the test.
-    let mut w = World::with_consul(ServerConfig::default().fast_timings()).await;
+    // Consul's own timings: an output-only check change reaches the
+    // catalog only after check_update_interval (minutes), so the failure
+    // reason can quote the probe's output ("answered 500") only because the
+    // agent registers its checks as warning and the first bad answer is a
+    // change of status, synced at once.
+    let mut w = World::new().await;
     w.start_load().await;
     let c = w.coordinator(&w.config("a", "8s"));
     let image = w

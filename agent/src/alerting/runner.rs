@@ -377,9 +377,22 @@ fn hidden_services(state: &State, previous: Option<&Snapshot>, now: &Snapshot) -
         if now.contains(k) {
             continue;
         }
-        match previous.and_then(|p| p.get(k)) {
-            Some(o) if !o.service_name.is_empty() => names.insert(o.service_name.to_string()),
-            _ => names.insert(format!("checks of node {}", k.node)),
+        // The service a hidden check belongs to: from the last answer that
+        // showed it, else from the notice that reported it (after a restart
+        // the previous answer is gone, the state is not).
+        let notified = state
+            .groups
+            .values()
+            .find_map(|g| g.notified.get(k))
+            .map(|c| c.service_name.as_str());
+        let service = previous
+            .and_then(|p| p.get(k))
+            .map(|o| &*o.service_name)
+            .or(notified)
+            .filter(|s| !s.is_empty());
+        match service {
+            Some(s) => names.insert(s.to_owned()),
+            None => names.insert(format!("checks of node {}", k.node)),
         };
     }
     if let Some(p) = previous {

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::consul::types::{CheckDefinition, ServiceRegistration, go_duration};
+use crate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration, go_duration};
 
 use super::config::AgentConfig;
 use super::identity::Identity;
@@ -86,6 +86,7 @@ pub fn build(config: &AgentConfig, identity: &Identity) -> ServiceRegistration {
                 interval: go_duration(config.check_interval),
                 timeout: go_duration(config.check_timeout),
                 deregister_critical_service_after: deregister.clone(),
+                status: Some(CheckStatus::Warning),
                 ..CheckDefinition::default()
             },
             CheckDefinition {
@@ -97,6 +98,14 @@ pub fn build(config: &AgentConfig, identity: &Identity) -> ServiceRegistration {
                 ),
                 ttl: go_duration(config.ttl),
                 deregister_critical_service_after: deregister,
+                // Not yet answered: warning, not critical. Consul copies a
+                // change of output alone to the catalog only every
+                // check_update_interval (minutes), but a change of status at
+                // once: starting from warning, the first bad answer
+                // (critical) reaches the coordinator with its output, so a
+                // failure reason can quote it. Warning is not passing: the
+                // gate and the load balancer still wait.
+                status: Some(CheckStatus::Warning),
                 ..CheckDefinition::default()
             },
         ],
