@@ -894,118 +894,21 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         _ = shutdown.cancelled() => bail!("interrupted while starting; stopped everything the demo started"),
     };
 
-    let stories = [
-        Story {
-            title: "Story 1: a new image, rolled out batch by batch",
-            image: image("1.1.0", &mut rng),
-            expected: "succeeded",
-            kill_leader: false,
-        },
-        Story {
-            title: "Story 2: a broken image fails its first batch and is reverted",
-            image: image("1.2.0", &mut rng).tag(BROKEN_TAG, "true"),
-            expected: "reverted",
-            kill_leader: false,
-        },
-        Story {
-            title: "Story 3: the leading coordinator dies mid-rollout",
-            image: image("1.3.0", &mut rng),
-            expected: "succeeded",
-            kill_leader: true,
-        },
-    ];
+    let stories = stories(&mut rng);
     let kill_delay = Duration::from_millis(rng.random_range(0..1500));
-    let mut rollouts = Vec::new();
-    let mut interrupted = false;
-    let mut final_version = "1.0.0".to_owned();
-    let mut failed_early = false;
-    for (n, story) in stories.into_iter().enumerate() {
-        let n = n as u64 + 1;
-        if failed_early || interrupted {
-            rollouts.push(RolloutSummary {
-                plan: format!("web-{n}"),
-                version: story.image.version.clone(),
-                expected: story.expected.to_owned(),
-                outcome: "not run".into(),
-                reason: String::new(),
-                seconds: 0.0,
-                kills_leader: story.kill_leader,
-                leader_at_start: None,
-                leader_killed: None,
-                leader_at_end: None,
-            });
-            continue;
-        }
-        view.line(format!("\n== {}", story.title));
-        let version = story.image.version.clone();
-        let expected = story.expected;
-        let kills_leader = story.kill_leader;
-        let result = tokio::select! {
-            r = run_story(&mut world, &mut view, &options, n, story, kill_delay) => Some(r),
-            _ = shutdown.cancelled() => None,
-        };
-        view.finish();
-        match result {
-            None => {
-                interrupted = true;
-                view.line("  interrupted: stopping everything the demo started");
-            }
-            Some(Ok(r)) => {
-                view.line(format!(
-                    "  outcome: {}{}",
-                    r.outcome,
-                    if r.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", r.reason)
-                    }
-                ));
-                if r.outcome == "succeeded" {
-                    final_version = r.version.clone();
-                }
-                rollouts.push(r);
-            }
-            Some(Err(e)) => {
-                view.line(format!("  the demo could not follow this rollout: {e:#}"));
-                failed_early = true;
-                rollouts.push(RolloutSummary {
-                    plan: format!("web-{n}"),
-                    version,
-                    expected: expected.to_owned(),
-                    outcome: "error".into(),
-                    reason: format!("{e:#}"),
-                    seconds: 0.0,
-                    kills_leader,
-                    leader_at_start: None,
-                    leader_killed: None,
-                    leader_at_end: None,
-                });
-            }
-        }
-    }
+    let Told {
+        rollouts,
+        final_version,
+        interrupted,
+    } = tell_stories(
+        &mut world, &mut view, &options, stories, kill_delay, &shutdown,
+    )
+    .await;
     if interrupted {
         world.shutdown().await;
         bail!("interrupted; stopped everything the demo started");
     }
-
-    // Alerts are delivered by the outbox sender; give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(world.slack.posts().iter().any(|p| revert_alert(&p.text))
-        && world.smtp.messages().iter().any(|m| revert_alert(&m.data)))
-    {
-        if Instant::now() > deadline || shutdown.is_cancelled() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let slack_posts = world.slack.posts();
-    let emails = world.smtp.messages();
-    let alerts = AlertSummary {
-        slack: slack_posts.len(),
-        email: emails.len(),
-        revert_on_slack: slack_posts.iter().any(|p| revert_alert(&p.text)),
-        revert_on_email: emails.iter().any(|m| revert_alert(&m.data)),
-    };
+    let alerts = collect_alerts(&world, &shutdown).await;
     let fleet = account(&world, options.instances, &final_version).await;
 
     if options.keep_running && !shutdown.is_cancelled() {
@@ -1057,13 +960,164 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             .problems
             .push("the timeline chart was not written".into());
     }
+    report_summary(&summary, &options, &work, &view)?;
+    if summary.ok {
+        view.line("\nEvery expectation held.");
+        Ok(summary)
+    } else {
+        bail!("expectations not met: {}", summary.problems.join("; "))
+    }
+}
 
+/// The demo's three stories, their images' boot delays drawn from `rng`.
+fn stories(rng: &mut rand::rngs::StdRng) -> [Story; 3] {
+    [
+        Story {
+            title: "Story 1: a new image, rolled out batch by batch",
+            image: image("1.1.0", rng),
+            expected: "succeeded",
+            kill_leader: false,
+        },
+        Story {
+            title: "Story 2: a broken image fails its first batch and is reverted",
+            image: image("1.2.0", rng).tag(BROKEN_TAG, "true"),
+            expected: "reverted",
+            kill_leader: false,
+        },
+        Story {
+            title: "Story 3: the leading coordinator dies mid-rollout",
+            image: image("1.3.0", rng),
+            expected: "succeeded",
+            kill_leader: true,
+        },
+    ]
+}
+
+/// What telling the stories gave.
+struct Told {
+    /// One summary per story, run or not.
+    rollouts: Vec<RolloutSummary>,
+    /// The version the fleet should end on: the last one that succeeded.
+    final_version: String,
+    /// Ctrl-C (or SIGTERM) arrived: stop everything, summarise nothing.
+    interrupted: bool,
+}
+
+/// Runs the stories in order; after one the demo could not follow (or an
+/// interruption) the rest are recorded as not run.
+async fn tell_stories(
+    world: &mut World,
+    view: &mut View,
+    options: &DemoOptions,
+    stories: [Story; 3],
+    kill_delay: Duration,
+    shutdown: &CancellationToken,
+) -> Told {
+    let mut told = Told {
+        rollouts: Vec::new(),
+        final_version: "1.0.0".to_owned(),
+        interrupted: false,
+    };
+    let mut failed_early = false;
+    for (n, story) in stories.into_iter().enumerate() {
+        let n = n as u64 + 1;
+        let unfinished =
+            |outcome: &str, reason: String, story: (&String, &str, bool)| RolloutSummary {
+                plan: format!("web-{n}"),
+                version: story.0.clone(),
+                expected: story.1.to_owned(),
+                outcome: outcome.into(),
+                reason,
+                seconds: 0.0,
+                kills_leader: story.2,
+                leader_at_start: None,
+                leader_killed: None,
+                leader_at_end: None,
+            };
+        let version = story.image.version.clone();
+        let (expected, kills_leader) = (story.expected, story.kill_leader);
+        if failed_early || told.interrupted {
+            let skipped = unfinished("not run", String::new(), (&version, expected, kills_leader));
+            told.rollouts.push(skipped);
+            continue;
+        }
+        view.line(format!("\n== {}", story.title));
+        let result = tokio::select! {
+            r = run_story(world, view, options, n, story, kill_delay) => Some(r),
+            _ = shutdown.cancelled() => None,
+        };
+        view.finish();
+        match result {
+            None => {
+                told.interrupted = true;
+                view.line("  interrupted: stopping everything the demo started");
+            }
+            Some(Ok(r)) => {
+                view.line(format!(
+                    "  outcome: {}{}",
+                    r.outcome,
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.reason)
+                    }
+                ));
+                if r.outcome == "succeeded" {
+                    told.final_version = r.version.clone();
+                }
+                told.rollouts.push(r);
+            }
+            Some(Err(e)) => {
+                view.line(format!("  the demo could not follow this rollout: {e:#}"));
+                failed_early = true;
+                let error = unfinished(
+                    "error",
+                    format!("{e:#}"),
+                    (&version, expected, kills_leader),
+                );
+                told.rollouts.push(error);
+            }
+        }
+    }
+    told
+}
+
+/// Waits (at most 30 s) for the revert alert on both channels, which the
+/// outbox sender delivers on its own schedule, then counts what arrived.
+async fn collect_alerts(world: &World, shutdown: &CancellationToken) -> AlertSummary {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(world.slack.posts().iter().any(|p| revert_alert(&p.text))
+        && world.smtp.messages().iter().any(|m| revert_alert(&m.data)))
+    {
+        if Instant::now() > deadline || shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let slack_posts = world.slack.posts();
+    let emails = world.smtp.messages();
+    AlertSummary {
+        slack: slack_posts.len(),
+        email: emails.len(),
+        revert_on_slack: slack_posts.iter().any(|p| revert_alert(&p.text)),
+        revert_on_email: emails.iter().any(|m| revert_alert(&m.data)),
+    }
+}
+
+/// Prints the summary and writes it as JSON (into the working directory
+/// and wherever `--summary-json` says).
+fn report_summary(
+    summary: &Summary,
+    options: &DemoOptions,
+    work: &std::path::Path,
+    view: &View,
+) -> anyhow::Result<()> {
     view.line("\n== Summary");
     view.line(summary.render().trim_end());
-    if let Some(path) = &chart {
+    if let Some(path) = &summary.chart {
         view.line(format!("  timeline chart: {}", path.display()));
     }
-    let json = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+    let json = serde_json::to_string_pretty(summary).context("encoding the summary")?;
     let mut json_paths = vec![work.join("summary.json")];
     json_paths.extend(options.summary_json.clone());
     for path in &json_paths {
@@ -1079,12 +1133,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             .join(", "),
         work.join("coordinator-*.log").display()
     ));
-    if summary.ok {
-        view.line("\nEvery expectation held.");
-        Ok(summary)
-    } else {
-        bail!("expectations not met: {}", summary.problems.join("; "))
-    }
+    Ok(())
 }
 
 /// A rollgate configuration for `name` (a replica, or the CLI of a role),
