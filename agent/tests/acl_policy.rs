@@ -24,11 +24,14 @@
 //! The end-to-end proof that the rules are enough, against the sandbox's
 //! Consul with ACLs on, is `acl_roles.rs`.
 
+mod source_support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use rollgate::config::Config;
 use rollgate::consul::permissions::{self, Access, CALLS, Names, Resource, Role, Rule};
+use source_support::code_only;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,74 +94,6 @@ fn parse_policy(path: &Path) -> BTreeMap<(Resource, bool, String), Access> {
         path.display()
     );
     rules
-}
-
-/// Rust source with comments and string, raw string and char literals
-/// blanked out (lifetimes are kept), as `iam_policy.rs` reads it.
-fn code_only(source: &str) -> String {
-    let chars: Vec<char> = source.chars().collect();
-    let at = |i: usize| chars.get(i).copied().unwrap_or('\0');
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(source.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '/' && at(i + 1) == '/' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && at(i + 1) == '*' {
-            i += 2;
-            while i < chars.len() && !(chars[i] == '*' && at(i + 1) == '/') {
-                if chars[i] == '\n' {
-                    out.push('\n');
-                }
-                i += 1;
-            }
-            i += 2;
-            out.push(' ');
-        } else if c == 'r' && (i == 0 || !ident(chars[i - 1])) && matches!(at(i + 1), '"' | '#') {
-            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
-            if at(i + 1 + hashes) != '"' {
-                out.push(c);
-                i += 1;
-                continue;
-            }
-            i += hashes + 2;
-            while i < chars.len() && !(chars[i] == '"' && (1..=hashes).all(|k| at(i + k) == '#')) {
-                if chars[i] == '\n' {
-                    out.push('\n');
-                }
-                i += 1;
-            }
-            i += hashes + 1;
-            out.push_str("\"\"");
-        } else if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\n' {
-                    out.push('\n');
-                }
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-            out.push_str("\"\"");
-        } else if c == '\'' && at(i + 1) == '\\' {
-            i += 3;
-            while i < chars.len() && chars[i] != '\'' {
-                i += 1;
-            }
-            i += 1;
-            out.push_str("' '");
-        } else if c == '\'' && at(i + 2) == '\'' {
-            i += 3;
-            out.push_str("' '");
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// The source up to its unit-test module.

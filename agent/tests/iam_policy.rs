@@ -19,6 +19,9 @@
 //! (infra/tests/stack.tftest.hcl) evaluates the same policy with mock
 //! providers and asserts every condition value.
 
+mod source_support;
+
+use source_support::{code_only, host_triple};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,65 +83,6 @@ fn hcl_list(text: &str, name: &str) -> Vec<String> {
     found.remove(0)
 }
 
-/// Rust source with comments and string, raw string and char literals
-/// blanked out (lifetimes are kept).
-fn code_only(source: &str) -> String {
-    let chars: Vec<char> = source.chars().collect();
-    let at = |i: usize| chars.get(i).copied().unwrap_or('\0');
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(source.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '/' && at(i + 1) == '/' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && at(i + 1) == '*' {
-            i += 2;
-            while i < chars.len() && !(chars[i] == '*' && at(i + 1) == '/') {
-                i += 1;
-            }
-            i += 2;
-            out.push(' ');
-        } else if c == 'r' && (i == 0 || !ident(chars[i - 1])) && matches!(at(i + 1), '"' | '#') {
-            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
-            if at(i + 1 + hashes) != '"' {
-                out.push(c);
-                i += 1;
-                continue;
-            }
-            i += hashes + 2;
-            while i < chars.len() && !(chars[i] == '"' && (1..=hashes).all(|k| at(i + k) == '#')) {
-                i += 1;
-            }
-            i += hashes + 1;
-            out.push_str("\"\"");
-        } else if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-            out.push_str("\"\"");
-        } else if c == '\'' && at(i + 1) == '\\' {
-            i += 3; // the quote, the backslash and the escaped character
-            while i < chars.len() && chars[i] != '\'' {
-                i += 1;
-            }
-            i += 1;
-            out.push_str("' '");
-        } else if c == '\'' && at(i + 2) == '\'' {
-            i += 3;
-            out.push_str("' '");
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// (receiver, method, file) for every `ec2 . method (` / `autoscaling . method (`.
 fn receiver_calls(code: &str, file: &Path, calls: &mut Vec<(String, String, PathBuf)>) {
     let bytes = code.as_bytes();
@@ -175,21 +119,6 @@ fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
             files.push(path);
         }
     }
-}
-
-/// The host's target triple, from `rustc -vV`.
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let out = Command::new(rustc)
-        .arg("-vV")
-        .output()
-        .expect("run rustc -vV");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .expect("rustc -vV names the host")
-        .trim()
-        .to_owned()
 }
 
 /// The source directory of each SDK crate the build uses, from `cargo

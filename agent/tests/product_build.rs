@@ -10,6 +10,9 @@
 //! unified into it). Offline and for the host platform only, like
 //! `tests/iam_policy.rs`: the build has fetched exactly those packages.
 
+mod source_support;
+
+use source_support::host_triple;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,21 +21,6 @@ fn workspace() -> PathBuf {
         .parent()
         .expect("agent/ has a parent")
         .to_path_buf()
-}
-
-/// The host's target triple, from `rustc -vV`.
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let out = Command::new(rustc)
-        .arg("-vV")
-        .output()
-        .expect("run rustc -vV");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .expect("rustc -vV names the host")
-        .trim()
-        .to_owned()
 }
 
 /// The features of `rollgate` that `cargo tree` resolves when building
