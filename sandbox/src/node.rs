@@ -86,6 +86,9 @@ pub struct NodeSpec {
     /// as Puppet writes `/etc/rollgate/consul-token`; `None` sends none
     /// (a Consul with ACLs off).
     pub token_file: Option<PathBuf>,
+    /// The agent's readiness endpoint (`agent.ready_listen`), as the image
+    /// turns it on for the load balancer; `None` leaves it off.
+    pub ready_listen: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -164,7 +167,7 @@ impl SimNode {
              expected_version = \"{version}\"\napp_url = \"http://{web_addr}\"\n\
              check_url = \"http://{web_addr}/health\"\ncheck_interval = \"{interval}\"\n\
              check_timeout = \"{timeout}\"\nttl = \"{ttl}\"\ndrain_time = \"{drain}\"\n\
-             imds_endpoint = \"{imds}\"\n",
+             imds_endpoint = \"{imds}\"\n{ready}",
             consul = spec.consul,
             port = web_addr.port(),
             artifact = spec.artifact,
@@ -174,6 +177,10 @@ impl SimNode {
             ttl = toml_duration(spec.ttl),
             drain = toml_duration(spec.drain_time),
             imds = imds.endpoint(),
+            ready = spec
+                .ready_listen
+                .map(|a| format!("ready_listen = \"{a}\"\n"))
+                .unwrap_or_default(),
         );
         let path = spec.dir.join("rollgate.toml");
         std::fs::write(&path, config)?;

@@ -55,6 +55,7 @@ async fn two_passing_nodes() -> World {
             drain_time: Duration::from_secs(1),
             dir: dir.path().join(format!("node-{n}")),
             token_file: None,
+            ready_listen: None,
         };
         nodes.push(SimNode::start(&bins, &spec).await.unwrap());
     }

@@ -201,6 +201,8 @@ pub async fn run(
         drain_time: Duration::from_millis(0),
         dir: dir.join(format!("node-{n}")),
         token_file: Some(token_file.clone()),
+        // On, as the image runs it: the listener is part of the footprint.
+        ready_listen: Some(crate::testkit::free_addr()),
     };
 
     // Footprint.

@@ -778,6 +778,9 @@ async fn start_node(
             drain_time: shared.drain_time,
             dir,
             token_file,
+            // The load generator plays the load balancer from Consul's
+            // passing instances; nothing here asks /ready.
+            ready_listen: None,
         };
         match SimNode::start(&shared.binaries, &spec).await {
             Ok(node) => Ok(node),
