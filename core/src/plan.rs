@@ -208,6 +208,48 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What a plan changes, and so how it was asked for.
+///
+/// Stored as `{"kind": "image"}`, `{"kind": "rollback", ...}` or
+/// `{"kind": "template", ...}`; plans stored before this field existed are
+/// image plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A new image of the artifact (published, or found by the registry
+    /// poll).
+    #[default]
+    Image,
+    /// Back to an earlier stable version, asked for by `rollgate rollback`.
+    Rollback {
+        /// Who asked (`--as`, the OS user).
+        requested_by: String,
+        /// A version that failed before, overridden explicitly.
+        #[serde(default)]
+        override_failed: bool,
+    },
+    /// The image stays; the launch template's default version changed (a
+    /// Terraform apply), and the instances are replaced to pick it up.
+    Template {
+        /// The default version the running instances were launched from.
+        from_version: i64,
+        /// The new default version.
+        to_version: i64,
+    },
+}
+
+impl Change {
+    /// A short word for tables and notices (`image`, `rollback`,
+    /// `template`).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Change::Image => "image",
+            Change::Rollback { .. } => "rollback",
+            Change::Template { .. } => "template",
+        }
+    }
+}
+
 /// A plan for one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -215,6 +257,10 @@ pub struct Plan {
     pub id: String,
     /// Service name.
     pub service: String,
+    /// What it changes; plans stored before this field existed are image
+    /// plans.
+    #[serde(default)]
+    pub change: Change,
     /// When it was computed.
     pub created_at: Millis,
     /// The Auto Scaling group.
@@ -375,6 +421,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
     Plan {
         id: input.id.clone(),
         service: input.service.service.to_owned(),
+        change: Change::Image,
         created_at: input.now,
         group: input.group.name.clone(),
         launch_template_id: input.template.template_id.clone(),
