@@ -293,6 +293,7 @@ async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {
         check_update_interval: args.check_update_interval,
         reap_interval: args.reap_interval,
         deregister_critical_min: args.deregister_critical_min,
+        journal_kv_prefix: None,
     };
     let server = consul::Server::start(config)
         .await

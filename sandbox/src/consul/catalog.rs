@@ -18,6 +18,7 @@ use tokio_util::sync::DropGuard;
 use super::model::{
     CheckDef, CheckKind, CheckRecord, SERVICE_MAINT_PREFIX, ServiceDef, ServiceRecord, Status,
 };
+use super::journal::CheckCommit;
 use super::store::Store;
 
 /// Starts the runner of an HTTP or TCP check; returns the guard that stops it.
@@ -252,6 +253,15 @@ impl Store {
         let service_id = check.def.service_id.clone();
         if status != previous {
             tracing::debug!(node, check = check_id, from = %previous, to = %status, "Check status changed.");
+            self.journal_with(|j| {
+                j.check_status(CheckCommit {
+                    node: node.to_string(),
+                    check_id: check_id.to_string(),
+                    service_id: service_id.clone(),
+                    status,
+                    index: idx,
+                })
+            });
         }
         self.touch_check(node, &service_id, idx);
         if became_critical {

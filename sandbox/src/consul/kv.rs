@@ -102,6 +102,7 @@ impl Store {
     fn kv_store(&mut self, write: KvWrite, idx: u64, lock_index: u64, session: Option<String>) {
         let create_index = self.kv.get(&write.key).map_or(idx, |e| e.create_index);
         self.tombstones.remove(&write.key);
+        self.journal_with(|j| j.kv_write(&write.key, idx, &write.value));
         self.kv.insert(
             write.key.clone(),
             KvEntry {

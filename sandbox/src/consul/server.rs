@@ -88,6 +88,10 @@ pub struct Config {
     /// Lowest `DeregisterCriticalServiceAfter` honoured (Consul: 1m);
     /// lower values are raised to it.
     pub deregister_critical_min: Duration,
+    /// Turns the commit journal on, watching KV keys under this prefix (see
+    /// [`ServerHandle::journal`]). A measuring aid for benchmarks: it
+    /// changes no answer and no timing. Off (`None`) by default.
+    pub journal_kv_prefix: Option<String>,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Default for Config {
             check_update_interval: Timings::CONSUL.check_update_interval,
             reap_interval: Timings::CONSUL.reap_interval,
             deregister_critical_min: Timings::CONSUL.deregister_critical_min,
+            journal_kv_prefix: None,
         }
     }
 }
@@ -143,6 +148,7 @@ impl std::fmt::Debug for Config {
             .field("check_update_interval", &self.check_update_interval)
             .field("reap_interval", &self.reap_interval)
             .field("deregister_critical_min", &self.deregister_critical_min)
+            .field("journal_kv_prefix", &self.journal_kv_prefix)
             .finish()
     }
 }
@@ -181,6 +187,9 @@ impl Server {
             reap_interval: config.reap_interval,
             deregister_critical_min: config.deregister_critical_min,
         };
+        if let Some(prefix) = &config.journal_kv_prefix {
+            cluster.store().start_journal(prefix);
+        }
         let server = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -408,6 +417,12 @@ impl ServerHandle {
     /// Drops every pending fault.
     pub fn clear_faults(&self) {
         self.cluster.clear_faults();
+    }
+
+    /// A copy of the commit journal, when [`Config::journal_kv_prefix`]
+    /// turned it on.
+    pub fn journal(&self) -> Option<super::Journal> {
+        self.cluster.store().journal()
     }
 
     /// The current raft index.

@@ -20,10 +20,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::journal::Journal;
 use super::model::{
     CheckDef, CheckKind, CheckRecord, KvEntry, NodeRecord, SERF_CHECK_ID, ServiceRecord,
     SessionRecord, Status,
 };
+
+/// The journal's lock; a panic while it was held leaves a usable journal.
+fn lock_journal(j: &std::sync::Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Output of a healthy `serfHealth` check, as Consul writes it.
 pub(crate) const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
@@ -87,6 +93,8 @@ pub(crate) struct Store {
     pub next_reap: Option<Instant>,
     next_generation: u64,
     notifier: watch::Sender<u64>,
+    /// The commit journal, when a bench turned it on (see `journal`).
+    journal: Option<std::sync::Mutex<Journal>>,
 }
 
 impl Store {
@@ -107,6 +115,7 @@ impl Store {
             next_reap: None,
             next_generation: 0,
             notifier,
+            journal: None,
         }
     }
 
@@ -118,7 +127,27 @@ impl Store {
 
     /// Wakes everything waiting on the index. Call once per finished write.
     pub fn publish(&self) {
+        if let Some(journal) = &self.journal {
+            lock_journal(journal).committed(self.index);
+        }
         self.notifier.send_replace(self.index);
+    }
+
+    /// Turns the commit journal on, watching KV keys under `kv_prefix`.
+    pub fn start_journal(&mut self, kv_prefix: &str) {
+        self.journal = Some(std::sync::Mutex::new(Journal::new(kv_prefix)));
+    }
+
+    /// A copy of the commit journal, when it is on.
+    pub fn journal(&self) -> Option<Journal> {
+        self.journal.as_ref().map(|j| lock_journal(j).clone())
+    }
+
+    /// Adds to the commit journal, when it is on.
+    pub fn journal_with(&mut self, f: impl FnOnce(&mut Journal)) {
+        if let Some(journal) = &mut self.journal {
+            f(journal.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        }
     }
 
     /// A fresh runner generation number.

@@ -165,6 +165,19 @@ impl Store {
         }
         if writes && !undo.kv.is_empty() {
             self.index = idx;
+            // Journal what was committed (puts; deletes are not journalled).
+            let written: Vec<KvEntry> = undo
+                .kv
+                .keys()
+                .filter_map(|k| self.kv.get(k))
+                .filter(|e| e.modify_index == idx)
+                .cloned()
+                .collect();
+            self.journal_with(|j| {
+                for e in &written {
+                    j.kv_write(&e.key, idx, &e.value);
+                }
+            });
             self.publish();
         } else {
             // Nothing was written (deletes of missing keys): no index taken.
