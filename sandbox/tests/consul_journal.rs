@@ -80,7 +80,11 @@ async fn the_journal_records_watched_writes_checks_and_commit_times() {
         .find(|c| c.check_id == "web-ttl")
         .expect("the status change is journalled");
     assert_eq!(
-        (change.node.as_str(), change.service_id.as_str(), change.status),
+        (
+            change.node.as_str(),
+            change.service_id.as_str(),
+            change.status
+        ),
         ("node-1", "web-1", Status::Passing)
     );
     assert!(change.index > second.index);

@@ -15,10 +15,10 @@ use rand::Rng as _;
 
 use tokio_util::sync::DropGuard;
 
+use super::journal::CheckCommit;
 use super::model::{
     CheckDef, CheckKind, CheckRecord, SERVICE_MAINT_PREFIX, ServiceDef, ServiceRecord, Status,
 };
-use super::journal::CheckCommit;
 use super::store::Store;
 
 /// Starts the runner of an HTTP or TCP check; returns the guard that stops it.

@@ -119,10 +119,10 @@ mod tests {
         j.committed(3);
         j.committed(3);
         j.committed(7);
-        let t3 = j.commit_time(3).unwrap();
+        let t3 = j.commit_time(3).expect("3 was committed");
         assert_eq!(j.commit_time(1), Some(t3), "an index below the first");
         assert_eq!(j.commit_time(5), j.commit_time(7));
-        assert!(j.commit_time(7).unwrap() >= t3);
+        assert!(j.commit_time(7).expect("7 was committed") >= t3);
         assert_eq!(j.commit_time(8), None, "not committed yet");
         assert_eq!(j.commits.len(), 2, "a second publication is not a commit");
     }
