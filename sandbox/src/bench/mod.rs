@@ -220,9 +220,14 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| gate reaction p99 | {} | < 50 ms | {} |",
+        "| gate reaction p99, from the commit of the health change | {} | ≤ 10 ms | {} |",
         ms(p99),
-        verdict(p99 < Duration::from_millis(50))
+        verdict(p99 <= Duration::from_millis(10))
+    );
+    let _ = writeln!(
+        s,
+        "| gate reaction max | {} | | |",
+        ms(r.reactions.last().copied().unwrap_or_default())
     );
     let _ = writeln!(
         s,
@@ -256,11 +261,12 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
         s,
         "- Method: {} instances, batch {}, app boot delay {}, min_healthy_time {}, one coordinator (auto approval), \
          the fleet simulator (real `web` and `rollgate agent` per instance, checks every 1 s) against moto and the sandbox Consul. \
-         Gate: the moment the batch's last new instance has been passing (first seen via /v1/health/service/web?passing) \
-         for min_healthy_time; reaction: until the rollout record in KV moves to `retiring` (after the coordinator protected \
-         the batch). Both are observed by polling every 5 ms, so the resolution is about 10 ms. \
-         Wall time: from the rollout record's creation to the plan's outcome. Floor: per batch, its boot as measured \
-         (from the batch's `launched_at` in the record to its last new instance first seen passing: the app's boot delay, \
+         Every time is a commit time from the sandbox Consul's journal (when the index of the write was published, \
+         taken under the store's lock), not a poll. Gate: the commit at which the batch's last new instance's last check \
+         turned passing, plus min_healthy_time; reaction: until the commit of the rollout record's move from `launching` \
+         to `retiring` (the coordinator saw the change through its blocking query, waited, protected the batch, then wrote). \
+         Wall time: from the rollout record's first commit to the commit of the plan's outcome. Floor: per batch, its boot \
+         as measured (from the commit that put the batch in `launching` to its gate commit: the app's boot delay, \
          the simulator starting the processes, and the first round of the HTTP and TTL checks, which run every 1 s) plus \
          min_healthy_time; what remains above it is the coordinator's own time (preparing, gate reactions, retiring, \
          restoring). The nominal floor ignores process start and check intervals, so no coordinator could reach it.",

@@ -3,19 +3,23 @@
 //! A group of `instances` (default 12) on image 1.0.0, run by the fleet
 //! simulator, one `rollgate coordinator` with auto approval, batch `batch`.
 //! Each run publishes a new image whose app boots in `boot_delay`, and
-//! measures, from outside, through Consul:
+//! measures from the sandbox Consul's commit journal (the moment each index
+//! was committed, every write of the rollout and plan records, every check
+//! status change), so no figure depends on how often anything polls:
 //!
-//! - **gate reaction**, per batch: from the moment the batch's last new
-//!   instance has been passing for `min_healthy_time` (passing first seen
-//!   through a blocking query on `/v1/health/service/web?passing`) to the
-//!   rollout record's transition to `retiring` (the coordinator's next
-//!   action: the new instances are protected, then the state persisted);
-//! - **overhead**: the rollout's wall time (record created to outcome)
-//!   divided by the floor Σ over batches (boot + `min_healthy_time`), where
-//!   a batch's boot is measured: from its launch to its last new instance
-//!   first passing (the app's boot delay, the process start and the first
-//!   round of both checks, which no coordinator can shorten). The nominal
-//!   floor, batches × (boot delay + `min_healthy_time`), is reported too.
+//! - **gate reaction**, per batch: from the gate (the commit at which the
+//!   batch's last new instance's last check turned passing, plus
+//!   `min_healthy_time`) to the commit of the rollout record's move from
+//!   `launching` to `retiring` (the coordinator's next action: it saw the
+//!   change through its blocking query, waited `min_healthy_time`,
+//!   protected the new instances, then persisted the state);
+//! - **overhead**: the rollout's wall time (the record's first commit to
+//!   the commit of the plan's outcome) divided by the floor Σ over batches
+//!   (boot + `min_healthy_time`), where a batch's boot is measured: from
+//!   the commit that put the batch in `launching` to its gate commit (the
+//!   app's boot delay, the process start and the first round of both
+//!   checks, which no coordinator can shorten). The nominal floor,
+//!   batches × (boot delay + `min_healthy_time`), is reported too.
 //!
 //! Consul runs as in production (ACLs on, Consul's timings): the agents,
 //! the coordinator and `rollgate publish` have their roles' tokens from
@@ -29,7 +33,7 @@ use anyhow::{Context as _, bail};
 use tokio::process::Command;
 
 use crate::acl_roles::Secret;
-use crate::consul::{Config as ConsulConfig, Server};
+use crate::consul::{Config as ConsulConfig, Journal, Server, Status};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
 use crate::moto::{Moto, REGION};
@@ -85,7 +89,11 @@ pub async fn run(
     dir: &Path,
 ) -> anyhow::Result<RolloutResults> {
     let management = Secret::random();
-    let consul = Server::start(ConsulConfig::with_acls(management.expose())).await?;
+    let consul = Server::start(ConsulConfig {
+        journal_kv_prefix: Some("rollgate/".to_string()),
+        ..ConsulConfig::with_acls(management.expose())
+    })
+    .await?;
     let roles = crate::acl_roles::create_workspace_roles(consul.http_addr(), &management).await?;
     for role in ["coordinator", "ci"] {
         roles.write_file(role, &dir.join(format!("{role}.token")))?;
@@ -183,7 +191,7 @@ pub async fn run(
         if !out.status.success() {
             bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let followed = follow(&http, addr, run as u64, &settings).await?;
+        let followed = follow(&http, &consul, run as u64, &settings).await?;
         reactions.extend(followed.reactions);
         durations.push(followed.duration);
         boots.push(followed.boots);
@@ -208,84 +216,27 @@ pub async fn run(
 struct Followed {
     reactions: Vec<Duration>,
     duration: Duration,
-    /// Per batch: from the batch's launch (`launched_at` in the record, the
-    /// coordinator's clock on this machine) to its last new instance first
-    /// seen passing.
+    /// Per batch: from the commit of the record that put the batch in
+    /// `launching` to the commit of its last new instance's last check
+    /// turning passing.
     boots: Vec<Duration>,
 }
 
-/// Milliseconds since the Unix epoch, comparable with the record's times.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
+/// The rollout record's key.
+const ROLLOUT_KEY: &str = "rollgate/services/web/rollout";
 
-/// Follows rollout `web-<n>`; answers its gate reactions, boots and wall
-/// time.
+/// Waits until rollout `web-<n>` has an outcome (polling, 100 ms: the
+/// figures come from the journal, not from when this loop looks), then
+/// measures it from the journal.
 async fn follow(
     http: &reqwest::Client,
-    consul: std::net::SocketAddr,
+    consul: &crate::consul::ServerHandle,
     n: u64,
     settings: &RolloutBench,
 ) -> anyhow::Result<Followed> {
-    let mut passing_since: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
-    let mut started: Option<Instant> = None;
-    let mut last_state = String::new();
-    let mut batch_new: Vec<String> = Vec::new();
-    let mut launched_at: u64 = 0;
-    let mut reactions = Vec::new();
-    let mut boots = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        // Poll tightly: both the gate and the transition are timed here.
-        let now = Instant::now();
-        let now_ms = wall_ms();
-        let ids: Vec<String> = observe::passing(http, consul, "web")
-            .await
-            .iter()
-            .filter_map(|e| {
-                e["Service"]["Meta"]["instance_id"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
-        passing_since.retain(|id, _| ids.contains(id));
-        for id in ids {
-            passing_since.entry(id).or_insert((now, now_ms));
-        }
-        let rollout = observe::kv_json(http, consul, "rollgate/services/web/rollout").await;
-        if let Some(r) = &rollout {
-            started.get_or_insert(now);
-            let state = r["state"]["state"].as_str().unwrap_or("").to_string();
-            if state == "launching" {
-                batch_new = r["state"]["new"]
-                    .as_array()
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(|i| i["id"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                launched_at = r["state"]["launched_at"].as_u64().unwrap_or(0);
-            }
-            if state == "retiring" && last_state == "launching" && !batch_new.is_empty() {
-                let last_passing = batch_new
-                    .iter()
-                    .filter_map(|id| passing_since.get(id))
-                    .max();
-                if let Some((first_passing, first_passing_ms)) = last_passing {
-                    let gate = *first_passing + settings.min_healthy;
-                    reactions.push(now.saturating_duration_since(gate));
-                    boots.push(Duration::from_millis(
-                        first_passing_ms.saturating_sub(launched_at),
-                    ));
-                }
-            }
-            last_state = state;
-        }
-        if let Some(plan) = observe::plan(http, consul, n).await {
+        if let Some(plan) = observe::plan(http, consul.http_addr(), n).await {
             if plan["outcome"].is_object() {
                 let result = plan["outcome"]["result"].as_str().unwrap_or("?");
                 if result != "succeeded" {
@@ -294,17 +245,118 @@ async fn follow(
                         plan["outcome"]["reason"]
                     );
                 }
-                let duration = started.map(|s| s.elapsed()).unwrap_or_default();
-                return Ok(Followed {
-                    reactions,
-                    duration,
-                    boots,
-                });
+                let journal = consul
+                    .journal()
+                    .context("the bench's Consul runs without its journal")?;
+                return measure(&journal, n, settings.min_healthy);
             }
         }
         if Instant::now() > deadline {
             bail!("rollout web-{n} did not end in 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One write of the rollout record, decoded.
+struct RecordWrite {
+    index: u64,
+    state: String,
+    new: Vec<String>,
+}
+
+/// Measures rollout `web-<n>` from the journal: per batch, the gate (the
+/// commit at which its last new instance's last check turned passing, plus
+/// `min_healthy`) to the commit of the record's move from `launching` to
+/// `retiring`; the wall time from the record's first write to the plan's
+/// outcome.
+fn measure(journal: &Journal, n: u64, min_healthy: Duration) -> anyhow::Result<Followed> {
+    let id = format!("web-{n}");
+    let writes: Vec<RecordWrite> = journal
+        .kv_writes()
+        .iter()
+        .filter(|w| w.key == ROLLOUT_KEY)
+        .filter_map(|w| {
+            let v: serde_json::Value = serde_json::from_slice(&w.value).ok()?;
+            (v["spec"]["id"].as_str() == Some(id.as_str())).then(|| RecordWrite {
+                index: w.index,
+                state: v["state"]["state"].as_str().unwrap_or("").to_string(),
+                new: v["state"]["new"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i["id"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    let (Some(first), Some(outcome)) = (
+        writes.first(),
+        journal
+            .kv_writes()
+            .iter()
+            .filter(|w| w.key.ends_with(&format!("/plans/{n:010}")))
+            .find(|w| {
+                serde_json::from_slice::<serde_json::Value>(&w.value)
+                    .is_ok_and(|v| v["outcome"].is_object())
+            }),
+    ) else {
+        bail!("the journal has no record of rollout {id} or its outcome");
+    };
+    let at = |index: u64| {
+        journal
+            .commit_time(index)
+            .with_context(|| format!("index {index} has no commit time"))
+    };
+    let duration = at(outcome.index)?.saturating_duration_since(at(first.index)?);
+    let mut reactions = Vec::new();
+    let mut boots = Vec::new();
+    for pair in writes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if before.state != "launching" || after.state != "retiring" || before.new.is_empty() {
+            continue;
+        }
+        let launched = writes
+            .iter()
+            .find(|w| w.state == "launching" && w.new == before.new)
+            .map_or(before.index, |w| w.index);
+        let Some(passing) = before
+            .new
+            .iter()
+            .map(|instance| last_turned_passing(journal, instance, after.index))
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max())
+        else {
+            continue;
+        };
+        let passing_at = at(passing)?;
+        reactions.push(at(after.index)?.saturating_duration_since(passing_at + min_healthy));
+        boots.push(passing_at.saturating_duration_since(at(launched)?));
+    }
+    Ok(Followed {
+        reactions,
+        duration,
+        boots,
+    })
+}
+
+/// The index at which the last of `instance`'s checks (its node's, the
+/// fleet naming the node `node-<instance>`) turned passing before
+/// `before`; `None` when none changed in the journal.
+fn last_turned_passing(journal: &Journal, instance: &str, before: u64) -> Option<u64> {
+    let node = format!("node-{instance}");
+    let mut last: BTreeMap<&str, (u64, Status)> = BTreeMap::new();
+    for c in journal
+        .check_changes()
+        .iter()
+        .filter(|c| c.node == node && c.index < before)
+    {
+        last.insert(c.check_id.as_str(), (c.index, c.status));
+    }
+    last.values()
+        .filter(|(_, status)| *status == Status::Passing)
+        .map(|(index, _)| *index)
+        .max()
 }
