@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use sandbox::acl_roles::Secret;
 use sandbox::consul::{self, NodeInfo};
 use serde::Serialize;
 
@@ -121,9 +122,21 @@ struct ConsulArgs {
     /// Client nodes to start, each with its own agent listener.
     #[arg(long, default_value_t = 0)]
     nodes: usize,
-    /// Management token; enables ACL enforcement (`default_policy = "deny"`).
+    /// Management token (ACLs are on, `default_policy = "deny"`, as in
+    /// production). Without it, a random one is made and written to
+    /// `--acl-token-file`.
     #[arg(long, env = "SANDBOX_CONSUL_ACL_TOKEN", hide_env_values = true)]
     acl_token: Option<String>,
+    /// Where a generated management token is written (mode 0600); the
+    /// ready line names it. Default: `sandbox-consul.token` in the system's
+    /// temporary directory.
+    #[arg(long, conflicts_with_all = ["acl_token", "no_acls"])]
+    acl_token_file: Option<std::path::PathBuf>,
+    /// Development only: ACLs off, as `consul agent -dev` runs. Every
+    /// request may do anything; nothing rollgate runs in production is
+    /// tested this way.
+    #[arg(long, conflicts_with = "acl_token")]
+    no_acls: bool,
     /// A read-only token (repeatable).
     #[arg(
         long = "read-token",
@@ -155,7 +168,8 @@ impl std::fmt::Debug for ConsulArgs {
         f.debug_struct("ConsulArgs")
             .field("listen", &self.listen)
             .field("nodes", &self.nodes)
-            .field("acl", &self.acl_token.is_some())
+            .field("acl_token_given", &self.acl_token.is_some())
+            .field("no_acls", &self.no_acls)
             .field("datacenter", &self.datacenter)
             .finish_non_exhaustive()
     }
@@ -170,6 +184,11 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
 struct Ready {
     http: SocketAddr,
     nodes: Vec<NodeInfo>,
+    /// Whether ACLs are enforced.
+    acl: bool,
+    /// The file holding the generated management token, when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    management_token_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -283,11 +302,29 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {
+    // ACLs on by default, as production runs Consul; a token nobody gave
+    // is made here and handed over in a file, never printed.
+    let (acl_management_token, management_token_file) = match (&args.acl_token, args.no_acls) {
+        (Some(token), _) => (Some(token.clone()), None),
+        (None, true) => (None, None),
+        (None, false) => {
+            let path = args
+                .acl_token_file
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("sandbox-consul.token"));
+            let secret = Secret::random();
+            secret
+                .write_file(&path)
+                .with_context(|| format!("writing the management token to {}", path.display()))?;
+            (Some(secret.expose().to_string()), Some(path))
+        }
+    };
+    let acl = acl_management_token.is_some();
     let config = consul::Config {
         listen: args.listen,
         nodes: args.nodes,
         datacenter: args.datacenter,
-        acl_management_token: args.acl_token,
+        acl_management_token,
         acl_read_tokens: args.read_tokens,
         session_ttl_min: args.session_ttl_min,
         check_update_interval: args.check_update_interval,
@@ -301,6 +338,8 @@ async fn run_consul(args: ConsulArgs) -> anyhow::Result<()> {
     let ready = Ready {
         http: server.http_addr(),
         nodes: server.nodes(),
+        acl,
+        management_token_file,
     };
     println!("{}", serde_json::to_string(&ready)?);
     shutdown_signal().await?;

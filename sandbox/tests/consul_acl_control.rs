@@ -263,10 +263,86 @@ async fn nodes_join_and_leave_and_shutdown_frees_every_port() {
     }
 }
 
+/// `GET path` on `addr` with an optional token; answers the status line.
+fn raw_get(addr: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    let header = token.map_or(String::new(), |t| format!("X-Consul-Token: {t}\r\n"));
+    let _ = s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n").as_bytes(),
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// Starts `sandbox consul` with `args`; answers the child and its ready line.
+fn start_binary(args: &[&str]) -> (std::process::Child, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .arg("consul")
+        .args(args)
+        .env_remove("SANDBOX_CONSUL_ACL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a line");
+    (child, serde_json::from_str(&line).expect("one JSON line"))
+}
+
+#[test]
+fn the_binary_runs_with_acls_on_unless_told_otherwise() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("mgmt.token");
+    let file_arg = file.display().to_string();
+    let (mut child, ready) =
+        start_binary(&["--listen", "127.0.0.1:0", "--acl-token-file", &file_arg]);
+    let http = ready["http"].as_str().expect("http").to_string();
+    assert_eq!(ready["acl"], true);
+    assert_eq!(ready["management_token_file"], file_arg.as_str());
+    let token = std::fs::read_to_string(&file).expect("the token file");
+    assert!(
+        !ready.to_string().contains(token.trim()),
+        "the line never holds the secret"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "only the owner may read the token file");
+    assert!(raw_get(&http, "/v1/kv/x", None).contains("403"));
+    assert!(raw_get(&http, "/v1/kv/x", Some(token.trim())).contains("404"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let (mut child, ready) = start_binary(&["--listen", "127.0.0.1:0", "--no-acls"]);
+    assert_eq!(ready["acl"], false);
+    assert!(ready.get("management_token_file").is_none());
+    let http = ready["http"].as_str().expect("http").to_string();
+    assert!(raw_get(&http, "/v1/kv/x", None).contains("404"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn the_binary_prints_its_addresses_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("mgmt.token").display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .args(["consul", "--listen", "127.0.0.1:0", "--nodes", "2"])
+        .args([
+            "consul",
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "2",
+            "--acl-token-file",
+            &file,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
