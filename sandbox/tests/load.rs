@@ -1,13 +1,16 @@
 //! The load generator against real nodes (the real `web` and `rollgate
 //! agent` processes) registered in the sandbox Consul: steady load has no
 //! failures, an app that dies without draining shows up as failures with
-//! target and cause, and a drained stop costs nothing.
+//! target and cause, and a drained stop costs nothing. Consul runs with
+//! ACLs on: the agents hold the agent role's token, the load generator and
+//! the test's reads a read-only one.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use sandbox::acl_roles::{Secret, create_read_token, create_workspace_roles, http_client};
 use sandbox::consul::{Config as ConsulConfig, Server, ServerHandle};
 use sandbox::imds::Identity;
 use sandbox::load::{FailureCause, Load, LoadConfig, LoadReport};
@@ -17,6 +20,8 @@ use tempfile::TempDir;
 
 struct World {
     consul: ServerHandle,
+    /// The read-only token for the load generator.
+    read: Secret,
     nodes: Vec<SimNode>,
     _dir: TempDir,
 }
@@ -28,12 +33,22 @@ async fn two_passing_nodes() -> World {
         rollgate: binary("rollgate", "rollgate"),
     };
     let dir = tempfile::tempdir().unwrap();
+    let management = Secret::random();
     let consul = Server::start(ConsulConfig {
         nodes: 2,
-        ..ConsulConfig::default()
+        ..ConsulConfig::with_acls(management.expose())
     })
     .await
     .unwrap();
+    let roles = create_workspace_roles(consul.http_addr(), &management)
+        .await
+        .unwrap();
+    let agent_token = roles
+        .write_file("agent", &dir.path().join("agent.token"))
+        .unwrap();
+    let read = create_read_token(consul.http_addr(), &management, "load test reads")
+        .await
+        .unwrap();
     let mut nodes = Vec::new();
     for (n, agent) in consul.nodes().iter().enumerate() {
         let spec = NodeSpec {
@@ -54,12 +69,12 @@ async fn two_passing_nodes() -> World {
             ttl: Duration::from_secs(3),
             drain_time: Duration::from_secs(1),
             dir: dir.path().join(format!("node-{n}")),
-            token_file: None,
+            token_file: Some(agent_token.clone()),
             ready_listen: None,
         };
         nodes.push(SimNode::start(&bins, &spec).await.unwrap());
     }
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http_client(&read, Duration::from_secs(10)).unwrap();
     let url = format!(
         "http://{}/v1/health/service/web?passing",
         consul.http_addr()
@@ -71,18 +86,20 @@ async fn two_passing_nodes() -> World {
     .await;
     World {
         consul,
+        read,
         nodes,
         _dir: dir,
     }
 }
 
-fn load(consul: SocketAddr, seconds: u64) -> LoadConfig {
+fn load(world: &World, seconds: u64) -> LoadConfig {
     LoadConfig {
+        token: Some(world.read.clone()),
         rate_per_sec: 50,
         timeout: Duration::from_secs(2),
         stop_after: Some(Duration::from_secs(seconds)),
         bucket: Duration::from_millis(100),
-        ..LoadConfig::new(consul)
+        ..LoadConfig::new(world.consul.http_addr())
     }
 }
 
@@ -101,9 +118,7 @@ fn summary(report: &LoadReport) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_load_on_passing_nodes_has_no_failures() {
     let world = two_passing_nodes().await;
-    let handle = Load::start(load(world.consul.http_addr(), 3))
-        .await
-        .unwrap();
+    let handle = Load::start(load(&world, 3)).await.unwrap();
     let mut targets = handle.targets();
     targets.sort();
     let mut expected: Vec<SocketAddr> = world.nodes.iter().map(|n| n.web_addr).collect();
@@ -148,9 +163,7 @@ async fn steady_load_on_passing_nodes_has_no_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_killed_without_draining_shows_up_as_failures() {
     let mut world = two_passing_nodes().await;
-    let handle = Load::start(load(world.consul.http_addr(), 4))
-        .await
-        .unwrap();
+    let handle = Load::start(load(&world, 4)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim = world.nodes.remove(0);
     let dead = victim.web_addr;
@@ -213,9 +226,7 @@ async fn an_app_killed_without_draining_shows_up_as_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_stop_costs_no_request() {
     let mut world = two_passing_nodes().await;
-    let handle = Load::start(load(world.consul.http_addr(), 4))
-        .await
-        .unwrap();
+    let handle = Load::start(load(&world, 4)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leaving = world.nodes.remove(0);
     let gone = leaving.web_addr;
