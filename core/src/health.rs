@@ -1,8 +1,36 @@
 //! A Consul check's status, as the rollout gate and the health watcher read
 //! it. Consul's HTTP API spells these words; the Consul client in `rollgate`
 //! decodes its answers into this type.
+//!
+//! # Not answering yet, or answering wrong
+//!
+//! The rollout fails a batch early (`failure_time`) only on evidence that a
+//! new instance is wrong, never because it is slow. The statuses carry that
+//! distinction, by contract with the node agent, which registers its checks
+//! as `warning` and keeps its own probe's check at `warning` until the app
+//! has answered once:
+//!
+//! - **warning**: not answered yet (connection refused or reset, a timeout,
+//!   502/503/504 before the app's first answer: booting, however slowly),
+//!   or overloaded (429). Not passing, and no evidence either.
+//! - **critical**: answered, and wrong: `/health` answered something else
+//!   than 2xx (other than the statuses above before the first answer),
+//!   `/version` names another version than the image's, or the app stopped
+//!   answering after it had answered once.
+//!
+//! Consul's own HTTP check knows nothing of "yet": it is critical from the
+//! first refused connection. So an instance counts as answering wrong
+//! ([`Health::answered_wrong`]) when it has a critical check *and none of its
+//! checks is still warning* (or unknown): while the agent's check says "not
+//! answered yet", the HTTP check's critical is read as "booting". Maintenance
+//! mode (Consul's `_service_maintenance:*` and `_node_maintenance` checks,
+//! critical) is a decision, not evidence, and is left out. An instance not
+//! registered in Consul at all has not answered either. All of these still
+//! fail at `healthy_deadline`: only the early failure needs evidence.
 
 use serde::{Deserialize, Serialize};
+
+use crate::machine::{CheckFailure, Health};
 
 /// Status of a check, as Consul reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -34,5 +62,100 @@ impl CheckStatus {
 impl std::fmt::Display for CheckStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Whether a check ID is one of Consul's maintenance checks (service or
+/// node maintenance mode): critical, but set by a person or a drain.
+pub fn is_maintenance(check_id: &str) -> bool {
+    check_id.starts_with("_service_maintenance:") || check_id == "_node_maintenance"
+}
+
+impl Health {
+    /// The checks that say this instance answered, and wrong: its critical
+    /// checks (maintenance left out), unless one of its checks is still
+    /// warning or unknown ("not answered yet"). Empty when there is no such
+    /// evidence, passing or not (see the module documentation).
+    pub fn answered_wrong(&self) -> Vec<&CheckFailure> {
+        let mut wrong = Vec::new();
+        for c in self.failing.iter().filter(|c| !is_maintenance(&c.check_id)) {
+            match c.status {
+                CheckStatus::Critical => wrong.push(c),
+                CheckStatus::Passing => {}
+                CheckStatus::Warning | CheckStatus::Unknown => return Vec::new(),
+            }
+        }
+        wrong
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(id: &str, status: CheckStatus) -> CheckFailure {
+        CheckFailure {
+            check_id: id.into(),
+            name: format!("{id} check"),
+            status,
+            output: format!("{status} output"),
+        }
+    }
+
+    fn ids(h: &Health) -> Vec<&str> {
+        h.answered_wrong()
+            .iter()
+            .map(|c| c.check_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn critical_is_evidence_only_when_no_check_still_waits() {
+        use CheckStatus::*;
+        // Booting: Consul's HTTP check is refused (critical), the agent's
+        // probe has not had an answer yet (warning).
+        let booting =
+            Health::from_checks([check("web:http", Critical), check("web:agent", Warning)]);
+        assert!(ids(&booting).is_empty());
+        // Answered 500: both critical.
+        let broken =
+            Health::from_checks([check("web:http", Critical), check("web:agent", Critical)]);
+        assert_eq!(ids(&broken), ["web:http", "web:agent"]);
+        // Wrong version: /health passes, the agent's probe is critical.
+        let version = Health::from_checks([
+            check("serfHealth", Passing),
+            check("web:http", Passing),
+            check("web:agent", Critical),
+        ]);
+        assert_eq!(ids(&version), ["web:agent"]);
+        // Overloaded (429 is warning): not evidence.
+        let busy =
+            Health::from_checks([check("web:http", Warning), check("web:agent", Critical)]);
+        assert!(ids(&busy).is_empty());
+        // A status a newer Consul may add is not evidence either.
+        let unknown =
+            Health::from_checks([check("web:http", Unknown), check("web:agent", Critical)]);
+        assert!(ids(&unknown).is_empty());
+        assert!(ids(&Health::passing()).is_empty());
+    }
+
+    #[test]
+    fn maintenance_is_not_evidence() {
+        use CheckStatus::*;
+        let drained = Health::from_checks([
+            check("_service_maintenance:web-i-1", Critical),
+            check("web:agent", Passing),
+        ]);
+        assert!(!drained.all_passing);
+        assert!(ids(&drained).is_empty());
+        let node = Health::from_checks([check("_node_maintenance", Critical)]);
+        assert!(ids(&node).is_empty());
+        let broken_in_maintenance = Health::from_checks([
+            check("_service_maintenance:web-i-1", Critical),
+            check("web:agent", Critical),
+        ]);
+        assert_eq!(ids(&broken_in_maintenance), ["web:agent"]);
+        assert!(is_maintenance("_service_maintenance:web-i-1"));
+        assert!(!is_maintenance("web-i-1:agent"));
     }
 }

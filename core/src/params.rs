@@ -32,6 +32,21 @@ pub struct Params {
     /// the rollout.
     #[serde(rename = "healthy_deadline_ms", with = "millis")]
     pub healthy_deadline: Duration,
+    /// A new instance answering clearly wrong (a critical check while none
+    /// of its checks is still warning: see [`crate::health`]) this long
+    /// without interruption fails its batch at once, instead of at
+    /// `healthy_deadline`. An instance not answering yet (booting, however
+    /// slowly) is never failed by it. Zero turns failing fast off.
+    ///
+    /// A record written before this parameter existed reads as zero: its
+    /// rollout keeps the rules it started with (its instances' agents may
+    /// report "not answering yet" as critical).
+    #[serde(
+        rename = "failure_time_ms",
+        with = "millis",
+        default = "failure_time_unset"
+    )]
+    pub failure_time: Duration,
     /// Starts with the rollout and restarts whenever an instance becomes
     /// healthy; expiry fails the rollout (a stuck rollout must not hang).
     #[serde(rename = "progress_deadline_ms", with = "millis")]
@@ -57,6 +72,12 @@ impl Default for Params {
             batch_size: 1,
             min_healthy_time: Duration::from_secs(10),
             healthy_deadline: Duration::from_secs(300),
+            // Longer than one agent probe interval plus its timeout (5 s +
+            // 2 s by default), so one bad answer followed by a good one never
+            // fails a batch: it takes two bad answers in a row. Shorter than
+            // 10 s, so a broken image is being reverted within 10 s of its
+            // first bad answer.
+            failure_time: Duration::from_secs(8),
             progress_deadline: Duration::from_secs(600),
             canary: 0,
             auto_promote: false,
@@ -71,4 +92,14 @@ impl Params {
     pub fn batch(&self) -> u32 {
         self.batch_size.max(1)
     }
+
+    /// `failure_time`, unless failing fast is turned off (zero).
+    pub fn fail_fast(&self) -> Option<Duration> {
+        (!self.failure_time.is_zero()).then_some(self.failure_time)
+    }
+}
+
+/// `failure_time` of a record that predates it: off.
+fn failure_time_unset() -> Duration {
+    Duration::ZERO
 }

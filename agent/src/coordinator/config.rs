@@ -137,6 +137,8 @@ pub(crate) mod params_toml {
         #[serde(with = "humantime_serde")]
         healthy_deadline: Duration,
         #[serde(with = "humantime_serde")]
+        failure_time: Duration,
+        #[serde(with = "humantime_serde")]
         progress_deadline: Duration,
         canary: u32,
         auto_promote: bool,
@@ -157,6 +159,7 @@ pub(crate) mod params_toml {
                 batch_size: p.batch_size,
                 min_healthy_time: p.min_healthy_time,
                 healthy_deadline: p.healthy_deadline,
+                failure_time: p.failure_time,
                 progress_deadline: p.progress_deadline,
                 canary: p.canary,
                 auto_promote: p.auto_promote,
@@ -172,6 +175,7 @@ pub(crate) mod params_toml {
                 batch_size: s.batch_size,
                 min_healthy_time: s.min_healthy_time,
                 healthy_deadline: s.healthy_deadline,
+                failure_time: s.failure_time,
                 progress_deadline: s.progress_deadline,
                 canary: s.canary,
                 auto_promote: s.auto_promote,
@@ -283,6 +287,14 @@ pub(crate) fn validate_services(services: &[ServiceConfig], p: &mut Problems) {
             s(24 * 3600),
         );
         p.duration_in(&key("rollout.bake_time"), r.bake_time, s(0), s(24 * 3600));
+        if !r.failure_time.is_zero() && r.failure_time >= r.healthy_deadline {
+            p.push(
+                &key("rollout.failure_time"),
+                humantime::format_duration(r.failure_time),
+                "must be shorter than rollout.healthy_deadline, which would always fail the batch first; \
+                 set it lower, or \"0s\" to turn failing fast off",
+            );
+        }
         if r.min_healthy_time >= r.healthy_deadline {
             p.push(
                 &key("rollout.min_healthy_time"),
@@ -297,5 +309,61 @@ pub(crate) fn validate_services(services: &[ServiceConfig], p: &mut Problems) {
                 "must be at least rollout.healthy_deadline",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_time_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use crate::config::{Config, Sources};
+
+    fn load(rollout: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[services]]\nname = \"web\"\nauto_scaling_group = \"web\"\n\
+                 launch_template = \"web\"\nartifact = \"acmeinc/web\"\n\n\
+                 [services.rollout]\n{rollout}"
+            ),
+        )
+        .unwrap();
+        Config::load(&Sources {
+            file: Some((path, true)),
+            env: Vec::new(),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn failure_time_is_read_defaulted_and_checked_against_healthy_deadline() {
+        let c = load("").unwrap();
+        assert_eq!(
+            c.services[0].rollout.failure_time,
+            Duration::from_secs(8),
+            "the documented default"
+        );
+        let c = load("failure_time = \"3s\"\nhealthy_deadline = \"1m\"\n").unwrap();
+        assert_eq!(c.services[0].rollout.failure_time, Duration::from_secs(3));
+        // Zero turns failing fast off, whatever the deadline.
+        let c = load("failure_time = \"0s\"\nhealthy_deadline = \"2s\"\n").unwrap();
+        assert_eq!(c.services[0].rollout.fail_fast(), None);
+        // Not shorter than healthy_deadline: named, with the way out. The
+        // default (8s) counts too, when the deadline is shorter.
+        for rollout in [
+            "failure_time = \"1m\"\nhealthy_deadline = \"1m\"\n",
+            "healthy_deadline = \"6s\"\nmin_healthy_time = \"1s\"\n",
+        ] {
+            let e = load(rollout).unwrap_err();
+            assert!(e.contains("services[0].rollout.failure_time"), "{e}");
+            assert!(e.contains("shorter than rollout.healthy_deadline"), "{e}");
+            assert!(e.contains("\"0s\""), "{e}");
+        }
+        let e = load("failure_time = \"soon\"\n").unwrap_err();
+        assert!(e.contains("failure_time"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! and a revert's stable replacements: adopt new members, run each one's
 //! `min_healthy_time` timer, and say which deadline passed and why.
 
-use super::observe::Observation;
+use super::observe::{CheckFailure, Health, Observation};
 use super::spec::Params;
 use super::state::{Batch, NewInstance};
 use super::time::{Timestamp, human};
@@ -28,6 +28,7 @@ pub(super) fn discover(
             healthy_deadline_at: now.plus(p.healthy_deadline),
             passing_since: None,
             healthy_at: None,
+            critical_since: None,
         });
     }
 }
@@ -80,8 +81,47 @@ pub(super) fn track(
             n.passing_since = None;
             n.healthy_at = None;
         }
+        if answered_wrong(obs, &n.id).is_empty() {
+            n.critical_since = None;
+        } else {
+            n.critical_since.get_or_insert(now);
+        }
     }
     Ok(())
+}
+
+/// The checks showing that an instance answered, and wrong (see
+/// [`crate::health`]); empty while it is passing, not answering yet, or not
+/// registered in Consul.
+fn answered_wrong<'a>(obs: &'a Observation, id: &str) -> Vec<&'a CheckFailure> {
+    obs.health(id).map(Health::answered_wrong).unwrap_or_default()
+}
+
+/// The first new instance that has answered wrong for `failure_time`
+/// without interruption, as a failure reason naming the instance, each
+/// check that says so with its status and output, and how long. `None` when
+/// failing fast is off (`failure_time` zero) or no instance has.
+fn wrong_too_long(b: &Batch, obs: &Observation, now: Timestamp, p: &Params) -> Option<String> {
+    let ft = p.fail_fast()?;
+    let n = b
+        .new
+        .iter()
+        .find(|n| n.critical_since.is_some_and(|since| now.since(since) >= ft))?;
+    let checks = answered_wrong(obs, &n.id)
+        .iter()
+        .map(|c| {
+            format!(
+                "check {} \"{}\" is {}: {}",
+                c.check_id, c.name, c.status, c.output
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(format!(
+        "instance {} answered wrong, critical for {} (failure_time): {checks}",
+        n.id,
+        human(ft)
+    ))
 }
 
 /// Every expected instance has appeared and is healthy.
@@ -91,6 +131,8 @@ pub(super) fn complete(b: &Batch) -> bool {
 
 /// The first deadline that has passed, as a failure reason naming the
 /// instance, what is wrong with it and the deadline. `what` names the batch.
+/// An instance answering wrong for `failure_time` comes first: it is the
+/// earliest evidence, and the reason it gives is the answer, not a deadline.
 pub(super) fn overdue(
     b: &Batch,
     obs: &Observation,
@@ -98,6 +140,9 @@ pub(super) fn overdue(
     p: &Params,
     what: &str,
 ) -> Option<String> {
+    if let Some(reason) = wrong_too_long(b, obs, now, p) {
+        return Some(reason);
+    }
     let unhealthy = || b.new.iter().filter(|n| n.healthy_at.is_none());
     if let Some(n) = unhealthy().find(|n| now >= n.healthy_deadline_at) {
         return Some(format!(

@@ -154,6 +154,11 @@ pub struct NewInstance {
     /// When it had passed for `min_healthy_time`. Lost again if it stops
     /// passing before its batch completes.
     pub healthy_at: Option<Timestamp>,
+    /// Answering wrong (see [`crate::health`]) in every observation since
+    /// then; `None` after any other one. `failure_time` after it, the
+    /// batch fails.
+    #[serde(default)]
+    pub critical_since: Option<Timestamp>,
 }
 
 /// Retiring old instances for a healthy batch.
@@ -251,7 +256,13 @@ impl Rollout {
     /// executor steps again then even if no blocking query returned.
     pub fn wake_at(&self) -> Option<Timestamp> {
         let mht = self.spec.params.min_healthy_time;
+        let fail_fast = self.spec.params.fail_fast();
         let batch_wake = |b: &Batch| {
+            let wrong = b.new.iter().filter_map(|n| {
+                n.critical_since
+                    .zip(fail_fast)
+                    .map(|(since, ft)| since.plus(ft))
+            });
             let timers = b.new.iter().filter(|n| n.healthy_at.is_none());
             let timers = timers.flat_map(|n| {
                 [
@@ -261,6 +272,7 @@ impl Rollout {
             });
             timers
                 .flatten()
+                .chain(wrong)
                 .chain([b.progress_deadline_at])
                 .chain((b.new.len() < b.size as usize).then_some(b.launch_deadline_at))
                 .min()
@@ -379,6 +391,8 @@ impl Batch {
             if n.healthy_at.is_none() {
                 n.passing_since = None;
             }
+            // Nobody watched: "wrong without interruption" starts again.
+            n.critical_since = None;
         }
     }
 

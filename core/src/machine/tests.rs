@@ -4,6 +4,7 @@
 
 mod base;
 mod crash;
+mod fail_fast;
 mod failures;
 mod gaps;
 mod operators;

@@ -26,6 +26,7 @@ fn every_state() -> Vec<State> {
             healthy_deadline_at: at(302),
             passing_since: Some(at(22)),
             healthy_at: None,
+            critical_since: Some(at(5)),
         }],
     };
     let revert = |cause, stage| {

@@ -77,6 +77,9 @@ pub fn params() -> Params {
         batch_size: 2,
         min_healthy_time: Duration::from_secs(10),
         healthy_deadline: Duration::from_secs(300),
+        // Off: these tests are about the deadlines; failing fast has its
+        // own (tests/fail_fast.rs).
+        failure_time: Duration::ZERO,
         progress_deadline: Duration::from_secs(600),
         canary: 0,
         auto_promote: false,
