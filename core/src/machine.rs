@@ -56,6 +56,22 @@
 //! - one-shot actions (`Notify`, `RecordStable`, `MarkImageFailed`) are
 //!   emitted on a transition and deduplicated downstream.
 //!
+//! # Image changes and template changes
+//!
+//! A rollout changes the image (a new one, or a rollback), or, with the image
+//! unchanged, the launch template ([`Change::Template`]: Terraform wrote a
+//! new default version). Old and new are told apart by identity, which
+//! works for both: old are the members present at start (for an image change
+//! less those already on the target image; for a template change all of
+//! them, since every member runs the target image), new are the members that
+//! appeared since and that the batches adopt by ID. Where a revert meets a
+//! member it has not seen before, an image change asks its image; a template
+//! change asks whether the group still pinned the rollout's version (the
+//! per-instance template version AWS reports is not trusted: emulators
+//! report the default version there). A template change also fails when the
+//! group stops pinning its version during a batch, the one sign of "the
+//! template changed under the rollout" its instances cannot show.
+//!
 //! # The world diverging
 //!
 //! - An old instance vanishing is not a failure: it is simply not retired
@@ -80,8 +96,12 @@
 //! the paused state moves later by the time spent paused, and health timers
 //! restart (nobody watched them continuously). A revert is not pausable.
 //! A failure is evidence against the image: it is marked failed (the planner
-//! will not roll it again without a new approval). An abort is an operator's
-//! decision: the image is not marked. Both revert the same way.
+//! will not roll it again without a new approval). A template change's
+//! failure is evidence against Terraform's template version, not against the
+//! image every stable instance runs: nothing is marked, and the plan's
+//! outcome (reverted or failed) is the record the planner reads before it
+//! plans that version again. An abort is an operator's decision: nothing is
+//! marked. All revert the same way, back to the stable template version.
 
 use std::time::Duration;
 
@@ -101,7 +121,7 @@ mod tests;
 
 pub use action::{Action, RolloutEvent, SUSPENDED_PROCESSES};
 pub use observe::{CheckFailure, Health, Observation, OperatorCommand};
-pub use spec::{Capacity, Params, RolloutSpec, StableRef};
+pub use spec::{Capacity, Change, Params, RolloutSpec, StableRef};
 pub use state::{
     Batch, Canary, NewInstance, Progress, Retire, Revert, RevertCause, RevertStage, Rollout, State,
 };

@@ -344,6 +344,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
         let spec = RolloutSpec {
             id: plan.id.clone(),
             service: plan.service.clone(),
+            change: plan.change.clone(),
             group: plan.group.clone(),
             launch_template_id: plan.launch_template_id.clone(),
             target_image: plan.target.image_id.clone(),

@@ -79,8 +79,8 @@ pub(super) fn launching(r: &mut Rollout, mut b: Batch, cx: &mut Cx<'_>) -> State
     };
     gate::discover(&mut b, known, obs, cx.now, p);
     let what = format!("batch {}", b.number);
-    let verdict = gate::track(&mut b, obs, cx.now, p, &r.spec.target_image)
-        .err()
+    let verdict = repinned(r, obs)
+        .or_else(|| gate::track(&mut b, obs, cx.now, p, &r.spec.target_image).err())
         .or_else(|| gate::overdue(&b, obs, cx.now, p, &what));
     if let Some(reason) = verdict {
         return finish::fail(r, reason, cx);
@@ -92,6 +92,22 @@ pub(super) fn launching(r: &mut Rollout, mut b: Batch, cx: &mut Cx<'_>) -> State
         cx.push(raise_to(obs, b.desired));
     }
     State::Launching(b)
+}
+
+/// For a template change, the group no longer pinning the rollout's
+/// version while a batch launches, as a failure reason. An image change
+/// sees this in the new instances' image (the gate); a template change
+/// cannot (the image is the same), and its instances would launch with
+/// another version's settings and still pass.
+fn repinned(r: &Rollout, obs: &Observation) -> Option<String> {
+    let target = r.spec.target_template_version?;
+    let pins = obs.template_version();
+    (r.spec.changes_template() && pins != Some(target)).then(|| {
+        let pins = pins.map_or("no numbered version".to_owned(), |v| format!("version {v}"));
+        format!(
+            "the group's launch template changed under the rollout: it pins {pins}, not {target}, so new instances may not carry the template change"
+        )
+    })
 }
 
 /// A batch is healthy: protect it, tell people, then pause for promotion

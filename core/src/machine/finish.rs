@@ -61,7 +61,8 @@ fn succeed(r: &mut Rollout, cx: &mut Cx<'_>) -> State {
 }
 
 /// A failure: notify with the reason and mark the image failed (evidence
-/// against it), then revert (`auto_revert`) or stop where it is.
+/// against it; not for a template change, whose image is the stable one),
+/// then revert (`auto_revert`) or stop where it is.
 ///
 /// Stopping leaves template, capacity and instances as they are for an
 /// operator to look at (and `abort` to revert); only the scaling processes
@@ -70,10 +71,16 @@ pub(super) fn fail(r: &mut Rollout, reason: String, cx: &mut Cx<'_>) -> State {
     cx.notify(RolloutEvent::Failed {
         reason: reason.clone(),
     });
-    cx.push(Action::MarkImageFailed {
-        image: r.spec.target_image.clone(),
-        reason: reason.clone(),
-    });
+    // A template change's image runs on every stable instance: the failure
+    // is not its fault, and marking it would stop every later plan of it.
+    // The evidence against Terraform's version is the plan's outcome, which
+    // the planner reads before planning that version again.
+    if !r.spec.changes_template() {
+        cx.push(Action::MarkImageFailed {
+            image: r.spec.target_image.clone(),
+            reason: reason.clone(),
+        });
+    }
     if r.spec.params.auto_revert {
         return revert::enter(r, RevertCause::Failure, reason, cx);
     }

@@ -8,14 +8,19 @@ use super::state::{Rollout, State};
 use super::time::{Timestamp, human};
 use super::{Cx, batch, finish};
 
-/// `Pending`: records the members and what to replace, and which processes
+/// `Pending`: records the members and what to replace (by image, or every
+/// member for a template change), and which processes
 /// this rollout will suspend (not those an operator suspended already), all
 /// from the observation and before any AWS action, so a replay after a crash
 /// records the same.
 pub(super) fn start(r: &mut Rollout, cx: &mut Cx<'_>) -> State {
     let obs = cx.obs;
     let target = r.spec.target_image.as_str();
-    let on_target = |id: &str| obs.image(id) == Some(target);
+    // An image change skips members already on the target image. A template
+    // change cannot tell by image (every member runs it): every member
+    // present now is old, since this rollout has launched nothing yet.
+    let by_image = !r.spec.changes_template();
+    let on_target = |id: &str| by_image && obs.image(id) == Some(target);
     let mut initial: Vec<String> = obs.alive_ids().map(str::to_owned).collect();
     initial.sort();
     let mut to_replace: Vec<String> = r

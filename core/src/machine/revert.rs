@@ -3,7 +3,10 @@
 //!
 //! 1. Cleanup: pin the stable version (never when it is the failing one:
 //!    revert-loop guard) and terminate the new instances not accepted yet
-//!    (the surge: old instances still serve). Decrement only while the
+//!    (the surge: old instances still serve). New means launched by the
+//!    rollout: members it did not start with, on the target image (image
+//!    change) or seen before the stable pin (template change, where every
+//!    instance runs the same image). Decrement only while the
 //!    desired capacity is above the original; beyond that terminate without
 //!    decrement, so the group replaces them from the stable template.
 //! 2. Replacing: accepted new instances replaced old ones, so they are
@@ -46,6 +49,22 @@ fn is_known(r: &Rollout, id: &str) -> bool {
         || r.progress.accepted.iter().any(|m| m == id)
 }
 
+/// Whether a member the rollout does not know was launched from the
+/// rollout's version (and so must go). For an image change its image says
+/// so. For a template change the image is the same either way, so the
+/// moment says so: the group launches from the version it pins, and until
+/// the revert sees the stable version pinned that is the rollout's (an
+/// instance whose launch AWS began before the pin but reported only after
+/// it would pass for a stable one; the per-instance template version that
+/// could tell is not reliable everywhere).
+fn from_target(r: &Rollout, obs: &super::Observation, id: &str, pinned: bool) -> bool {
+    if r.spec.changes_template() {
+        !pinned
+    } else {
+        obs.image(id) == Some(r.spec.target_image.as_str())
+    }
+}
+
 /// One step of a revert.
 pub(super) fn reverting(r: &mut Rollout, rv: Revert, cx: &mut Cx<'_>) -> State {
     let Revert {
@@ -67,19 +86,28 @@ pub(super) fn reverting(r: &mut Rollout, rv: Revert, cx: &mut Cx<'_>) -> State {
     let identical = r.spec.stable_is_target();
     let stage = match stage {
         RevertStage::Cleanup { mut terminate } => {
+            let stable = r.spec.stable.template_version;
+            let pinned = obs.template_version() == Some(stable);
             if !identical {
                 let late: Vec<String> = obs
                     .alive_ids()
                     .filter(|id| !is_known(r, id) && !terminate.iter().any(|t| t == id))
-                    .filter(|id| obs.image(id) == Some(r.spec.target_image.as_str()))
+                    .filter(|id| from_target(r, obs, id, pinned))
                     .map(str::to_owned)
                     .collect();
+                if r.spec.changes_template() && !pinned && !late.is_empty() {
+                    // Once the stable pin is seen, nothing tells these from
+                    // stable replacements: persist them before pinning, so
+                    // a crash right after the pin cannot forget them.
+                    terminate.extend(late);
+                    let stage = RevertStage::Cleanup { terminate };
+                    return reverting_in(stage, cause, reason, deadline_at);
+                }
                 terminate.extend(late);
             }
             let mut todo = Vec::new();
             let mut waiting = Vec::new();
-            let stable = r.spec.stable.template_version;
-            if !identical && obs.template_version() != Some(stable) {
+            if !identical && !pinned {
                 waiting.push(format!("the group to pin launch template version {stable}"));
                 todo.push(Action::SetGroupTemplate {
                     template_id: r.spec.launch_template_id.clone(),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::params::Params;
+pub use crate::plan::Change;
 
 /// The last version known good: what a revert returns to and what the next
 /// plan compares against.
@@ -36,6 +37,13 @@ pub struct RolloutSpec {
     pub id: String,
     /// The service (`web`): the Consul service whose health gates the rollout.
     pub service: String,
+    /// What the plan changes. A template change (Terraform wrote a new
+    /// default version; the image stays) replaces every instance that was
+    /// there when the rollout started, whatever image it runs: see
+    /// [`changes_template`](Self::changes_template). `Image` in rollouts
+    /// recorded before this field existed, which is what they were.
+    #[serde(default)]
+    pub change: Change,
     /// The Auto Scaling group.
     pub group: String,
     /// The launch template (`lt-...`) the group uses.
@@ -74,11 +82,27 @@ impl RolloutSpec {
             .unwrap_or(self.stable.template_version)
     }
 
+    /// Whether the rollout changes the launch template, not the image: the
+    /// target image is the stable one, so the machine cannot tell old from
+    /// new instances by image. It tells them by identity instead: old are
+    /// the members present when it started (none of them launched by it),
+    /// new are the members it saw appear while the group pinned its version.
+    /// The per-instance launch template version AWS reports is not used
+    /// (emulators report the template's default version there).
+    pub fn changes_template(&self) -> bool {
+        matches!(self.change, Change::Template { .. })
+    }
+
     /// Whether going back to `stable` would be going back to the failing
     /// version itself: then a revert must not touch the template (revert-loop
-    /// guard), only clean up.
+    /// guard), only clean up. For an image change the same image is the same
+    /// thing; for a template change the image is the same by definition and
+    /// only the template version counts.
     pub fn stable_is_target(&self) -> bool {
-        self.stable.image == self.target_image
-            || self.target_template_version == Some(self.stable.template_version)
+        let same_version = self.target_template_version == Some(self.stable.template_version);
+        if self.changes_template() {
+            return same_version;
+        }
+        self.stable.image == self.target_image || same_version
     }
 }

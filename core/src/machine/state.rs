@@ -30,7 +30,8 @@ pub struct Progress {
     pub initial_members: Vec<String>,
     /// Old instances to replace, in order: the plan's list, rechecked against
     /// the group at start (gone ones dropped, ones already on the target
-    /// image skipped, old-image members the plan missed appended).
+    /// image skipped, old-image members the plan missed appended; for a
+    /// template change every member present at start).
     pub to_replace: Vec<String>,
     /// Old instances the rollout chose to terminate, over all batches.
     pub retired: Vec<String>,

@@ -11,4 +11,5 @@ mod operators;
 mod rollouts;
 mod serde_roundtrip;
 mod steps;
+mod template_change;
 mod world;

@@ -30,7 +30,7 @@ fn atoms(actions: &[Action]) -> Vec<Action> {
 /// `keep(n)` of its `n` atomic actions: the new state is not persisted and
 /// the commands not consumed; the executor restarts at once from the old
 /// state with a fresh observation.
-fn run_with_crashes(
+pub(super) fn run_with_crashes(
     w: &mut World,
     mut r: Rollout,
     period: usize,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::fleet::{Group, GroupInstance, Instance, LaunchTemplateRef};
 use crate::health::CheckStatus;
 use crate::machine::{
-    Action, Capacity, CheckFailure, Health, Observation, OperatorCommand, Params, Rollout,
+    Action, Capacity, Change, CheckFailure, Health, Observation, OperatorCommand, Params, Rollout,
     RolloutEvent, RolloutSpec, StableRef, Step, Timestamp, step,
 };
 
@@ -24,6 +24,8 @@ pub const NEW: &str = "ami-new";
 pub struct Probe<'a> {
     pub id: &'a str,
     pub image: &'a str,
+    /// The template version that launched it (1 for the initial members).
+    pub template: i64,
     /// Since launch.
     pub age: Duration,
     pub now: Timestamp,
@@ -40,6 +42,9 @@ pub struct World {
     /// the idempotency token of a created version, which names its base).
     pub templates: BTreeMap<i64, (String, String)>,
     pub created: Option<i64>,
+    /// Instance ID to the template version the group launched it from (the
+    /// machine never sees this: AWS's per-instance report is unreliable).
+    pub launched_from: BTreeMap<String, i64>,
     pub boot: Duration,
     pub health: HealthRule,
     pub commands: Vec<OperatorCommand>,
@@ -99,6 +104,7 @@ pub fn spec(world: &World, params: Params) -> RolloutSpec {
         target_version: "2.0.0".into(),
         target_template_version: None,
         base_template_version: Some(1),
+        change: Change::Image,
         stable: StableRef {
             template_version: 1,
             image: OLD.into(),
@@ -142,6 +148,7 @@ impl World {
             ec2: BTreeMap::new(),
             templates: BTreeMap::from([(1, (OLD.to_owned(), "initial".to_owned()))]),
             created: None,
+            launched_from: BTreeMap::new(),
             boot: Duration::from_secs(20),
             health: Box::new(|_| None),
             commands: Vec::new(),
@@ -158,6 +165,7 @@ impl World {
             let id = format!("i-old{i}");
             let image = if i < old { OLD } else { NEW };
             w.ec2.insert(id.clone(), (image.into(), day_ago));
+            w.launched_from.insert(id.clone(), 1);
             w.group.instances.push(member(&id, "InService"));
         }
         w.healthy_after_boot();
@@ -209,6 +217,7 @@ impl World {
             let probe = Probe {
                 id: &m.instance_id,
                 image,
+                template: self.launched_from[&m.instance_id],
                 age: self.now.since(*at),
                 now: self.now,
             };
@@ -347,6 +356,7 @@ impl World {
             let id = format!("i-{:04}", self.next_id);
             self.next_id += 1;
             self.ec2.insert(id.clone(), (image, self.now));
+            self.launched_from.insert(id.clone(), v);
             self.group.instances.push(member(&id, "Pending"));
             self.launched.push(id);
         }
