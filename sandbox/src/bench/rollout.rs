@@ -213,17 +213,14 @@ pub async fn run(
 }
 
 /// What one rollout measured.
-struct Followed {
-    reactions: Vec<Duration>,
-    duration: Duration,
+pub(crate) struct Followed {
+    pub(crate) reactions: Vec<Duration>,
+    pub(crate) duration: Duration,
     /// Per batch: from the commit of the record that put the batch in
     /// `launching` to the commit of its last new instance's last check
     /// turning passing.
-    boots: Vec<Duration>,
+    pub(crate) boots: Vec<Duration>,
 }
-
-/// The rollout record's key.
-const ROLLOUT_KEY: &str = "rollgate/services/web/rollout";
 
 /// Waits until rollout `web-<n>` has an outcome (polling, 100 ms: the
 /// figures come from the journal, not from when this loop looks), then
@@ -248,7 +245,7 @@ async fn follow(
                 let journal = consul
                     .journal()
                     .context("the bench's Consul runs without its journal")?;
-                return measure(&journal, n, settings.min_healthy);
+                return measure(&journal, "web", n, settings.min_healthy);
             }
         }
         if Instant::now() > deadline {
@@ -265,17 +262,24 @@ struct RecordWrite {
     new: Vec<String>,
 }
 
-/// Measures rollout `web-<n>` from the journal: per batch, the gate (the
-/// commit at which its last new instance's last check turned passing, plus
-/// `min_healthy`) to the commit of the record's move from `launching` to
-/// `retiring`; the wall time from the record's first write to the plan's
-/// outcome.
-fn measure(journal: &Journal, n: u64, min_healthy: Duration) -> anyhow::Result<Followed> {
-    let id = format!("web-{n}");
+/// Measures rollout `<service>-<n>` from the journal: per batch, the gate
+/// (the commit at which its last new instance's last check turned passing,
+/// plus `min_healthy`) to the commit of the record's move from `launching`
+/// to `retiring`; the wall time from the record's first write to the
+/// plan's outcome.
+pub(crate) fn measure(
+    journal: &Journal,
+    service: &str,
+    n: u64,
+    min_healthy: Duration,
+) -> anyhow::Result<Followed> {
+    let id = format!("{service}-{n}");
+    let rollout_key = format!("rollgate/services/{service}/rollout");
+    let plan_key = format!("rollgate/services/{service}/plans/{n:010}");
     let writes: Vec<RecordWrite> = journal
         .kv_writes()
         .iter()
-        .filter(|w| w.key == ROLLOUT_KEY)
+        .filter(|w| w.key == rollout_key)
         .filter_map(|w| {
             let v: serde_json::Value = serde_json::from_slice(&w.value).ok()?;
             (v["spec"]["id"].as_str() == Some(id.as_str())).then(|| RecordWrite {
@@ -297,7 +301,7 @@ fn measure(journal: &Journal, n: u64, min_healthy: Duration) -> anyhow::Result<F
         journal
             .kv_writes()
             .iter()
-            .filter(|w| w.key.ends_with(&format!("/plans/{n:010}")))
+            .filter(|w| w.key == plan_key)
             .find(|w| {
                 serde_json::from_slice::<serde_json::Value>(&w.value)
                     .is_ok_and(|v| v["outcome"].is_object())

@@ -66,6 +66,8 @@ pub(crate) struct Cluster {
     /// Lowest session TTL accepted (Consul's `session_ttl_min`).
     pub session_ttl_min: Duration,
     leader: AtomicBool,
+    /// `/v1/` requests received, on every listener (for benchmarks).
+    pub requests: std::sync::atomic::AtomicU64,
     faults: Mutex<Vec<Fault>>,
     /// Cancelled at shutdown; parent of every other token.
     pub root: CancellationToken,
@@ -111,6 +113,7 @@ impl Cluster {
             datacenter,
             session_ttl_min,
             leader: AtomicBool::new(true),
+            requests: std::sync::atomic::AtomicU64::new(0),
             faults: Mutex::new(Vec::new()),
             conn_epoch: Mutex::new(root.child_token()),
             root,

@@ -425,6 +425,13 @@ impl ServerHandle {
         self.cluster.store().journal()
     }
 
+    /// How many `/v1/` requests every listener received so far.
+    pub fn requests(&self) -> u64 {
+        self.cluster
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current raft index.
     pub fn index(&self) -> u64 {
         self.cluster.store().index

@@ -54,6 +54,7 @@
 mod aws;
 mod control;
 pub mod image;
+pub mod light;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};

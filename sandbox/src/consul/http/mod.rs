@@ -225,6 +225,9 @@ pub(crate) async fn dispatch(
     if !path.starts_with("/v1/") {
         return text(StatusCode::NOT_FOUND, "");
     }
+    cluster
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(fault) = cluster.take_fault(&path) {
         tracing::info!(path = %path, status = fault.status, "Injecting a fault.");
         let status =
