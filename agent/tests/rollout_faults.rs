@@ -1,8 +1,10 @@
 //! Rollouts through bad weather, every part a real process on loopback (see
 //! `rollout_support`): AWS throttling and failing calls mid-rollout, Consul
 //! unreachable from the coordinator for a minute mid-batch (faults injected
-//! by `sandbox::proxy` between the coordinator and one server only), and a
-//! canary held until an operator promotes it.
+//! by `sandbox::proxy` between the coordinator and one server only), the
+//! leader stalled (SIGSTOP) mid-batch until its liveness check hands the
+//! lock to the other replica, and a canary held until an operator promotes
+//! it. (The leader killed with SIGKILL is in `rollout_e2e`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +13,7 @@ mod rollout_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rollgate::consul::QueryOptions;
 use rollgate::rollout::store::Store;
 use rollout_support::{Endpoints, INSTANCES, World, rollgate_cli};
 use sandbox::moto::seed::ImageSpec;
@@ -199,5 +202,107 @@ async fn a_canary_waits_for_promote_then_the_rollout_completes() {
         );
     }
     drop(c);
+    w.shutdown().await;
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process, as an operator's `kill`.
+fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the process runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The session holding the leader lock, if any.
+async fn lock_session(client: &rollgate::consul::Client) -> Option<String> {
+    client
+        .kv_get("rollgate/leader", &QueryOptions::default())
+        .await
+        .ok()?
+        .value?
+        .session
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_leader_loses_the_lock_through_its_liveness_check_and_stops_acting() {
+    let w = World::new().await;
+    let a = w.coordinator(&w.config("a", "2m"));
+    let client = w.client();
+    let stalled = until("a leads", Duration::from_secs(20), || lock_session(&client)).await;
+    let b = w.coordinator(&w.config("b", "2m"));
+    let image = w
+        .publish(ImageSpec::new("acmeinc/web", "1.5.0").tag("sandbox:boot-delay", "3s"))
+        .await;
+    let store = Store::new(w.client(), "rollgate");
+    first_batch_known(&store).await;
+    assert_eq!(
+        lock_session(&client).await.as_deref(),
+        Some(stalled.as_str()),
+        "a still leads:\n{}",
+        b.log()
+    );
+
+    // The leader stops being scheduled, as in a process stalled on a
+    // machine under pressure: it neither refreshes its check nor renews its
+    // session. Its check goes critical when its TTL runs out, which ends
+    // its session (the session's own TTL would take far longer).
+    signal(&a.child, "STOP");
+    let taken = until("b takes the lock", Duration::from_secs(60), || async {
+        lock_session(&client).await.filter(|s| *s != stalled)
+    })
+    .await;
+    let info = client
+        .session_info(&taken, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .expect("the new leader's session exists");
+    let checks: Vec<String> = info
+        .service_checks
+        .iter()
+        .flatten()
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(
+        checks,
+        ["rollgate-coordinator-b:alive"],
+        "the new leader's session depends on its own liveness check: {info:?}"
+    );
+    let gone = client
+        .session_info(&stalled, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert!(
+        gone.is_none(),
+        "the stalled leader's session is gone: {gone:?}"
+    );
+
+    // The stalled process resumes: it learns it lost the lock and stops
+    // acting (its writes would be refused by the fence anyway).
+    signal(&a.child, "CONT");
+    until(
+        "a knows it lost the lock",
+        Duration::from_secs(30),
+        || async { a.log().contains("Leadership lost").then_some(()) },
+    )
+    .await;
+
+    let plan = w.outcome(Duration::from_secs(240)).await;
+    let outcome = plan.outcome.clone().unwrap();
+    assert_eq!(
+        outcome.word(),
+        "succeeded",
+        "{outcome:?}\n--- a ---\n{}\n--- b ---\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.log().contains("Leadership acquired"), "{}", b.log());
+    // Nothing done twice: every instance replaced exactly once, capacity
+    // back where it was.
+    assert_rolled_to(&w, &image).await;
+    drop((a, b));
     w.shutdown().await;
 }

@@ -56,6 +56,16 @@ key_prefix "rollgate/watch/state-chunks/" {
   policy = "write"
 }
 
+# This replica's liveness check (coordinator/liveness.rs): the service
+# rollgate-coordinator-<replica> with a TTL check, registered with the
+# local agent (PUT /v1/agent/service/register), refreshed (PUT
+# /v1/agent/check/update/:id) and deregistered on shutdown. The leader
+# lock's session depends on the check, so a dead leader loses the lock
+# within seconds.
+service "rollgate-coordinator" {
+  policy = "write"
+}
+
 # The leader lock's session: PUT /v1/session/create, renew and destroy,
 # on the node of the Consul agent the coordinator talks to. Replicas run
 # on instances whose node names are not known in advance.

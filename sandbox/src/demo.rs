@@ -108,9 +108,9 @@ pub struct DemoOptions {
     pub seed: u64,
     /// The rollouts' `healthy_deadline`: how long a broken batch has before
     /// the rollout fails. Deadlines count observed time: a silence over
-    /// 15 s (a leader takeover: the lock's session TTL plus lock delay)
-    /// moves them later, a shorter one does not, so it must exceed a boot,
-    /// `min_healthy_time` and 15 s.
+    /// 15 s moves them later, a shorter one (a leader takeover: the dead
+    /// leader's liveness check TTL plus the lock delay, a few seconds) does
+    /// not, so it must exceed a boot, `min_healthy_time` and 15 s.
     pub healthy_deadline: Duration,
     /// Where the configuration, logs, chart and summary go; one demo at a
     /// time per directory. `None`: [`default_work_dir`].

@@ -100,6 +100,9 @@ struct BenchArgs {
     /// Check interval of the simulated nodes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     check_interval: Duration,
+    /// Leader kills of the takeover scenario (one per rollout).
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +115,9 @@ enum Scenario {
     /// Health watcher throughput: 10,000 instances × 3 checks, 1,000 status
     /// changes over 10 s; change → alert enqueued (p50/p99), CPU, memory.
     Watcher,
+    /// Leader takeover: two coordinator replicas, the leader SIGKILLed at a
+    /// random moment of each of `--kills` rollouts; takeover min/p50/p99/max.
+    Takeover,
 }
 
 #[derive(Args)]
@@ -293,6 +299,18 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::watcher_section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "watcher", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Takeover => {
+                tracing::info!(kills = args.kills, "Running the takeover benchmark.");
+                let settings = sandbox::bench::takeover::TakeoverBench {
+                    kills: args.kills.max(1),
+                    ..sandbox::bench::takeover::TakeoverBench::issue()
+                };
+                let results = sandbox::bench::takeover::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::takeover_section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "takeover", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
         }

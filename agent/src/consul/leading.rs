@@ -8,6 +8,13 @@
 //!
 //! Every task is awaited before the next round starts: none outlives its
 //! round, and a panic is logged with the task's name, never dropped.
+//!
+//! When leadership is lost the round's tasks are aborted, not asked to
+//! finish: a deposed leader must not complete a step it started (an AWS call
+//! cannot be fenced in Consul's transaction), and everything a task would
+//! lose lives in KV, from which the next leader rebuilds. This is what lets
+//! the lock-delay be short (see `consul::lock`). On shutdown or after a task
+//! ended, the tasks stop at their own pace.
 
 use std::future::Future;
 use std::time::Duration;
@@ -59,7 +66,12 @@ impl Round {
         }
     }
 
-    /// Awaits every task (after the round was cancelled).
+    /// Stops every task at its next await point (leadership lost).
+    fn abort(&mut self) {
+        self.tasks.abort_all();
+    }
+
+    /// Awaits every task (after the round was cancelled or aborted).
     async fn drain(&mut self) {
         while let Some(ended) = self.tasks.join_next().await {
             if let Err(e) = ended {
@@ -132,6 +144,9 @@ where
             () = lost_signal => false,
         };
         round.cancel();
+        if lost.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            tasks.abort();
+        }
         tasks.drain().await;
         if let Some(l) = leadership {
             let lost_it = lost.as_ref().is_some_and(CancellationToken::is_cancelled);

@@ -1,25 +1,41 @@
 //! The leader lock: one coordinator replica acts, the others wait.
 //!
-//! A replica creates a session (TTL, lock-delay, tied to its node's health),
-//! renews it every TTL/2, and takes the lock key with `?acquire=`. While
-//! another session holds the key it blocks on the key (no polling); while the
-//! key is free but inside the lock-delay of a lost leader, acquire answers
-//! `false` and it retries after a short pause.
+//! A replica creates a session (TTL, lock-delay, tied to its node's health
+//! and to the checks in [`LockConfig::checks`]), renews it every TTL/2, and
+//! takes the lock key with `?acquire=`. While another session holds the key
+//! it blocks on the key (no polling); while the key is free but inside the
+//! lock-delay of a lost leader, acquire answers `false` and it retries after
+//! a short pause ([`LockConfig::retry`]).
+//!
+//! How fast a dead leader is replaced depends on what its session is tied
+//! to. With the session TTL alone, Consul invalidates it only after up to
+//! twice the TTL (at least 10 s), so a takeover takes 20 s or more. With a
+//! short TTL check of the leader process itself in `checks` (the
+//! coordinator's, see `coordinator::liveness`), the check goes critical
+//! once the dead process stops refreshing it, Consul invalidates the
+//! session at that moment, and the lock is free after the lock-delay: a
+//! takeover takes about the check's TTL plus the lock-delay.
 //!
 //! Leadership ends, and [`Leadership::lost`] is cancelled, when: the session
 //! renew answers 404 (the session is gone), no renew succeeded for a whole TTL
 //! (we can no longer be sure we hold it), or the key no longer names our
 //! session. Callers stop acting at once when the token fires.
 //!
-//! Leaders write with the [`Fence`] `(key, LockIndex, session)`: before a
-//! write that matters, [`Fence::verify`] checks that the key still carries the
-//! same session and LockIndex. Consul's lock-delay (default 15 s) guarantees
-//! that no new leader acquires the key for that long after a session is lost,
-//! which covers a deposed leader's write in flight.
+//! Leaders write with the [`Fence`] `(key, LockIndex, session)`: every KV
+//! write carries a `check-session` of the lock key in the same `/v1/txn`, so
+//! a deposed leader cannot write at all, and [`Fence::verify`] is checked
+//! just before AWS calls, which cannot join a transaction. What the
+//! lock-delay still covers is an AWS call already sent when leadership was
+//! lost (the leader stops its tasks the moment it learns, see
+//! `consul::leading`): a second or two, not Consul's default 15 s. No
+//! lock-delay can cover a leader process that stalls between the fence check
+//! and the call longer than its check's TTL plus the lock-delay; AWS offers
+//! no fencing token, so the rollout's actions are idempotent and derived
+//! from the fenced state instead.
 //!
 //! Release is explicit and async ([`Leadership::release`]), never in `Drop`:
-//! a process killed without releasing leaves the lock to expire with the
-//! session's TTL, then the lock-delay.
+//! a process killed without releasing leaves the lock to expire with its
+//! session (its check's TTL, else the session TTL), then the lock-delay.
 
 use std::time::Duration;
 
@@ -28,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::kv::PutOptions;
-use super::types::{SessionRequest, go_duration};
+use super::types::{ServiceCheckRef, SessionRequest, go_duration};
 use super::watch::backoff;
 use super::{Client, Error, QueryOptions};
 
@@ -40,13 +56,21 @@ pub struct LockConfig {
     /// Who we are (host name, replica name): written into the key and the
     /// session name, so an operator can see who leads.
     pub holder: String,
-    /// Session TTL (10 s .. 24 h). A dead leader is replaced after about
-    /// TTL (Consul may take up to 2×TTL) plus the lock-delay.
+    /// Session TTL (10 s .. 24 h). Without `checks`, a dead leader is
+    /// replaced after about TTL (Consul may take up to 2×TTL) plus the
+    /// lock-delay; with them, it is a backstop.
     pub ttl: Duration,
+    /// IDs of service checks on the session's node (the Consul agent this
+    /// client talks to) the session depends on, besides `serfHealth`: the
+    /// session is invalidated the moment one goes critical, and cannot be
+    /// created while one is critical or missing (Consul answers 500, which
+    /// is retried). Empty: the node's health only.
+    pub checks: Vec<String>,
     /// Consul's lock-delay for the session.
     pub lock_delay: Duration,
     /// Pause between acquire attempts while the key is free but refused
-    /// (lock-delay in force).
+    /// (lock-delay in force), plus up to a quarter of it of jitter. Short:
+    /// it adds to every takeover.
     pub retry: Duration,
     /// `wait` of the blocking read on a key held by someone else.
     pub wait: Duration,
@@ -60,7 +84,8 @@ impl LockConfig {
             holder: holder.into(),
             ttl: Duration::from_secs(15),
             lock_delay: Duration::from_secs(15),
-            retry: Duration::from_secs(1),
+            checks: Vec::new(),
+            retry: Duration::from_millis(250),
             wait: Duration::from_secs(60),
         }
     }
@@ -111,6 +136,11 @@ impl KeptSession {
                 ttl: go_duration(config.ttl),
                 lock_delay: go_duration(config.lock_delay),
                 behavior: "release".into(),
+                service_checks: config
+                    .checks
+                    .iter()
+                    .map(|id| ServiceCheckRef { id: id.clone() })
+                    .collect(),
             })
             .await?;
         let lost = CancellationToken::new();
@@ -327,7 +357,9 @@ impl LeaderLock {
             }
             None => {
                 // Free but refused: the lock-delay of a lost session is in force.
-                let pause = self.config.retry + Duration::from_millis(rand::random::<u64>() % 250);
+                let jitter = u64::try_from(self.config.retry.as_millis() / 4).unwrap_or(0) + 1;
+                let pause =
+                    self.config.retry + Duration::from_millis(rand::random::<u64>() % jitter);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(pause) => {}

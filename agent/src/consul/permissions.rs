@@ -555,6 +555,9 @@ const COORDINATOR: &[Grant] = &[
     g("kv_get", Key, PREFIX, "{prefix}/trigger/", Read, "block on publish triggers"),
     g("health_service", Service, PREFIX, "", Read, "the gate: health of each rolled-out service"),
     g("health_service", Node, PREFIX, "", Read, "the gate: each instance's node"),
+    g("register_service", Service, EXACT, "rollgate-coordinator", Write, "the replica's liveness check"),
+    g("update_check", Service, EXACT, "rollgate-coordinator", Write, "refresh the liveness check"),
+    g("deregister_service", Service, EXACT, "rollgate-coordinator", Write, "remove the liveness check on shutdown"),
 ];
 
 #[rustfmt::skip]

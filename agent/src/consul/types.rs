@@ -239,6 +239,9 @@ pub struct SessionEntry {
     pub ttl: String,
     /// Node checks the session depends on.
     pub node_checks: Option<Vec<String>>,
+    /// Service checks the session depends on (Consul 1.7+).
+    #[serde(default)]
+    pub service_checks: Option<Vec<ServiceCheckRef>>,
     /// Raft index of creation.
     pub create_index: u64,
     /// Raft index of the last change.
@@ -258,6 +261,20 @@ pub struct SessionRequest {
     pub lock_delay: String,
     /// `release` (keep the keys) or `delete`.
     pub behavior: String,
+    /// Service checks of the session's node it depends on: when one goes
+    /// critical (or is removed), Consul invalidates the session at once.
+    /// `NodeChecks` keep Consul's default (`serfHealth`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_checks: Vec<ServiceCheckRef>,
+}
+
+/// A service check a session depends on (`ServiceChecks` entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceCheckRef {
+    /// The check's ID on the session's node.
+    #[serde(rename = "ID")]
+    pub id: String,
 }
 
 /// Formats a duration the way Go's `time.ParseDuration` accepts it.

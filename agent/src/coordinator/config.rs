@@ -19,11 +19,20 @@ pub struct CoordinatorConfig {
     pub registry_poll: Duration,
     /// Name of this replica in the leader lock; empty means the host name.
     pub replica_name: String,
-    /// Session TTL of the leader lock (10s..1h): a dead leader is replaced
-    /// after about this (Consul may take twice as long) plus `lock_delay`.
+    /// Session TTL of the leader lock (10s..1h): a backstop; without the
+    /// liveness check a dead leader is replaced after about this (Consul may
+    /// take twice as long) plus `lock_delay`.
     #[serde(with = "humantime_serde")]
     pub lock_ttl: Duration,
-    /// Consul's lock-delay after a leader's session is lost (0s..60s).
+    /// TTL of this replica's liveness check (0s, or 1s..60s, shorter than
+    /// `lock_ttl`), refreshed three times per TTL; the leader's session
+    /// depends on it, so a dead leader is replaced after about this plus
+    /// `lock_delay`. `0s` turns the check off (the session TTL decides).
+    #[serde(with = "humantime_serde")]
+    pub leader_check_ttl: Duration,
+    /// Consul's lock-delay after a leader's session is lost (0s..60s): covers
+    /// an AWS call a deposed leader had already sent (its KV writes are
+    /// fenced atomically, its tasks stop the moment it learns).
     #[serde(with = "humantime_serde")]
     pub lock_delay: Duration,
     /// AWS region; empty means the standard chain (`AWS_REGION`, profile,
@@ -42,7 +51,8 @@ impl Default for CoordinatorConfig {
             registry_poll: Duration::from_secs(60),
             replica_name: String::new(),
             lock_ttl: Duration::from_secs(15),
-            lock_delay: Duration::from_secs(15),
+            leader_check_ttl: Duration::from_secs(2),
+            lock_delay: Duration::from_secs(2),
             aws_region: String::new(),
             aws_endpoint: String::new(),
             image_owners: vec!["self".into()],
@@ -205,6 +215,21 @@ impl CoordinatorConfig {
         );
         p.duration_in("coordinator.lock_ttl", self.lock_ttl, s(10), s(3600));
         p.duration_in("coordinator.lock_delay", self.lock_delay, s(0), s(60));
+        if !self.leader_check_ttl.is_zero() {
+            p.duration_in(
+                "coordinator.leader_check_ttl",
+                self.leader_check_ttl,
+                s(1),
+                s(60),
+            );
+            if self.leader_check_ttl >= self.lock_ttl {
+                p.push(
+                    "coordinator.leader_check_ttl",
+                    humantime::format_duration(self.leader_check_ttl),
+                    "must be shorter than coordinator.lock_ttl (or \"0s\" to turn the check off), or the check never notices a dead leader first",
+                );
+            }
+        }
         if !self.aws_endpoint.is_empty() && url::Url::parse(&self.aws_endpoint).is_err() {
             p.push(
                 "coordinator.aws_endpoint",

@@ -22,8 +22,14 @@
 //! releases the lock so another replica takes over without waiting for the
 //! session TTL.
 //!
+//! Every replica keeps a short TTL check of its own process in its local
+//! Consul agent ([`liveness`], `coordinator.leader_check_ttl`) and ties its
+//! lock session to it, so a leader that dies or stalls loses the lock a few
+//! seconds later, not after twice the session TTL.
+//!
 
 pub mod config;
+pub mod liveness;
 pub mod planner;
 
 use std::sync::Arc;
@@ -99,17 +105,25 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
     ));
     let fleet = Arc::new(Retrying::new(sdk, RetryPolicy::default()));
     let name = replica_name(config);
+    // The lock's session depends on this replica's liveness check (unless
+    // turned off), registered before the first session is created.
+    let alive = if c.leader_check_ttl.is_zero() {
+        None
+    } else {
+        Some(liveness::Liveness::start(client.clone(), &name, c.leader_check_ttl).await)
+    };
     let lock = LeaderLock::new(
         client.clone(),
         LockConfig {
             ttl: c.lock_ttl,
             lock_delay: c.lock_delay,
+            checks: alive.iter().map(|a| a.check_id().to_string()).collect(),
             ..LockConfig::new(store.leader_key(), name.clone())
         },
     );
     tracing::info!(replica = %name, services = config.services.len(), "Coordinator starting; contending for leadership.");
     let cancel = shutdown.requested.clone();
-    run_while_leading(Some(&lock), "coordinator", &cancel, |cx, round| {
+    let led = run_while_leading(Some(&lock), "coordinator", &cancel, |cx, round| {
         let Some(fence) = cx.fence else {
             return;
         };
@@ -139,8 +153,13 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
             round.spawn("rollout loop", rollouts.run(cx.cancel.clone()));
         }
     })
-    .await
-    .map_err(CoordinatorError::Lock)?;
+    .await;
+    // The lock is released (or was never held) by now: deregistering the
+    // check cannot invalidate a session holding it.
+    if let Some(alive) = alive {
+        alive.stop().await;
+    }
+    led.map_err(CoordinatorError::Lock)?;
     tracing::info!("Coordinator stopped.");
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod rollout;
+pub mod takeover;
 pub mod watcher;
 
 use std::fmt::Write as _;
@@ -376,6 +377,89 @@ pub fn watcher_section(r: &watcher::WatcherResults, command: &str) -> String {
             r.unexpected.join(", ")
         );
     }
+    s
+}
+
+/// Markdown for the takeover scenario.
+pub fn takeover_section(r: &takeover::TakeoverResults, command: &str) -> String {
+    let mut s = String::new();
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    let takeovers = r.takeovers();
+    let freed = r.freed();
+    let p99 = quantile(&takeovers, 0.99);
+    let st = &r.settings;
+    let _ = writeln!(s, "## Leader takeover after SIGKILL\n");
+    let _ = writeln!(s, "| measure | value | target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| takeover (SIGKILL → the other replica holds the lock), min / p50 | {} / {} | | |",
+        secs(takeovers.first().copied().unwrap_or_default()),
+        secs(quantile(&takeovers, 0.5))
+    );
+    let _ = writeln!(
+        s,
+        "| takeover p99 ({} kills) | {} | ≤ 5 s | {} |",
+        takeovers.len(),
+        secs(p99),
+        verdict(p99 <= Duration::from_secs(5))
+    );
+    let _ = writeln!(
+        s,
+        "| takeover max | {} | | |",
+        secs(takeovers.last().copied().unwrap_or_default())
+    );
+    let _ = writeln!(
+        s,
+        "| of which: SIGKILL → lock freed (liveness check TTL ran out), p50 / max | {} / {} | | |",
+        secs(quantile(&freed, 0.5)),
+        secs(freed.last().copied().unwrap_or_default())
+    );
+    let _ = writeln!(
+        s,
+        "| rollouts succeeded | {} of {} | all | {} |",
+        r.rollouts_succeeded,
+        st.kills + 1,
+        verdict(r.rollouts_succeeded == st.kills + 1)
+    );
+    let _ = writeln!(
+        s,
+        "| instances launched / terminated | {} / {} | {} / {} (one each per replaced instance) | {} |",
+        r.launched,
+        r.terminated,
+        r.expected_launched,
+        r.expected_terminated,
+        verdict(r.launched == r.expected_launched && r.terminated == r.expected_terminated)
+    );
+    let _ = writeln!(
+        s,
+        "\nTakeovers (ms, in kill order; the rollout state at the kill): {}\n",
+        r.kills
+            .iter()
+            .map(|k| format!("{:.0} ({})", k.takeover.as_secs_f64() * 1000.0, k.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    provenance(&mut s, command);
+    let _ = writeln!(
+        s,
+        "- Method: {} instances, batch {}, app boot delay {}, min_healthy_time {}; two real `rollgate coordinator` \
+         replicas with the default `lock_ttl`, `leader_check_ttl` and `lock_delay` (config/rollgate.toml), \
+         the fleet simulator, moto and the sandbox Consul (ACLs on, Consul's timings). {} rollouts after a warm-up one \
+         ({:.1} s); in each, at a random moment within 80 % of the warm-up's duration, the replica named in the lock \
+         key is sent SIGKILL. Times are taken from outside, by blocking queries on `rollgate/leader`: lock freed when \
+         the key loses the dead session, takeover when it names the other replica's session (its first acquisition, \
+         after which its writes are fenced with that session). The killed replica is started again after the \
+         takeover, as the standby. Launched/terminated are the fleet simulator's node starts and stops over the \
+         whole run: an instance terminated twice, or a wrong one, shows as a missing or extra instance.",
+        st.instances,
+        st.batch,
+        humantime::format_duration(st.boot_delay),
+        humantime::format_duration(st.min_healthy),
+        st.kills,
+        r.warmup.as_secs_f64()
+    );
     s
 }
 
