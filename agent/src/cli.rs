@@ -123,8 +123,15 @@ pub enum Command {
     /// approved ones batch by batch gated on Consul health (reverting on
     /// failure), and run the health watcher and the alert outbox sender.
     Coordinator,
-    /// Tag an existing AMI as a version of an artifact and trigger planning.
+    /// Tag an existing AMI as a version of an artifact and trigger planning;
+    /// says what the coordinator will do with it. Exits 4, changing
+    /// nothing, when the coordinator would ignore it (older than the newest
+    /// image, failed or rejected before).
     Publish(PublishArgs),
+    /// Plan a change back to a version that ran stable before (the last one,
+    /// or --to VERSION), approved and rolled out like any plan and recorded
+    /// as a rollback. Refuses a version that failed since unless --force.
+    Rollback(RollbackArgs),
     /// Show the newest plan of each service (or of SERVICE).
     Plan(ShowArgs),
     /// Approve a pending plan; the coordinator then rolls it out.
@@ -180,8 +187,38 @@ pub struct PublishArgs {
     #[arg(long)]
     pub version: Option<String>,
     /// A Packer manifest (manifest post-processor output) to publish from.
+    /// Each image is tagged in its own region; the image in the
+    /// coordinator's region (coordinator.aws_region) is the one planned.
     #[arg(long, conflicts_with_all = ["ami", "version"])]
     pub manifest: Option<PathBuf>,
+    /// Only the image of this region (with --manifest); with --ami, the
+    /// region the AMI lives in (default: coordinator.aws_region).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Plan the image even though it failed a rollout or its plan was
+    /// rejected before (an operator's decision; needs the operator token).
+    #[arg(long)]
+    pub force: bool,
+    /// Who forces (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_: Option<String>,
+}
+
+/// Options of `rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The service (may be omitted when only one is configured).
+    pub service: Option<String>,
+    /// The version (or AMI ID) to go back to; default: the last stable
+    /// version before the running one. `rollgate history` lists them.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Roll back to a version that failed a rollout since it was stable.
+    #[arg(long)]
+    pub force: bool,
+    /// Who asks (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_: Option<String>,
 }
 
 /// Options of `plan` and `history`.

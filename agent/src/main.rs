@@ -159,7 +159,17 @@ async fn operator_command(config: &Config, command: Command) -> Result<Exit, Fai
                     ));
                 }
             };
-            ops::publish(config, source).await?
+            let options = ops::PublishOptions {
+                source,
+                region: a.region,
+                force: a.force,
+                operator: ops::operator(a.as_),
+            };
+            ops::publish(config, options).await?
+        }
+        Command::Rollback(a) => {
+            let by = ops::operator(a.as_);
+            ops::rollback(config, a.service.as_deref(), a.to.as_deref(), a.force, by).await?
         }
         Command::Plan(a) => ops::show_plan(config, a.service.as_deref(), a.json).await?,
         Command::History(a) => ops::history(config, a.service.as_deref(), a.json).await?,
@@ -243,17 +253,7 @@ fn exit_for(failure: &Failure) -> Exit {
                 Exit::Unavailable
             }
         },
-        Failure::Ops(e) => match e {
-            OpsError::Consul(e) => consul_exit(e),
-            OpsError::Store(e) => store_exit(e),
-            OpsError::Aws(e) => aws_exit(e),
-            OpsError::UnknownService { .. }
-            | OpsError::NoServices
-            | OpsError::AmbiguousService { .. }
-            | OpsError::Read { .. }
-            | OpsError::Manifest { .. } => Exit::Usage,
-            OpsError::AlreadyDecided { .. } | OpsError::NoRollout { .. } => Exit::Refused,
-        },
+        Failure::Ops(e) => ops_exit(e),
         Failure::Node(e) => match e {
             NodeError::Config(_) | NodeError::Registration(_) => Exit::Usage,
             NodeError::Consul(e) => consul_exit(e),
@@ -272,6 +272,27 @@ fn exit_for(failure: &Failure) -> Exit {
             AlertingError::Notify(_) => Exit::Usage,
             AlertingError::Consul(e) | AlertingError::Lock(e) => consul_exit(e),
         },
+    }
+}
+
+/// An operator command's failure.
+fn ops_exit(e: &OpsError) -> Exit {
+    match e {
+        OpsError::Consul(e) => consul_exit(e),
+        OpsError::Store(e) => store_exit(e),
+        OpsError::Aws(e) => aws_exit(e),
+        OpsError::UnknownService { .. }
+        | OpsError::NoServices
+        | OpsError::AmbiguousService { .. }
+        | OpsError::Read { .. }
+        | OpsError::Manifest { .. }
+        | OpsError::Setup { .. } => Exit::Usage,
+        OpsError::AlreadyDecided { .. }
+        | OpsError::NoRollout { .. }
+        | OpsError::NotPlanned(_)
+        | OpsError::RollbackRefused { .. } => Exit::Refused,
+        // Part done: the status of what failed.
+        OpsError::PartlyDone { source, .. } => ops_exit(source),
     }
 }
 

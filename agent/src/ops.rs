@@ -1,5 +1,6 @@
-//! Operator commands: `publish`, `plan`, `history`, `approve`, `reject`,
-//! `status`, `pause`, `resume`, `abort`, `promote`.
+//! Operator commands: `publish` ([`publish`]), `rollback` ([`rollback`]),
+//! `plan`, `history`, `approve`, `reject`, `status`, `pause`, `resume`,
+//! `abort`, `promote`.
 //!
 //! Each reads the configuration's Consul and AWS settings, does one thing,
 //! and reports in words an operator can act on. A failure is an [`OpsError`]
@@ -8,17 +9,23 @@
 //! decided or expired, no rollout in progress), or Consul, KV or AWS
 //! failing; `main.rs` chooses the exit status from it.
 
-use std::io::IsTerminal as _;
-use std::path::Path;
+mod publish;
+mod rollback;
 
-use crate::aws::registry::Registry;
-use crate::aws::registry::manifest::{ManifestError, parse_packer_manifest};
+use std::io::IsTerminal as _;
+
+use crate::aws::registry::manifest::ManifestError;
 use crate::aws::sdk::SdkFleet;
 use crate::config::Config;
 use crate::consul::Client;
+use crate::coordinator::config::ServiceConfig;
+use crate::coordinator::planner::PlanError;
 use crate::rollout::plan::{Decision, Outcome, Plan, now_ms};
 use crate::rollout::render::{self, Style};
-use crate::rollout::store::{Store, StoreError, Trigger};
+use crate::rollout::store::{Store, StoreError};
+
+pub use publish::{PublishOptions, PublishSource, publish};
+pub use rollback::rollback;
 
 /// An operator command failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +92,55 @@ pub enum OpsError {
         /// The service.
         service: String,
     },
+    /// The service's group is not set up as the configuration says.
+    #[error("service {service}: {problem}")]
+    Setup {
+        /// The service.
+        service: String,
+        /// What does not match.
+        problem: String,
+    },
+    /// `publish` would change nothing the coordinator acts on (an image
+    /// older than the newest, one that failed or was rejected before), so
+    /// it changed nothing; the message says why and what to do instead.
+    #[error("{0}")]
+    NotPlanned(String),
+    /// `rollback` cannot go where it was asked (no such stable version, a
+    /// version that failed since, the version running already).
+    #[error("cannot roll {service} back: {reason}")]
+    RollbackRefused {
+        /// The service.
+        service: String,
+        /// Why, naming the version.
+        reason: String,
+    },
+    /// `publish` failed after part of it was done: says what was done, what
+    /// failed, and what will still happen.
+    #[error("{done}\n{source}\n{next}")]
+    PartlyDone {
+        /// What was done (images tagged, in which region).
+        done: String,
+        /// What failed.
+        #[source]
+        source: Box<OpsError>,
+        /// What will still happen, and how to finish.
+        next: String,
+    },
+}
+
+impl From<PlanError> for OpsError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Aws(e) => OpsError::Aws(e),
+            PlanError::Store(e) => OpsError::Store(e),
+            PlanError::Setup { service, problem } => OpsError::Setup { service, problem },
+            // Operators hold no fence; a plain store error carries the cause.
+            PlanError::NotLeader => OpsError::Setup {
+                service: String::new(),
+                problem: "leadership lost".into(),
+            },
+        }
+    }
 }
 
 fn store(config: &Config) -> Result<Store, OpsError> {
@@ -92,81 +148,30 @@ fn store(config: &Config) -> Result<Store, OpsError> {
     Ok(Store::new(client, &config.consul.kv_prefix))
 }
 
-async fn aws(config: &Config) -> SdkFleet {
+/// The AWS SDK configuration: `coordinator.aws_region` and
+/// `aws_endpoint`, or `region` instead of the configured region.
+async fn aws_config(config: &Config, region: Option<&str>) -> aws_config::SdkConfig {
     let c = &config.coordinator;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    let (region, endpoint) = (opt(&c.aws_region), opt(&c.aws_endpoint));
-    SdkFleet::from_env(region.as_deref(), endpoint.as_deref()).await
+    let region = region.map(str::to_owned).or_else(|| opt(&c.aws_region));
+    let endpoint = opt(&c.aws_endpoint);
+    crate::aws::sdk::load_config(region.as_deref(), endpoint.as_deref()).await
 }
 
-/// What to publish.
-#[derive(Debug, Clone)]
-pub enum PublishSource {
-    /// One image given on the command line.
-    Image {
-        /// Artifact name.
-        artifact: String,
-        /// AMI ID.
-        image_id: String,
-        /// Version.
-        version: String,
-    },
-    /// A Packer manifest, with an optional artifact override.
-    Manifest {
-        /// The manifest file.
-        path: String,
-        /// Overrides the manifest's artifact.
-        artifact: Option<String>,
-    },
+async fn aws(config: &Config) -> SdkFleet {
+    SdkFleet::new(&aws_config(config, None).await)
 }
 
-/// `rollgate publish`: tags the image(s) as artifact versions and writes the
-/// trigger so the coordinator plans at once.
-pub async fn publish(config: &Config, source: PublishSource) -> Result<String, OpsError> {
-    let images = match source {
-        PublishSource::Image {
-            artifact,
-            image_id,
-            version,
-        } => vec![(artifact, image_id, version)],
-        PublishSource::Manifest { path, artifact } => {
-            let text =
-                std::fs::read_to_string(Path::new(&path)).map_err(|source| OpsError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-            let builds = parse_packer_manifest(&text, artifact.as_deref()).map_err(|source| {
-                OpsError::Manifest {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            builds
-                .into_iter()
-                .map(|b| (b.artifact, b.image_id, b.version))
-                .collect()
-        }
-    };
-    let registry = aws(config).await.registry();
-    let store = store(config)?;
-    let mut lines = Vec::new();
-    for (artifact, image_id, version) in images {
-        registry.tag_image(&image_id, &artifact, &version).await?;
-        store
-            .write_trigger(
-                &artifact,
-                &Trigger {
-                    image_id: image_id.clone(),
-                    version: version.clone(),
-                    at: now_ms(),
-                },
-            )
-            .await?;
-        lines.push(format!(
-            "Published {image_id} as {artifact} {version}; the coordinator plans it now."
-        ));
-    }
-    Ok(lines.join("\n"))
+/// The `[[services]]` entry named `service`.
+fn service_config<'a>(config: &'a Config, service: &str) -> Result<&'a ServiceConfig, OpsError> {
+    config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| OpsError::UnknownService {
+            service: service.to_owned(),
+            configured: config.services.iter().map(|c| c.name.clone()).collect(),
+        })
 }
 
 fn style() -> Style {

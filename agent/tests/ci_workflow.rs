@@ -842,8 +842,8 @@ fn method_calls(code: &str, receiver: &str) -> BTreeSet<String> {
 }
 
 fn publish_calls() -> BTreeMap<String, Vec<String>> {
-    let ops = read("agent/src/ops.rs");
-    let publish = fn_body(&ops, "publish").expect("agent/src/ops.rs has fn publish");
+    let ops = read("agent/src/ops/publish.rs");
+    let publish = fn_body(&ops, "publish").expect("agent/src/ops/publish.rs has fn publish");
     let registry_methods = method_calls(publish, "registry");
     assert!(
         registry_methods.contains("tag_image"),

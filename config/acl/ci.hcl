@@ -29,3 +29,9 @@ key_prefix "rollgate/services/web/plans/" {
 key "rollgate/services/web/rollout" {
   policy = "read"
 }
+
+# publish: the images that failed a rollout (GET ?recurse), so publish says
+# whether the coordinator will plan the image.
+key_prefix "rollgate/services/web/failed/" {
+  policy = "read"
+}

@@ -1,22 +1,33 @@
 //! Plans: what runs against what would run, and the decision on it.
 //!
 //! Pure: [`compute`] turns the observed group, instances, launch template and
-//! images into a [`Plan`]; [`decide`] says what the coordinator should do when
-//! the registry shows an image (nothing, or plan it and supersede older
-//! pending plans); [`Decision`] records an operator's (or the policy's)
-//! answer. Storage is `rollout::store`; rendering is `rollout::render`.
+//! images into a [`Plan`]; [`decide`] says what the coordinator does when
+//! the registry shows an image (nothing and why, or plan it and supersede
+//! older pending plans), and `rollgate publish` asks it the same question
+//! ([`decide_publish`]) before it claims anything; [`decide_template`] says
+//! when a Terraform-only change of the launch template is due;
+//! [`rollback_target`] chooses the version `rollgate rollback` goes back
+//! to; [`Decision`] records an operator's (or the policy's) answer. Storage
+//! is `rollout::store`; rendering is `rollout::render`.
 //!
 //! Handover to the rollout: a plan whose decision is `Approved` and that has
 //! no `outcome` yet is the rollout's input; the rollout records its outcome
 //! on the plan when it ends. Older approved plans run first.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Group, Image, Instance, TemplateVersion};
 use crate::params::Params;
+
+mod decide;
+mod rollback;
+
+pub use decide::{
+    Ignored, Published, Situation, Verdict, decide, decide_publish, decide_template, running_base,
+};
+pub use rollback::{RollbackRefusal, StableVersion, rollback_target, stable_versions};
 
 /// Milliseconds since the Unix epoch: plans persist as JSON and tests use
 /// fixed times.
@@ -352,8 +363,18 @@ pub struct PlanInput<'a> {
     pub current_image: Option<&'a Image>,
     /// The image to roll out.
     pub target: &'a Image,
+    /// What the plan changes: for a template change every instance is
+    /// replaced, though it runs the target image already.
+    pub change: Change,
     /// Now.
     pub now: Millis,
+}
+
+/// The instances launched per step when `n` are to be replaced: the
+/// configured `batch_size`, capped at `n` (the rollout never launches more
+/// than it replaces).
+pub fn effective_batch(n: u32, params: &Params) -> u32 {
+    params.batch().min(n.max(1))
 }
 
 /// Number of steps to replace `n` instances.
@@ -361,7 +382,7 @@ pub fn batches(n: u32, params: &Params) -> u32 {
     if n == 0 {
         return 0;
     }
-    let batch = params.batch_size.max(1);
+    let batch = effective_batch(n, params);
     let canary = params.canary.min(n);
     let rest = n - canary;
     u32::from(canary > 0) + rest.div_ceil(batch)
@@ -375,8 +396,10 @@ pub fn estimate(steps: u32, service: &PlanSettings<'_>) -> Duration {
 }
 
 /// Computes the plan. Instances leaving the group (Terminating, Terminated)
-/// are left out; instances already on the target image are kept.
+/// are left out; instances already on the target image are kept, except in
+/// a template change, which replaces every instance.
 pub fn compute(input: &PlanInput<'_>) -> Plan {
+    let replace_all = matches!(input.change, Change::Template { .. });
     let gone = |state: &str| state.starts_with("Terminat");
     let mut instances: Vec<PlannedInstance> = input
         .group
@@ -390,7 +413,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
                 .find(|i| i.instance_id == gi.instance_id)
                 .map(|i| i.image_id.clone())
                 .unwrap_or_default();
-            let action = if image_id == input.target.image_id {
+            let action = if image_id == input.target.image_id && !replace_all {
                 InstanceAction::Keep
             } else {
                 InstanceAction::Replace
@@ -421,7 +444,7 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
     Plan {
         id: input.id.clone(),
         service: input.service.service.to_owned(),
-        change: Change::Image,
+        change: input.change.clone(),
         created_at: input.now,
         group: input.group.name.clone(),
         launch_template_id: input.template.template_id.clone(),
@@ -442,73 +465,6 @@ pub fn compute(input: &PlanInput<'_>) -> Plan {
         },
         outcome: None,
     }
-}
-
-/// What the planner should do about the newest image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Nothing to do, and why (logged at debug level).
-    Nothing(String),
-    /// Plan the image, superseding these pending plans.
-    Plan {
-        /// Pending plans for another image, to mark superseded.
-        supersede: Vec<String>,
-    },
-}
-
-/// Decides what to do about `newest` for a service whose group runs
-/// `running_image` (the current template version's image), given its plans,
-/// the images that failed before, and whether any instance still runs
-/// another image.
-pub fn decide(
-    newest: &Image,
-    running_image: &str,
-    fleet_converged: bool,
-    plans: &[Plan],
-    failed: &BTreeSet<String>,
-    now: Millis,
-) -> Verdict {
-    if newest.image_id == running_image && fleet_converged {
-        return Verdict::Nothing(format!("the group already runs {}", newest.image_id));
-    }
-    if failed.contains(&newest.image_id) {
-        return Verdict::Nothing(format!(
-            "image {} failed a rollout before; it is not planned again (publish a new image)",
-            newest.image_id
-        ));
-    }
-    let same_target = |p: &Plan| p.target.image_id == newest.image_id;
-    if let Some(p) = plans
-        .iter()
-        .find(|p| same_target(p) && (p.is_pending(now) || p.is_open_approved()))
-    {
-        return Verdict::Nothing(format!("plan {} already covers {}", p.id, newest.image_id));
-    }
-    // A plan for this image that was rejected stays rejected: an operator
-    // said no to exactly this image.
-    if let Some(p) = plans
-        .iter()
-        .find(|p| same_target(p) && matches!(p.decision, Decision::Rejected { .. }))
-    {
-        return Verdict::Nothing(format!(
-            "plan {} for {} was rejected; publish a new image",
-            p.id, newest.image_id
-        ));
-    }
-    if newest.image_id == running_image {
-        // The template already points at it but instances lag behind (a
-        // rollout in progress or an interrupted one): the rollout handles it.
-        return Verdict::Nothing(format!(
-            "the launch template already uses {}",
-            newest.image_id
-        ));
-    }
-    let supersede = plans
-        .iter()
-        .filter(|p| p.is_pending(now) && !same_target(p))
-        .map(|p| p.id.clone())
-        .collect();
-    Verdict::Plan { supersede }
 }
 
 /// Pending plans whose time ran out at `now`.

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::plan::{Decision, InstanceAction, Millis, Plan};
+use crate::plan::{Change, Decision, InstanceAction, Millis, Plan, effective_batch};
 
 /// Styling: ANSI colours on a terminal, plain text otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,31 @@ pub fn decision(d: &Decision) -> String {
     }
 }
 
+/// What a plan changes, in words.
+pub fn change(p: &Plan) -> String {
+    match &p.change {
+        Change::Image => "image: a new image of the artifact".to_owned(),
+        Change::Rollback {
+            requested_by,
+            override_failed,
+        } => format!(
+            "rollback to {}, asked by {requested_by}{}",
+            version(&p.target.version),
+            if *override_failed {
+                " (a version that failed before, overridden)"
+            } else {
+                ""
+            }
+        ),
+        Change::Template {
+            from_version,
+            to_version,
+        } => format!(
+            "template: launch template default version {from_version} -> {to_version}, same image"
+        ),
+    }
+}
+
 /// The full plan.
 pub fn plan(p: &Plan, style: Style) -> String {
     let mut out = String::new();
@@ -91,26 +116,64 @@ pub fn plan(p: &Plan, style: Style) -> String {
         time(p.created_at)
     );
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  {} image     {} ({})  ->  {} ({})",
-        style.yellow("~"),
-        p.current.image_id,
-        version(&p.current.version),
-        style.bold(&p.target.image_id),
-        style.bold(&version(&p.target.version)),
-    );
-    if !p.target.artifact.is_empty() {
-        let _ = writeln!(out, "    artifact  {}", p.target.artifact);
+    let _ = writeln!(out, "  change    {}", change(p));
+    let base = p
+        .base_template_version
+        .unwrap_or(p.current_template_version);
+    match &p.change {
+        Change::Template {
+            from_version,
+            to_version,
+        } => {
+            let _ = writeln!(
+                out,
+                "    image     {} ({}), unchanged",
+                p.target.image_id,
+                version(&p.target.version)
+            );
+            let _ = writeln!(
+                out,
+                "  {} launch template default version {from_version}  ->  {}  (a Terraform change)",
+                style.yellow("~"),
+                style.bold(&to_version.to_string()),
+            );
+            let _ = writeln!(
+                out,
+                "  {} launch template version {}  ->  a new version copied from {} with image {}; every instance is replaced to pick it up",
+                style.yellow("~"),
+                p.current_template_version,
+                base,
+                p.target.image_id
+            );
+        }
+        Change::Image | Change::Rollback { .. } => {
+            let _ = writeln!(
+                out,
+                "  {} image     {} ({})  ->  {} ({})",
+                style.yellow("~"),
+                p.current.image_id,
+                version(&p.current.version),
+                style.bold(&p.target.image_id),
+                style.bold(&version(&p.target.version)),
+            );
+            if !p.target.artifact.is_empty() {
+                let _ = writeln!(out, "    artifact  {}", p.target.artifact);
+            }
+            let _ = writeln!(
+                out,
+                "  {} launch template version {}  ->  a new version copied from {}{} with image {}",
+                style.yellow("~"),
+                p.current_template_version,
+                base,
+                if p.base_template_version.is_some() {
+                    " (the default version)"
+                } else {
+                    ""
+                },
+                p.target.image_id
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "  {} launch template version {}  ->  a new version copied from {} with image {}",
-        style.yellow("~"),
-        p.current_template_version,
-        p.current_template_version,
-        p.target.image_id
-    );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -156,9 +219,21 @@ pub fn plan(p: &Plan, style: Style) -> String {
             p.params.batch_size
         );
     } else {
-        let _ = write!(summary, " of {}", p.params.batch_size);
+        let _ = write!(
+            summary,
+            " of {}",
+            effective_batch(replace as u32, &p.params)
+        );
     }
     let _ = write!(summary, ", {kept} kept.");
+    let capped = replace > 0 && p.params.batch() > replace as u32;
+    if capped {
+        let _ = write!(
+            summary,
+            " (batch_size {} is more than the {replace} to replace: capped at {replace}.)",
+            p.params.batch_size
+        );
+    }
     let _ = writeln!(out, "  {}", style.bold(&summary));
     let _ = writeln!(
         out,
@@ -213,11 +288,22 @@ pub fn history(plans: &[Plan], style: Style) -> String {
         ))
     );
     for p in plans {
-        let change = format!(
-            "{} -> {}",
-            version(&p.current.version),
-            version(&p.target.version)
-        );
+        let change = match &p.change {
+            Change::Image => format!(
+                "{} -> {}",
+                version(&p.current.version),
+                version(&p.target.version)
+            ),
+            Change::Rollback { .. } => format!(
+                "rollback {} -> {}",
+                version(&p.current.version),
+                version(&p.target.version)
+            ),
+            Change::Template {
+                from_version,
+                to_version,
+            } => format!("template v{from_version} -> v{to_version}"),
+        };
         let (by, when) = match &p.decision {
             Decision::Approved { by, at } | Decision::Rejected { by, at, .. } => {
                 (by.clone(), time(*at))
@@ -289,5 +375,59 @@ mod tests {
             eprintln!("--- rendered ---\n{text}--- end ---");
         }
         assert_eq!(text, GOLDEN_HISTORY);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_group_is_capped_and_said_so() {
+        let mut p = sample_plan();
+        p.params.batch_size = 50;
+        p.batches = crate::plan::batches(5, &p.params);
+        let text = plan(&p, Style { color: false });
+        assert!(
+            text.contains("5 to replace in 1 step of 5, 1 kept."),
+            "{text}"
+        );
+        assert!(
+            text.contains("batch_size 50 is more than the 5 to replace: capped at 5"),
+            "{text}"
+        );
+        assert!(!plan(&sample_plan(), Style { color: false }).contains("capped"));
+    }
+
+    #[test]
+    fn rollbacks_and_template_changes_say_what_they_are() {
+        let mut r = sample_plan();
+        std::mem::swap(&mut r.current, &mut r.target);
+        r.change = Change::Rollback {
+            requested_by: "alice".into(),
+            override_failed: false,
+        };
+        let text = plan(&r, Style { color: false });
+        assert!(
+            text.contains("change    rollback to 1.2.3, asked by alice"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ami-new (1.3.0)  ->  ami-old (1.2.3)"),
+            "{text}"
+        );
+        let line = history(std::slice::from_ref(&r), Style { color: false });
+        assert!(line.contains("rollback 1.3.0 -> 1.2.3"), "{line}");
+
+        let mut t = sample_plan();
+        t.change = Change::Template {
+            from_version: 4,
+            to_version: 5,
+        };
+        t.current = t.target.clone();
+        let text = plan(&t, Style { color: false });
+        assert!(
+            text.contains("change    template: launch template default version 4 -> 5, same image"),
+            "{text}"
+        );
+        assert!(text.contains("ami-new (1.3.0), unchanged"), "{text}");
+        assert!(text.contains("every instance is replaced"), "{text}");
+        let line = history(std::slice::from_ref(&t), Style { color: false });
+        assert!(line.contains("template v4 -> v5"), "{line}");
     }
 }

@@ -452,7 +452,12 @@ impl Role {
                 "consul/leading.rs",
                 "consul/records.rs",
             ],
-            Role::Operator | Role::Ci => &["ops.rs", "rollout/store.rs", "consul/records.rs"],
+            Role::Operator | Role::Ci => &[
+                "ops.rs",
+                "ops/**",
+                "rollout/store.rs",
+                "consul/records.rs",
+            ],
         }
     }
 
@@ -575,11 +580,15 @@ const OPERATOR: &[Grant] = &[
     g("kv_get", Key, EXACT, "{prefix}/services/{service}/rollout", Read, "status, pause, resume, abort, promote"),
     g("txn", Key, PREFIX, "{prefix}/services/{service}/commands/", Write, "pause, resume, abort, promote"),
     g("txn", Key, EXACT, "{prefix}/trigger/{artifact}", Write, "publish"),
+    g("kv_list", Key, PREFIX, "{prefix}/services/{service}/failed/", Read, "publish, rollback: images that failed"),
+    g("kv_get", Key, EXACT, "{prefix}/services/{service}/seq", Read, "rollback, publish --force: the plan ID"),
+    g("txn", Key, EXACT, "{prefix}/services/{service}/seq", Write, "rollback, publish --force: the plan ID"),
 ];
 
 #[rustfmt::skip]
 const CI: &[Grant] = &[
     g("txn", Key, EXACT, "{prefix}/trigger/{artifact}", Write, "publish"),
+    g("kv_list", Key, PREFIX, "{prefix}/services/{service}/failed/", Read, "publish: images that failed"),
     g("kv_list", Key, PREFIX, "{prefix}/services/{service}/plans/", Read, "status --wait: the plans"),
     g("kv_get", Key, EXACT, "{prefix}/services/{service}/rollout", Read, "status --wait: the rollout"),
 ];

@@ -1,15 +1,30 @@
 //! One service's planning round: read the registry and the fleet, expire and
-//! supersede plans, create a plan for a new image, announce it, apply the
-//! approval policy. Called by the leader on every publish trigger and every
-//! `registry_poll`; safe to call any number of times (a plan for an image
-//! is never created twice).
+//! supersede plans, create a plan for a new image (or for a Terraform-only
+//! change of the launch template), announce it, apply the approval policy.
+//! Called by the leader on every publish trigger and every `registry_poll`;
+//! safe to call any number of times (a plan for an image is never created
+//! twice).
+//!
+//! What to plan is decided by the pure `plan::decide` (and
+//! `plan::decide_template`); `rollgate publish` asks `plan::decide_publish`
+//! with the same inputs, observed the same way ([`observe`]), so the command
+//! line never promises what this round will not do. Operator commands that
+//! create plans themselves (`rollback`, `publish --force`) store them with
+//! [`store_plan`], the same path as a round's plans.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use crate::aws::registry::{Image, Registry};
 use crate::aws::{self, Fleet};
 use crate::consul::lock::Fence;
 use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
-use crate::rollout::plan::{self, Decision, Millis, Plan, PlanInput, Verdict};
-use crate::rollout::store::{Store, StoreError};
+use crate::rollout::plan::{
+    self, Change, Decision, Ignored, ImageRef, Millis, Plan, PlanInput, Published, Situation,
+    Verdict,
+};
+use crate::rollout::store::{Store, StoreError, Trigger};
+use rollgate_core::fleet::{Group, Instance, TemplateVersion};
 
 use super::config::{Approval, ServiceConfig};
 
@@ -72,6 +87,151 @@ pub struct Planner<'a, F, R> {
     pub fence: &'a Fence,
 }
 
+/// What the planner observes of a service's group: the group, the launch
+/// template version it points at, the template's default version, and the
+/// instances. `rollgate publish` and `rollback` observe the same way.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The Auto Scaling group.
+    pub group: Group,
+    /// The launch template version the group points at.
+    pub template: TemplateVersion,
+    /// The number of the template's default version (Terraform's).
+    pub default_version: i64,
+    /// The group's instances (DescribeInstances).
+    pub instances: Vec<Instance>,
+}
+
+impl Observation {
+    /// The image the group's template version launches.
+    pub fn running_image(&self) -> &str {
+        self.template.image_id.as_deref().unwrap_or_default()
+    }
+
+    /// Whether every instance runs [`running_image`](Self::running_image).
+    pub fn converged(&self) -> bool {
+        let running = self.running_image();
+        self.instances.iter().all(|i| i.image_id == running)
+    }
+}
+
+/// Observes `service`'s group, checking it is set up as configured.
+pub async fn observe<F: Fleet>(fleet: &F, svc: &ServiceConfig) -> Result<Observation, PlanError> {
+    let group = fleet.describe_group(&svc.auto_scaling_group).await?;
+    let setup = |problem: String| PlanError::Setup {
+        service: svc.name.clone(),
+        problem,
+    };
+    let lt = group.launch_template.clone().ok_or_else(|| {
+        setup(format!(
+            "Auto Scaling group {} has no launch template (mixed instances policies and launch configurations are not supported)",
+            group.name
+        ))
+    })?;
+    if lt.id != svc.launch_template && lt.name != svc.launch_template {
+        return Err(setup(format!(
+            "Auto Scaling group {} uses launch template {} ({}), not {} as configured",
+            group.name, lt.name, lt.id, svc.launch_template
+        )));
+    }
+    let template = fleet.launch_template_version(&lt.id, &lt.version).await?;
+    // The rollout copies the default version (Terraform's), recorded by
+    // number so a replay copies the same one.
+    let default = fleet.launch_template_version(&lt.id, "$Default").await?;
+    let instances = fleet.describe_members(&group).await?;
+    Ok(Observation {
+        template: template.view(),
+        default_version: default.version_number,
+        group,
+        instances,
+    })
+}
+
+/// The plan for `target` with `change`, from what was observed.
+pub fn make_plan(
+    svc: &ServiceConfig,
+    id: String,
+    seen: &Observation,
+    current_image: Option<&Image>,
+    target: &Image,
+    change: Change,
+    now: Millis,
+) -> Plan {
+    plan::compute(&PlanInput {
+        service: svc.plan_settings(),
+        id,
+        group: &seen.group,
+        instances: &seen.instances,
+        template: &seen.template,
+        default_template_version: seen.default_version,
+        current_image,
+        target,
+        change,
+        now,
+    })
+}
+
+/// Stores a new plan, marks `supersede` superseded by it, and approves it
+/// when the service's policy is `approval = "auto"`. Answers the plan as
+/// stored (with the policy's approval), or `None` when a plan with its ID
+/// exists already.
+pub async fn store_plan(
+    store: &Store,
+    svc: &ServiceConfig,
+    mut plan: Plan,
+    supersede: &[String],
+    now: Millis,
+) -> Result<Option<Plan>, StoreError> {
+    if !store.create_plan(&plan).await? {
+        return Ok(None);
+    }
+    tracing::info!(service = %svc.name, plan = %plan.id, change = plan.change.word(),
+        from = %plan.current.image_id, to = %plan.target.image_id, version = %plan.target.version,
+        replace = plan.to_replace().count(), "Plan created.");
+    for old in supersede {
+        let by = Decision::Superseded {
+            by_plan: plan.id.clone(),
+            at: now,
+        };
+        if let Ok(p) = store.decide(old, by, now).await? {
+            tracing::info!(service = %svc.name, plan = %p.id, by = %plan.id, "Plan superseded by a newer one.");
+        }
+    }
+    if svc.approval == Approval::Auto {
+        let approved = Decision::Approved {
+            by: "policy:auto".into(),
+            at: now,
+        };
+        if let Ok(p) = store.decide(&plan.id, approved, now).await? {
+            tracing::info!(service = %svc.name, plan = %plan.id, "Plan approved by policy (approval = \"auto\").");
+            plan = p;
+        }
+    }
+    Ok(Some(plan))
+}
+
+/// An image as the registry would describe it, for an image it does not
+/// describe (deregistered, or not an artifact).
+fn bare_image(image_id: &str) -> Image {
+    Image {
+        image_id: image_id.to_owned(),
+        name: String::new(),
+        artifact: None,
+        version: None,
+        state: "available".into(),
+        creation_date: None,
+        tags: BTreeMap::new(),
+    }
+}
+
+/// Whether this process has not yet logged that the publish at `at` of
+/// `service` is ignored (one line per publish, not one per round).
+fn first_report(service: &str, at: Millis) -> bool {
+    static REPORTED: Mutex<BTreeMap<String, Millis>> = Mutex::new(BTreeMap::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    reported.insert(service.to_owned(), at) != Some(at)
+}
+
 impl<F: Fleet, R: Registry> Planner<'_, F, R> {
     async fn ensure_leader(&self) -> Result<(), PlanError> {
         match self.fence.verify(self.store.client()).await {
@@ -81,17 +241,20 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
         }
     }
 
-    /// One round at `now`.
-    pub async fn round(&self, now: Millis) -> Result<RoundResult, PlanError> {
-        let svc = self.service;
-        let plans: Vec<Plan> = self
+    async fn plans(&self) -> Result<Vec<Plan>, PlanError> {
+        Ok(self
             .store
-            .plans(&svc.name)
+            .plans(&self.service.name)
             .await?
             .into_iter()
             .map(|(p, _)| p)
-            .collect();
-        for id in plan::expired(&plans, now) {
+            .collect())
+    }
+
+    /// One round at `now`.
+    pub async fn round(&self, now: Millis) -> Result<RoundResult, PlanError> {
+        let svc = self.service;
+        for id in plan::expired(&self.plans().await?, now) {
             self.ensure_leader().await?;
             if let Ok(p) = self
                 .store
@@ -107,89 +270,92 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
                 svc.artifact
             )));
         };
-        let group = self.fleet.describe_group(&svc.auto_scaling_group).await?;
-        let setup = |problem: String| PlanError::Setup {
-            service: svc.name.clone(),
-            problem,
-        };
-        let lt = group.launch_template.clone().ok_or_else(|| {
-            setup(format!(
-                "Auto Scaling group {} has no launch template (mixed instances policies and launch configurations are not supported)",
-                group.name
-            ))
-        })?;
-        if lt.id != svc.launch_template && lt.name != svc.launch_template {
-            return Err(setup(format!(
-                "Auto Scaling group {} uses launch template {} ({}), not {} as configured",
-                group.name, lt.name, lt.id, svc.launch_template
-            )));
-        }
-        let template = self
-            .fleet
-            .launch_template_version(&lt.id, &lt.version)
-            .await?;
-        // The rollout copies the default version (Terraform's), recorded by
-        // number so a replay copies the same one.
-        let default = self
-            .fleet
-            .launch_template_version(&lt.id, "$Default")
-            .await?;
-        let instances = self.fleet.describe_members(&group).await?;
-        let running = template.image_id.clone().unwrap_or_default();
-        let converged = instances.iter().all(|i| i.image_id == running);
+        let seen = observe(self.fleet, svc).await?;
+        let running = seen.running_image().to_owned();
         let failed = self.store.failed_images(&svc.name).await?;
-        let plans: Vec<Plan> = self
-            .store
-            .plans(&svc.name)
-            .await?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        let supersede = match plan::decide(&newest, &running, converged, &plans, &failed, now) {
-            Verdict::Nothing(why) => return Ok(RoundResult::Idle(why)),
-            Verdict::Plan { supersede } => supersede,
+        let plans = self.plans().await?;
+        let trigger = self.store.trigger(&svc.artifact).await?;
+        let situation = Situation {
+            running_image: &running,
+            fleet_converged: seen.converged(),
+            plans: &plans,
+            failed: &failed,
+            published: trigger.as_ref().map(|t| Published {
+                image_id: &t.image_id,
+                at: t.at,
+            }),
+            now,
+        };
+        let (target, change, supersede) = match plan::decide(&newest, &situation) {
+            Verdict::Plan { supersede } => (newest.clone(), Change::Image, supersede),
+            Verdict::Nothing(why) => {
+                if let Some(t) = &trigger {
+                    self.report_ignored(t, &newest, &why, &situation);
+                }
+                let template = plan::decide_template(
+                    &running,
+                    situation.fleet_converged,
+                    seen.template.version_number,
+                    seen.default_version,
+                    &plans,
+                    now,
+                );
+                let Some(change) = template else {
+                    return Ok(RoundResult::Idle(why.to_string()));
+                };
+                let image = match self.registry.describe_image(&running).await {
+                    Ok(Some(image)) => image,
+                    _ => bare_image(&running),
+                };
+                (image, change, vec![])
+            }
         };
         self.ensure_leader().await?;
         let id = self.store.next_plan_id(&svc.name).await?;
-        let current_image = self.registry.describe_image(&running).await.ok().flatten();
-        let template = template.view();
-        let plan = plan::compute(&PlanInput {
-            service: svc.plan_settings(),
-            id: id.clone(),
-            group: &group,
-            instances: &instances,
-            template: &template,
-            default_template_version: default.version_number,
-            current_image: current_image.as_ref(),
-            target: &newest,
+        let current_image = if running == target.image_id {
+            Some(target.clone())
+        } else {
+            self.registry.describe_image(&running).await.ok().flatten()
+        };
+        let plan = make_plan(
+            svc,
+            id.clone(),
+            &seen,
+            current_image.as_ref(),
+            &target,
+            change,
             now,
-        });
-        if !self.store.create_plan(&plan).await? {
+        );
+        let Some(plan) = store_plan(self.store, svc, plan, &supersede, now).await? else {
             return Ok(RoundResult::Idle(format!("plan {id} exists already")));
-        }
-        tracing::info!(service = %svc.name, plan = %id, from = %plan.current.image_id,
-            to = %plan.target.image_id, version = %plan.target.version,
-            replace = plan.to_replace().count(), "Plan created.");
-        for old in supersede {
-            let by = Decision::Superseded {
-                by_plan: id.clone(),
-                at: now,
-            };
-            if let Ok(p) = self.store.decide(&old, by, now).await? {
-                tracing::info!(service = %svc.name, plan = %p.id, by = %id, "Plan superseded by a newer image.");
-            }
-        }
-        self.announce(&plan, &newest).await;
-        if svc.approval == Approval::Auto {
-            let approved = Decision::Approved {
-                by: "policy:auto".into(),
-                at: now,
-            };
-            if self.store.decide(&id, approved, now).await?.is_ok() {
-                tracing::info!(service = %svc.name, plan = %id, "Plan approved by policy (approval = \"auto\").");
-            }
-        }
+        };
+        self.announce(&plan, &target).await;
         Ok(RoundResult::Planned(id))
+    }
+
+    /// Says, once per publish and above debug level, that the published
+    /// image is not planned, why, and what to do instead.
+    fn report_ignored(&self, t: &Trigger, newest: &Image, why: &Ignored, s: &Situation<'_>) {
+        let svc = &self.service.name;
+        let why = if t.image_id == newest.image_id {
+            why.clone()
+        } else {
+            Ignored::NotNewest {
+                image: ImageRef {
+                    image_id: t.image_id.clone(),
+                    version: t.version.clone(),
+                    artifact: self.service.artifact.clone(),
+                },
+                newest: ImageRef::from_image(newest),
+                newest_runs: newest.image_id == s.running_image,
+            }
+        };
+        if why.is_on_its_way() || !first_report(svc, t.at) {
+            return;
+        }
+        let hint = why.hint(svc).unwrap_or_default();
+        tracing::warn!(service = %svc, image = %t.image_id, version = %t.version, reason = %why,
+            hint = %hint, "Published image not planned.");
     }
 
     /// Enqueues the "pending approval" notice; a failure is logged, not
@@ -205,7 +371,8 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
             old_ami: plan.current.image_id.clone(),
             new_ami: plan.target.image_id.clone(),
             plan: format!(
-                "{} of {} instances to replace in {} steps, about {}; approve with `rollgate approve {}`",
+                "{}; {} of {} instances to replace in {} steps, about {}; approve with `rollgate approve {}`",
+                crate::rollout::render::change(plan),
                 plan.to_replace().count(),
                 plan.instances.len(),
                 plan.batches,

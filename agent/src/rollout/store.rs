@@ -156,6 +156,12 @@ impl Store {
         Ok(())
     }
 
+    /// The last publish of `artifact`, if any.
+    pub async fn trigger(&self, artifact: &str) -> Result<Option<Trigger>, StoreError> {
+        let key = self.trigger_key(artifact);
+        Ok(self.records.get::<Trigger>(&key).await?.map(|v| v.value))
+    }
+
     /// Allocates the next plan ID of `service`.
     pub async fn next_plan_id(&self, service: &str) -> Result<String, StoreError> {
         let key = self.service_key(service, "seq");
