@@ -40,7 +40,8 @@ fn rollout(id: &str, stage: RolloutStage) -> Event {
     )
 }
 
-/// The event keys named in posts (the context block carries them).
+/// The event keys named in posts as they were posted (a story's first
+/// message is later updated to show the current state).
 fn keys(texts: impl Iterator<Item = String>) -> Vec<String> {
     texts
         .filter_map(|t| {
@@ -82,9 +83,18 @@ async fn slack_down_then_up_delivers_everything_once_and_falls_back_to_email_onc
     w.slack.set_mode(Mode::Up).await.unwrap();
     assert!(eventually(WAIT, || w.slack.posts().len() >= 2).await);
     tokio::time::sleep(SETTLE).await;
-    let slack_keys = keys(w.slack.posts().into_iter().map(|p| p.text));
+    let slack_keys = keys(w.slack.posts().into_iter().map(|p| p.posted_text));
     let mail_subjects: Vec<String> = w.smtp.messages().iter().map(|m| m.subject()).collect();
     assert_eq!(slack_keys.len(), 2, "{slack_keys:?}");
+    // One rollout, one thread: in order, the failure replies to the start.
+    assert_eq!(slack_keys, ["rollout/r1/started", "rollout/r1/failed"]);
+    let posts = w.slack.posts();
+    assert_eq!(posts[1].thread_ts.as_deref(), Some(posts[0].ts.as_str()));
+    assert!(
+        posts[0].text.starts_with("ROLLOUT FAILED"),
+        "{}",
+        posts[0].text
+    );
     assert_eq!(
         slack_keys.iter().collect::<BTreeSet<_>>().len(),
         2,
@@ -144,7 +154,7 @@ async fn a_sender_killed_with_alerts_in_the_outbox_is_replaced_and_each_is_deliv
     let (sender, stop) = w.sender();
     assert!(eventually(WAIT, || w.slack.posts().len() >= 3).await);
     tokio::time::sleep(SETTLE).await;
-    let k = keys(w.slack.posts().into_iter().map(|p| p.text));
+    let k = keys(w.slack.posts().into_iter().map(|p| p.posted_text));
     assert_eq!(k.len(), 3, "{k:?}");
     assert_eq!(
         k.iter().collect::<BTreeSet<_>>().len(),

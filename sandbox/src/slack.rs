@@ -1,12 +1,18 @@
 //! An HTTP stand-in for the Slack Web API methods rollgate uses
-//! (`chat.postMessage`, `auth.test`, under `/api/`) and for an incoming
+//! (`chat.postMessage` with `thread_ts`, `chat.update`, `auth.test`, under
+//! `/api/`) and for an incoming
 //! webhook (`/services/T0SANDBOX/B0ROLLGATE/<secret>`), reached by
 //! slack-morphism through its API URL setting.
 //!
 //! It answers like Slack: HTTP 200 with `{"ok":true,...}` or
 //! `{"ok":false,"error":"invalid_auth"|"not_authed"|"channel_not_found"}`,
 //! 429 with `Retry-After` and `ratelimited`, and records every accepted post
-//! ([`SlackHandle::posts`]). Switches make it go down ([`Mode::Refuse`]:
+//! ([`SlackHandle::posts`], each with its `ts` and the `thread_ts` it
+//! replied to, and its content as last updated) and every accepted update
+//! ([`SlackHandle::updates`]). `chat.update` answers like Slack:
+//! `message_not_found` for an unknown `ts`, `channel_not_found` for another
+//! channel, `no_text` without text or blocks, and on success
+//! `{"ok":true,"channel","ts","text","message":{..}}`. Switches make it go down ([`Mode::Refuse`]:
 //! connections refused and open ones closed; [`Mode::Error500`]) and come
 //! back on the same port. It never talks to the real Slack.
 
@@ -69,9 +75,30 @@ pub struct Post {
     pub via: &'static str,
     /// Channel (API posts only).
     pub channel: String,
-    /// The plain-text `text`.
+    /// The plain-text `text` (as last updated).
     pub text: String,
-    /// The `blocks` array as sent.
+    /// The `text` as first posted, before any update.
+    pub posted_text: String,
+    /// The `blocks` array as sent (as last updated).
+    pub blocks: Value,
+    /// The message's `ts` (API posts only).
+    pub ts: String,
+    /// The `thread_ts` it was posted with: the thread it replies to.
+    pub thread_ts: Option<String>,
+    /// How many times `chat.update` changed it.
+    pub edits: u32,
+}
+
+/// One accepted `chat.update`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Channel.
+    pub channel: String,
+    /// The `ts` of the message updated.
+    pub ts: String,
+    /// The new `text`.
+    pub text: String,
+    /// The new `blocks`.
     pub blocks: Value,
 }
 
@@ -80,6 +107,7 @@ struct Shared {
     config: Config,
     mode: Mode,
     posts: Vec<Post>,
+    updates: Vec<Update>,
     /// Requests seen in any mode (for tests that count attempts).
     requests: u64,
     seq: u64,
@@ -116,6 +144,7 @@ impl SlackServer {
                 config,
                 mode: Mode::Up,
                 posts: Vec::new(),
+                updates: Vec::new(),
                 requests: 0,
                 seq: 0,
             })),
@@ -150,6 +179,11 @@ impl SlackHandle {
     /// Every accepted post so far.
     pub fn posts(&self) -> Vec<Post> {
         lock(&self.shared).posts.clone()
+    }
+
+    /// Every accepted `chat.update`, in order.
+    pub fn updates(&self) -> Vec<Update> {
+        lock(&self.shared).updates.clone()
     }
 
     /// Requests that reached a handler, accepted or not.
@@ -207,6 +241,7 @@ impl SlackHandle {
         let (cancel, tracker) = (self.cancel.clone(), self.tracker.clone());
         let app = axum::Router::new()
             .route("/api/chat.postMessage", post(post_message))
+            .route("/api/chat.update", post(update_message))
             .route("/api/auth.test", any(auth_test))
             .route("/services/{*path}", post(webhook))
             .with_state(self.shared.clone());
@@ -298,17 +333,79 @@ async fn post_message(
     }
     s.seq += 1;
     let ts = format!("1700000000.{:06}", s.seq);
+    let thread_ts = req["thread_ts"].as_str().map(str::to_string);
     s.posts.push(Post {
         via: "api",
         channel: channel.clone(),
         text: text.clone(),
+        posted_text: text.clone(),
         blocks: req["blocks"].clone(),
+        ts: ts.clone(),
+        thread_ts: thread_ts.clone(),
+        edits: 0,
+    });
+    let mut message = json!({"type": "message", "text": text, "ts": ts, "bot_id": "B0ROLLGATE"});
+    if let Some(t) = thread_ts {
+        message["thread_ts"] = json!(t);
+    }
+    Json(json!({
+        "ok": true,
+        "channel": channel,
+        "ts": ts,
+        "message": message,
+    }))
+    .into_response()
+}
+
+async fn update_message(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = outage(&shared) {
+        return r;
+    }
+    if let Some(code) = auth_error(&shared, &headers) {
+        return slack_error(code);
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return slack_error("invalid_json");
+    };
+    let channel = req["channel"].as_str().unwrap_or("").to_string();
+    let ts = req["ts"].as_str().unwrap_or("").to_string();
+    let text = req["text"].as_str().unwrap_or("").to_string();
+    if text.is_empty() && req["blocks"].is_null() {
+        return slack_error("no_text");
+    }
+    let mut s = lock(&shared);
+    let Some(post) = s.posts.iter_mut().find(|p| p.via == "api" && p.ts == ts) else {
+        return slack_error("message_not_found");
+    };
+    if post.channel != channel {
+        return slack_error("channel_not_found");
+    }
+    post.text = text.clone();
+    if !req["blocks"].is_null() {
+        post.blocks = req["blocks"].clone();
+    }
+    post.edits += 1;
+    let mut message = json!({"type": "message", "text": text, "ts": ts, "bot_id": "B0ROLLGATE"});
+    if let Some(t) = &post.thread_ts {
+        message["thread_ts"] = json!(t);
+    }
+    let blocks = post.blocks.clone();
+    s.updates.push(Update {
+        channel: channel.clone(),
+        ts: ts.clone(),
+        text: text.clone(),
+        blocks,
     });
     Json(json!({
         "ok": true,
         "channel": channel,
         "ts": ts,
-        "message": {"type": "message", "text": text, "ts": ts, "bot_id": "B0ROLLGATE"},
+        "text": text,
+        "message": message,
     }))
     .into_response()
 }
@@ -346,11 +443,16 @@ async fn webhook(
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };
+    let text = req["text"].as_str().unwrap_or("").to_string();
     lock(&shared).posts.push(Post {
         via: "webhook",
         channel: String::new(),
-        text: req["text"].as_str().unwrap_or("").to_string(),
+        posted_text: text.clone(),
+        text,
         blocks: req["blocks"].clone(),
+        ts: String::new(),
+        thread_ts: None,
+        edits: 0,
     });
     (StatusCode::OK, "ok").into_response()
 }

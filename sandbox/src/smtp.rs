@@ -6,8 +6,13 @@
 //!
 //! Switches make it misbehave like a real server would: refuse a recipient
 //! (`550 5.1.1`), refuse every login (`535 5.7.8`), require a login
-//! (`530 5.7.0`). It never relays anything anywhere: messages stay in
-//! memory, readable with [`SmtpHandle::messages`].
+//! (`530 5.7.0`), or keep a message and then stall before answering the
+//! final `250` ([`SmtpHandle::stall_after_data`]: the moment between a
+//! server's acceptance and the sender learning of it). It never relays
+//! anything anywhere: messages stay in memory, readable with
+//! [`SmtpHandle::messages`], every copy as received; [`SmtpHandle::mailbox`]
+//! shows them as a mail system that drops a copy of a `Message-ID` it
+//! already delivered would.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -83,6 +88,11 @@ impl Received {
     pub fn subject(&self) -> String {
         self.header("Subject").unwrap_or_default()
     }
+
+    /// The `Message-ID` header, as sent (with its angle brackets).
+    pub fn message_id(&self) -> Option<String> {
+        self.header("Message-ID")
+    }
 }
 
 /// Switches and received messages, shared with the sessions.
@@ -92,6 +102,9 @@ struct Shared {
     rejected_recipients: BTreeSet<String>,
     reject_logins: bool,
     require_login: bool,
+    /// Keep the next messages, but do not answer their final `250` while
+    /// set.
+    stall_after_data: bool,
 }
 
 /// Entry point: see [`SmtpServer::start`].
@@ -208,6 +221,43 @@ impl SmtpHandle {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The `Message-ID` of every copy received, in order (`None` for a
+    /// message without one).
+    pub fn message_ids(&self) -> Vec<Option<String>> {
+        lock(&self.shared)
+            .messages
+            .iter()
+            .map(Received::message_id)
+            .collect()
+    }
+
+    /// How many copies of the message `id` (with its angle brackets) were
+    /// received.
+    pub fn copies(&self, id: &str) -> usize {
+        lock(&self.shared)
+            .messages
+            .iter()
+            .filter(|m| m.message_id().as_deref() == Some(id))
+            .count()
+    }
+
+    /// The messages as a mailbox with duplicate suppression shows them: the
+    /// first copy of each `Message-ID` (messages without one are all kept).
+    pub fn mailbox(&self) -> Vec<Received> {
+        let mut seen = BTreeSet::new();
+        self.messages()
+            .into_iter()
+            .filter(|m| m.message_id().is_none_or(|id| seen.insert(id)))
+            .collect()
+    }
+
+    /// While `stall` holds, a message is kept when its data ends, but the
+    /// final `250` is not answered (the sender waits as for a slow server);
+    /// clearing it answers the waiting sessions.
+    pub fn stall_after_data(&self, stall: bool) {
+        lock(&self.shared).stall_after_data = stall;
     }
 
     /// Refuses `RCPT TO` for `address` from now on (`550 5.1.1`).
@@ -466,6 +516,9 @@ where
                     login: login.clone(),
                     tls,
                 });
+                while lock(&ctx.shared).stall_after_data {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 reply(s, "250 2.0.0 Ok: queued").await?;
             }
             "RSET" => {

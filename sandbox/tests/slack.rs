@@ -118,3 +118,81 @@ async fn the_incoming_webhook_accepts_its_secret_url_only() {
     assert_eq!(slack.posts()[0].via, "webhook");
     slack.shutdown().await;
 }
+
+#[tokio::test]
+async fn replies_record_their_thread_and_chat_update_edits_like_slack() {
+    let slack = SlackServer::start(Config::default()).await.unwrap();
+    let token = Some("xoxb-sandbox-token");
+    let post_url = format!("{}/chat.postMessage", slack.api_url());
+    let update_url = format!("{}/chat.update", slack.api_url());
+    let (_, first) = post(
+        &post_url,
+        token,
+        json!({"channel": "C0ALERTS", "text": "FIRING"}),
+    )
+    .await;
+    let ts = first["ts"].as_str().unwrap().to_string();
+    let (_, reply) = post(
+        &post_url,
+        token,
+        json!({"channel": "C0ALERTS", "text": "RESOLVED", "thread_ts": ts}),
+    )
+    .await;
+    assert_eq!(reply["message"]["thread_ts"], ts.as_str());
+
+    let (status, body) = post(
+        &update_url,
+        token,
+        json!({"channel": "C0ALERTS", "ts": ts, "text": "now RESOLVED", "blocks": [{"type": "divider"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["channel"], "C0ALERTS");
+    assert_eq!(body["ts"], ts.as_str());
+    assert_eq!(body["text"], "now RESOLVED");
+    assert_eq!(body["message"]["text"], "now RESOLVED");
+
+    let (_, body) = post(
+        &update_url,
+        token,
+        json!({"channel": "C0ALERTS", "ts": "1.000000", "text": "x"}),
+    )
+    .await;
+    assert_eq!(body, json!({"ok": false, "error": "message_not_found"}));
+    let (_, body) = post(
+        &update_url,
+        token,
+        json!({"channel": "#ops", "ts": ts, "text": "x"}),
+    )
+    .await;
+    assert_eq!(body["error"], "channel_not_found");
+    let (_, body) = post(
+        &update_url,
+        Some("xoxb-wrong"),
+        json!({"channel": "C0ALERTS", "ts": ts, "text": "x"}),
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_auth");
+    let (_, body) = post(&update_url, token, json!({"channel": "C0ALERTS", "ts": ts})).await;
+    assert_eq!(body["error"], "no_text");
+
+    let posts = slack.posts();
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[0].ts, ts);
+    assert_eq!(posts[0].thread_ts, None);
+    assert_eq!(
+        (posts[0].text.as_str(), posts[0].posted_text.as_str()),
+        ("now RESOLVED", "FIRING")
+    );
+    assert_eq!(posts[0].edits, 1);
+    assert_eq!(posts[0].blocks[0]["type"], "divider");
+    assert_eq!(posts[1].thread_ts.as_deref(), Some(ts.as_str()));
+    let updates = slack.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(
+        (updates[0].ts.as_str(), updates[0].text.as_str()),
+        (ts.as_str(), "now RESOLVED")
+    );
+    slack.shutdown().await;
+}

@@ -144,3 +144,60 @@ async fn starttls_upgrades_with_a_certificate_signed_by_the_handed_out_ca() {
     assert!(m[0].tls);
     server.shutdown().await;
 }
+
+async fn send_with_id<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufStream<S>, id: &str) -> String {
+    assert!(
+        say(s, "MAIL FROM:<rollgate@example.com>")
+            .await
+            .starts_with("250")
+    );
+    assert!(say(s, "RCPT TO:<ops@example.com>").await.starts_with("250"));
+    assert!(say(s, "DATA").await.starts_with("354"));
+    say(
+        s,
+        &format!("Subject: x\r\nMessage-ID: {id}\r\n\r\nbody\r\n."),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn copies_are_counted_per_message_id_and_a_mailbox_keeps_one() {
+    let server = SmtpServer::start(Config::default()).await.unwrap();
+    let mut s = BufStream::new(TcpStream::connect(server.addr()).await.unwrap());
+    assert!(say(&mut s, "").await.starts_with("220"));
+    assert!(say(&mut s, "EHLO test").await.starts_with("250"));
+    for id in ["<a@example.com>", "<a@example.com>", "<b@example.com>"] {
+        assert!(send_with_id(&mut s, id).await.starts_with("250"));
+    }
+    assert!(send_one(&mut s, "ops@example.com").await.starts_with("250"));
+    assert_eq!(
+        server.message_ids(),
+        [
+            Some("<a@example.com>".to_string()),
+            Some("<a@example.com>".to_string()),
+            Some("<b@example.com>".to_string()),
+            None
+        ]
+    );
+    assert_eq!(server.copies("<a@example.com>"), 2);
+    assert_eq!(server.copies("<b@example.com>"), 1);
+    assert_eq!(server.mailbox().len(), 3, "a, b, and the one without an ID");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_server_keeps_the_message_before_answering() {
+    let server = Arc::new(SmtpServer::start(Config::default()).await.unwrap());
+    server.stall_after_data(true);
+    let mut s = BufStream::new(TcpStream::connect(server.addr()).await.unwrap());
+    assert!(say(&mut s, "").await.starts_with("220"));
+    assert!(say(&mut s, "EHLO test").await.starts_with("250"));
+    let sending = tokio::spawn(async move { send_with_id(&mut s, "<c@example.com>").await });
+    // Kept, but not answered while stalled.
+    assert_eq!(server.wait_for(1, Duration::from_secs(5)).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!sending.is_finished(), "no 250 while stalled");
+    server.stall_after_data(false);
+    assert!(sending.await.unwrap().starts_with("250"));
+    Arc::try_unwrap(server).unwrap().shutdown().await;
+}

@@ -446,6 +446,17 @@ impl Snapshot {
         self.checks.is_empty()
     }
 
+    /// Whether Consul knows node `node`: it has a check (`serfHealth` at
+    /// least, while its agent is a member) or is in maintenance. A node that
+    /// left (its instance terminated or stopped) has neither.
+    pub fn has_node(&self, node: &str) -> bool {
+        if self.node_maintenance.contains_key(node) {
+            return true;
+        }
+        let i = self.checks.partition_point(|(s, _)| &*s.node < node);
+        self.checks.get(i).is_some_and(|(s, _)| &*s.node == node)
+    }
+
     /// Whether alerts for this check are silenced by maintenance.
     pub fn silenced(&self, key: &CheckKey) -> bool {
         if self.node_maintenance.contains_key(&key.node) {

@@ -328,6 +328,8 @@ fn classify(cfg: &WatcherConfig, state: &State, snap: &Snapshot) -> BTreeMap<Str
                     service_name: o.service_name.to_string(),
                     instance: instance_of(&o.service_id),
                     since_ms: c.effective_since,
+                    node_gone: false,
+                    maintenance: false,
                 },
             );
         }
@@ -405,6 +407,10 @@ fn group_step(
                 if let Some(o) = current {
                     info.output = o.output.to_string();
                 }
+                // What ended the alert, in the headline's words: passing,
+                // in maintenance, deregistered, or gone with its node.
+                info.node_gone = current.is_none() && !snap.has_node(&k.node);
+                info.maintenance = current.is_some() && snap.silenced(k);
                 info.since_ms = now;
                 Some(info)
             })

@@ -346,12 +346,52 @@ fn a_node_down_is_one_alert_naming_the_node_not_one_per_check() {
 #[test]
 fn a_deregistered_firing_check_resolves_as_gone() {
     let mut sim = Sim::new(cfg());
-    sim.run(100, |_| vec![hc("n1", "a", "web", Critical)]);
-    sim.run(200, |_| vec![]);
+    let serf = || hc("n1", "serfHealth", "", Passing);
+    sim.run(100, |_| vec![serf(), hc("n1", "a", "web", Critical)]);
+    sim.run(200, |_| vec![serf()]);
     let h = sim.health();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1].1.resolved[0].status, None);
     assert_eq!(h[1].1.resolved[0].status_word(), "deregistered");
+    let title = crate::notify::render::title(&sim.events[1].1);
+    assert_eq!(title, "RESOLVED web: 1 check deregistered on n1");
+}
+
+/// The finding of issue 17: after a revert, the bad instances were drained
+/// (maintenance), deregistered and terminated (their node left Consul), and
+/// the headline said "2 checks passing again".
+#[test]
+fn checks_gone_with_a_terminated_instance_are_not_called_passing() {
+    let mut sim = Sim::new(cfg());
+    let checks = |status| {
+        vec![
+            hc("n7", "serfHealth", "", Passing),
+            hc("n7", "service:web", "web", status),
+            hc("n7", "web:ready", "web", status),
+        ]
+    };
+    sim.run(100, |_| checks(Critical));
+    assert_eq!(sim.health().len(), 1);
+    sim.run(20, |_| {
+        let mut v = checks(Critical);
+        v.push(hc("n7", "_service_maintenance:web-i-0n7", "web", Critical));
+        v
+    });
+    sim.run(200, |_| vec![hc("n8", "serfHealth", "", Passing)]);
+    let h = sim.health();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert!(
+        h[1].1
+            .resolved
+            .iter()
+            .all(|c| c.status_word() == "terminated")
+    );
+    let title = crate::notify::render::title(&sim.events[1].1);
+    assert_eq!(
+        title,
+        "RESOLVED web: instance i-0n7 terminated (2 checks gone) on n7"
+    );
+    assert!(!title.contains("passing"), "{title}");
 }
 
 #[test]

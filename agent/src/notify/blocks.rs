@@ -111,6 +111,23 @@ pub fn blocks(event: &Event) -> Vec<SlackBlock> {
     out
 }
 
+/// The blocks of a story's first message once `event` followed it: the
+/// event's blocks, saying that this is the current state and that every
+/// notice is in the thread.
+pub fn current_state(event: &Event) -> Vec<SlackBlock> {
+    let mut out = blocks(event);
+    out.truncate(49);
+    out.insert(
+        1,
+        SlackContextBlock::new(vec![md!(
+            "Current state, updated {}. Every notice of this story is in the thread.",
+            render::time(event.at_ms)
+        )])
+        .into(),
+    );
+    out
+}
+
 /// The plain-text fallback Slack shows in notifications and to clients that
 /// cannot render blocks.
 pub fn fallback_text(event: &Event) -> String {

@@ -3,18 +3,44 @@
 //! `allow_insecure = true` (the sandbox). Messages have a text and an HTML
 //! part and a subject that sorts well.
 //!
+//! Threading: every notice has a `Message-ID` made of its outbox key and
+//! the domain of the configured `from` address ([`message_id`]), the same on
+//! every attempt and on every leader, so a resend after a takeover is a copy
+//! that mail systems recognise (and those with duplicate suppression drop).
+//! A story's follow-ups carry `In-Reply-To` (the previous notice) and
+//! `References` (the first and the previous), so mail clients show one
+//! thread per alert group or rollout.
+//!
 //! SMTP refusals become [`NotifyError::SmtpRejected`], naming the receiver,
 //! what was refused (the login, a recipient, the message) and whether
 //! retrying helps (4xx) or not (5xx). The password is never logged.
 
 use futures::future::BoxFuture;
+use lettre::message::header::{InReplyTo, MessageId, References};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{EmailReceiver, TlsMode, resolve_secret};
-use super::{Event, Notifier, NotifyError, render};
+use super::{Event, Notifier, NotifyError, Sent, Thread, render};
+
+/// The `Message-ID` of the notice whose outbox key is `notice`, for a sender
+/// whose address is in `domain`: `<rollgate.KEY@DOMAIN>`, with every byte of
+/// the key that RFC 5322 does not allow there written as `=XX` (hex). Stable:
+/// nothing of the time, the process or chance goes into it.
+pub fn message_id(notice: &str, domain: &str) -> String {
+    let mut local = String::from("rollgate.");
+    for b in notice.bytes() {
+        let c = b as char;
+        if c.is_ascii_alphanumeric() || "-_/".contains(c) {
+            local.push(c);
+        } else {
+            local.push_str(&format!("={b:02X}"));
+        }
+    }
+    format!("<{local}@{domain}>")
+}
 
 /// A list of recipients reached through one SMTP server.
 pub struct EmailNotifier {
@@ -26,6 +52,8 @@ pub struct EmailNotifier {
     from: Mailbox,
     /// Recipients.
     to: Vec<Mailbox>,
+    /// The right side of every `Message-ID`: the `from` address's domain.
+    domain: String,
     /// lettre's transport (holds the credentials; never printed).
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
@@ -109,30 +137,49 @@ impl EmailNotifier {
                 password.expose().to_string(),
             ));
         }
+        let domain = from.email.domain().to_string();
         Ok(Self {
             name: name.into(),
             server: format!("{}:{port}", config.host),
+            domain,
             from,
             to,
             transport: builder.build(),
         })
     }
 
-    fn message(&self, event: &Event) -> Result<Message, NotifyError> {
+    /// The message of `event`: its stable `Message-ID` and, for a follow-up,
+    /// `In-Reply-To` and `References`; answers the `Message-ID` too.
+    fn message(&self, event: &Event, thread: &Thread) -> Result<(Message, String), NotifyError> {
+        let id = message_id(&thread.notice, &self.domain);
         let mut b = Message::builder()
             .from(self.from.clone())
-            .subject(render::subject(event));
+            .subject(render::subject(event))
+            .header(MessageId::from(id.clone()));
+        if let Some(root) = &thread.root {
+            let previous = thread.previous.clone().unwrap_or_else(|| root.clone());
+            let references = if previous == *root {
+                root.clone()
+            } else {
+                format!("{root} {previous}")
+            };
+            b = b
+                .header(InReplyTo::from(previous))
+                .header(References::from(references));
+        }
         for t in &self.to {
             b = b.to(t.clone());
         }
-        b.multipart(MultiPart::alternative_plain_html(
-            render::text(event),
-            render::html(event),
-        ))
-        .map_err(|e| NotifyError::Config {
-            receiver: self.name.clone(),
-            message: format!("cannot build the message: {e}"),
-        })
+        let msg = b
+            .multipart(MultiPart::alternative_plain_html(
+                render::text(event),
+                render::html(event),
+            ))
+            .map_err(|e| NotifyError::Config {
+                receiver: self.name.clone(),
+                message: format!("cannot build the message: {e}"),
+            })?;
+        Ok((msg, id))
     }
 
     /// Maps a lettre error to a [`NotifyError`].
@@ -196,16 +243,45 @@ impl Notifier for EmailNotifier {
         "email"
     }
 
-    fn send<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), NotifyError>> {
+    /// A resend (`maybe_sent`) is the same message with the same
+    /// `Message-ID`: email cannot ask the server whether it arrived.
+    fn send<'a>(
+        &'a self,
+        event: &'a Event,
+        thread: &'a Thread,
+    ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
-            let msg = self.message(event)?;
+            let (msg, id) = self.message(event, thread)?;
             self.transport
                 .send(msg)
                 .await
                 .map_err(|e| self.map_error(e))?;
             tracing::debug!(receiver = %self.name, server = %self.server, event = %event.key,
-                "Email sent.");
-            Ok(())
+                message_id = %id, "Email sent.");
+            Ok(Sent {
+                root: Some(thread.root.clone().unwrap_or_else(|| id.clone())),
+                reference: Some(id),
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_and_valid() {
+        let id = message_id("rollgate/outbox/health/web_40node-3/17/1", "example.com");
+        assert_eq!(
+            id,
+            "<rollgate.rollgate/outbox/health/web_40node-3/17/1@example.com>"
+        );
+        assert_eq!(
+            message_id("rollgate/outbox/health/web_40node-3/17/1", "example.com"),
+            id
+        );
+        let odd = message_id("a.b,c d<e>", "example.com");
+        assert_eq!(odd, "<rollgate.a=2Eb=2Cc=20d=3Ce=3E@example.com>");
     }
 }

@@ -163,14 +163,26 @@ pub struct CheckInfo {
     pub instance: String,
     /// Since when the status holds.
     pub since_ms: UnixMillis,
+    /// The check is gone because its node left Consul (the instance was
+    /// terminated or stopped), not only deregistered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_gone: bool,
+    /// Its node or service instance is in maintenance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 impl CheckInfo {
-    /// `passing`, `critical`, …, or `deregistered` when the check is gone.
+    /// `passing`, `critical`, …, `in maintenance` when its instance or node
+    /// is in maintenance, `deregistered` when the check is gone, and
+    /// `terminated` when it is gone with its node.
     pub fn status_word(&self) -> &'static str {
-        self.status
-            .map(CheckStatus::as_str)
-            .unwrap_or("deregistered")
+        match self.status {
+            None if self.node_gone => "terminated",
+            None => "deregistered",
+            Some(_) if self.maintenance => "in maintenance",
+            Some(s) => s.as_str(),
+        }
     }
 }
 
@@ -377,6 +389,60 @@ impl Event {
             service: String::new(),
             tags: Vec::new(),
             body: EventBody::Meta(notice),
+        }
+    }
+}
+
+impl Event {
+    /// The story this notice belongs to: its alert group's episode
+    /// (`health/<group>/<since>`), its rollout (`rollout/<id>`), or its
+    /// meta-alert (`meta/<kind>/<since>`). Per receiver, a story's notices
+    /// are delivered in [`Event::position`] order and threaded together.
+    pub fn story(&self) -> String {
+        match &self.body {
+            EventBody::Rollout(r) => format!("rollout/{}", r.rollout_id),
+            EventBody::Meta(m) => format!("meta/{}/{}", m.kind.as_str(), m.since_ms),
+            EventBody::Health(_) => self
+                .key
+                .rsplit_once('/')
+                .map(|(story, _)| story.to_string())
+                .unwrap_or_else(|| self.key.clone()),
+        }
+    }
+
+    /// Where the notice stands in its story: a health notice by its
+    /// sequence number (from the key), the others by time, then by how a
+    /// rollout's stages follow each other (or firing before resolved).
+    pub fn position(&self) -> (u64, u64) {
+        match &self.body {
+            EventBody::Health(_) => (
+                self.key
+                    .rsplit_once('/')
+                    .and_then(|(_, seq)| seq.parse().ok())
+                    .unwrap_or(0),
+                self.at_ms,
+            ),
+            EventBody::Rollout(r) => (self.at_ms, r.stage.map(RolloutStage::rank).unwrap_or(0)),
+            EventBody::Meta(m) => (self.at_ms, u64::from(m.status == AlertStatus::Resolved)),
+        }
+    }
+}
+
+impl RolloutStage {
+    /// The order stages happen in within one rollout, for events stamped
+    /// with the same millisecond.
+    fn rank(self) -> u64 {
+        match self {
+            RolloutStage::PendingApproval => 0,
+            RolloutStage::Started => 1,
+            RolloutStage::CanaryWaiting => 2,
+            RolloutStage::Promoted => 3,
+            RolloutStage::BatchHealthy => 4,
+            RolloutStage::Paused => 5,
+            RolloutStage::Resumed => 6,
+            RolloutStage::Failed | RolloutStage::Aborted => 7,
+            RolloutStage::Reverted => 8,
+            RolloutStage::Succeeded => 9,
         }
     }
 }

@@ -43,6 +43,49 @@ pub use self::sender::Sender;
 
 use self::config::{NotifyConfig, ReceiverConfig};
 
+/// Where a notice stands in its story (an alert group's notices, one
+/// rollout's events) for one receiver, and how it is identified: what a
+/// notifier needs to thread it and to make a resend recognisable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Thread {
+    /// The notice's stable identity: its outbox key. The same on every
+    /// attempt and on every leader (an email's `Message-ID` is made of it).
+    pub notice: String,
+    /// The story's first message as this receiver got it (a Slack message
+    /// as `channel/ts`, an email's `Message-ID`); `None`: this notice
+    /// starts the thread.
+    pub root: Option<String>,
+    /// The story's previous message to this receiver (email `In-Reply-To`).
+    pub previous: Option<String>,
+    /// An earlier attempt was in flight when its sender stopped: it may have
+    /// arrived. A notifier that can tell or repair it does (Slack updates
+    /// the first message instead of posting the reply again); email sends
+    /// again with the same `Message-ID`.
+    pub maybe_sent: bool,
+}
+
+impl Thread {
+    /// A notice on its own: no story, identified by the event's key.
+    pub fn single(event: &Event) -> Self {
+        Self {
+            notice: event.key.clone(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a notifier reports of a delivery, for the follow-ups' threading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// This message as the receiver knows it (`channel/ts`, `Message-ID`);
+    /// `None` when the receiver gives nothing back (webhooks) or nothing
+    /// new was posted.
+    pub reference: Option<String>,
+    /// The story's first message, for the next notice (this message when
+    /// it starts the thread).
+    pub root: Option<String>,
+}
+
 /// A channel that can deliver an event: one Slack channel, one webhook, one
 /// list of email recipients.
 ///
@@ -53,8 +96,12 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// `slack`, `webhook` or `email`.
     fn channel(&self) -> &'static str;
-    /// Delivers one event.
-    fn send<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), NotifyError>>;
+    /// Delivers one event, threaded as `thread` says.
+    fn send<'a>(
+        &'a self,
+        event: &'a Event,
+        thread: &'a Thread,
+    ) -> BoxFuture<'a, Result<Sent, NotifyError>>;
 }
 
 /// A delivery failed. Every variant names the receiver and says whether
@@ -219,19 +266,34 @@ impl Receivers {
         self.fallback.get(name).map(String::as_str)
     }
 
-    /// Delivers `event` to `receiver` within `timeout`.
+    /// Delivers `event` on its own (no thread) to `receiver` within
+    /// `timeout`.
     pub async fn send(
         &self,
         receiver: &str,
         event: &Event,
         timeout: Duration,
     ) -> Result<(), NotifyError> {
+        self.deliver(receiver, event, &Thread::single(event), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Delivers `event` to `receiver` within `timeout`, threaded as `thread`
+    /// says.
+    pub async fn deliver(
+        &self,
+        receiver: &str,
+        event: &Event,
+        thread: &Thread,
+        timeout: Duration,
+    ) -> Result<Sent, NotifyError> {
         let Some(n) = self.get(receiver) else {
             return Err(NotifyError::UnknownReceiver {
                 receiver: receiver.into(),
             });
         };
-        match tokio::time::timeout(timeout, n.send(event)).await {
+        match tokio::time::timeout(timeout, n.send(event, thread)).await {
             Ok(r) => r,
             Err(_) => Err(NotifyError::Timeout {
                 receiver: receiver.into(),

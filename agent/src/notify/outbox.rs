@@ -3,11 +3,23 @@
 //!
 //! Layout: `<kv_prefix>/outbox/<dedup key>` holds one JSON [`Entry`]: the
 //! event and, per receiver, a [`Delivery`] (attempts, next attempt, lease,
-//! last error, delivered time). Enqueueing writes with `cas=0`, so the same
-//! event enqueued twice is one entry. The [`super::Sender`] delivers each
-//! receiver's copy at least once and never again once it recorded the
-//! delivery; delivered entries stay for `keep_delivered` so a late duplicate
-//! is still recognised, then are deleted (with `cas`).
+//! last error, delivered time, and what the receiver called the message).
+//! Enqueueing writes with `cas=0`, so the same event enqueued twice is one
+//! entry. The [`super::Sender`] delivers each receiver's copy at least once
+//! and never again once it recorded the delivery; delivered entries stay
+//! for `keep_delivered` so a late duplicate is still recognised, then are
+//! deleted (with `cas`).
+//!
+//! Every attempt is recorded (claimed, with a lease) before it is made. A
+//! lease that runs out without an outcome is an attempt whose sender
+//! stopped mid-way: the next claim marks the copy *maybe sent*
+//! ([`Delivery::maybe_sent`]), and notifiers resend it recognisably (the
+//! same `Message-ID`) or repair instead of resending (Slack).
+//!
+//! Stories ([`Stories`]): per receiver, a copy is not due while an earlier
+//! notice of the same story ([`Event::story`]) still waits for that
+//! receiver, so a later notice never overtakes one being retried; and each
+//! copy is threaded under the story's first message.
 //!
 //! The rules (what is due, retry delays, fallback, expiry) are pure methods
 //! of [`Entry`]; this module's only I/O is [`Outbox::enqueue`] and
@@ -20,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::NotifyConfig;
 use super::route::Router;
-use super::{Event, UnixMillis, now_ms};
+use super::{Event, Sent, Thread, UnixMillis, now_ms};
 use crate::consul::records::{self, Record, RecordError, Records};
 use crate::consul::{self, Client, QueryOptions};
 
@@ -72,6 +84,15 @@ pub struct Delivery {
     pub last_error: String,
     /// Set when this copy exists because another receiver failed too long.
     pub fallback_for: Option<String>,
+    /// An attempt was in flight (claimed, its lease ran out with no
+    /// outcome recorded): the copy may have arrived already.
+    pub maybe_sent: bool,
+    /// This copy's message as the receiver knows it (Slack `channel/ts`,
+    /// email `Message-ID`), once delivered.
+    pub reference: Option<String>,
+    /// The story's first message for this receiver, once delivered: the
+    /// next notices of the story are threaded under it.
+    pub root: Option<String>,
 }
 
 /// One outbox entry: an event and its deliveries.
@@ -99,23 +120,27 @@ pub struct Attempt {
     pub retryable: bool,
     /// The delay the server asked for.
     pub retry_after: Option<Duration>,
+    /// What the receiver answered of a delivery.
+    pub sent: Sent,
 }
 
 impl Attempt {
     /// The outcome of `result` at `at_ms`.
-    pub fn of(result: &Result<(), super::NotifyError>, at_ms: UnixMillis) -> Self {
+    pub fn of(result: &Result<Sent, super::NotifyError>, at_ms: UnixMillis) -> Self {
         match result {
-            Ok(()) => Self {
+            Ok(sent) => Self {
                 at_ms,
                 error: None,
                 retryable: true,
                 retry_after: None,
+                sent: sent.clone(),
             },
             Err(e) => Self {
                 at_ms,
                 error: Some(e.to_string()),
                 retryable: e.retryable(),
                 retry_after: e.retry_after(),
+                sent: Sent::default(),
             },
         }
     }
@@ -185,19 +210,28 @@ impl Entry {
         }
     }
 
-    /// The first receiver whose copy is due at `now` and not leased.
-    pub fn due(&self, now: UnixMillis) -> Option<String> {
+    /// The first receiver whose copy is due at `now`, not leased, and not
+    /// `waiting` (for an earlier notice of its story).
+    pub fn due(&self, now: UnixMillis, waiting: &dyn Fn(&str) -> bool) -> Option<String> {
         self.deliveries
             .iter()
-            .find(|(_, d)| {
-                d.delivered_ms.is_none() && d.next_attempt_ms <= now && d.lease_until_ms <= now
+            .find(|(r, d)| {
+                d.delivered_ms.is_none()
+                    && d.next_attempt_ms <= now
+                    && d.lease_until_ms <= now
+                    && !waiting(r)
             })
             .map(|(r, _)| r.clone())
     }
 
     /// Records that `holder` attempts `receiver`'s copy until `now + lease`.
+    /// A lease still set is an attempt whose outcome was never recorded (its
+    /// sender stopped): the copy is *maybe sent* from then on.
     pub fn claim(&mut self, receiver: &str, holder: &str, now: UnixMillis, lease: Duration) {
         if let Some(d) = self.deliveries.get_mut(receiver) {
+            if d.lease_until_ms != 0 {
+                d.maybe_sent = true;
+            }
             d.attempts += 1;
             d.lease_until_ms = now + ms(lease);
             d.lease_holder = holder.to_string();
@@ -212,6 +246,10 @@ impl Entry {
         d.lease_holder.clear();
         match &o.error {
             None => {
+                if d.delivered_ms.is_none() {
+                    d.reference = o.sent.reference.clone();
+                    d.root = o.sent.root.clone();
+                }
                 d.delivered_ms.get_or_insert(o.at_ms);
                 d.last_error.clear();
                 if self.deliveries.values().all(|d| d.delivered_ms.is_some()) {
@@ -233,18 +271,22 @@ impl Entry {
     }
 
     /// Adds the fallback receiver of every copy that has failed for
-    /// `fallback_after`, unless the event already goes there. Answers the
-    /// `(failing, fallback)` pairs added.
+    /// `fallback_after`, unless the event already goes there. A copy
+    /// waiting behind an earlier notice of its story counts as failing
+    /// since that notice's copy fails (`failing_before`), so it falls back
+    /// with it. Answers the `(failing, fallback)` pairs added.
     pub fn add_fallbacks(
         &mut self,
         now: UnixMillis,
         policy: &Policy,
         fallback_of: &dyn Fn(&str) -> Option<String>,
+        failing_before: &dyn Fn(&str) -> Option<UnixMillis>,
     ) -> Vec<(String, String)> {
         let mut added = Vec::new();
         for (r, d) in &self.deliveries {
             let failing_long = d.delivered_ms.is_none()
                 && d.first_failure_ms
+                    .or_else(|| failing_before(r))
                     .is_some_and(|f| now >= f + ms(policy.fallback_after));
             if !failing_long {
                 continue;
@@ -277,18 +319,20 @@ impl Entry {
     }
 
     /// When something is next to be done with this entry (an attempt, a
-    /// lease running out, a fallback, the deletion).
+    /// lease running out, a fallback, the deletion). Copies `waiting` for an
+    /// earlier notice are left out: that notice's delivery wakes them.
     pub fn next_due(
         &self,
         policy: &Policy,
         fallback_of: &dyn Fn(&str) -> Option<String>,
+        waiting: &dyn Fn(&str) -> bool,
     ) -> Option<UnixMillis> {
         if let Some(done) = self.done_ms {
             return Some(done + ms(policy.keep_delivered));
         }
         self.deliveries
             .iter()
-            .filter(|(_, d)| d.delivered_ms.is_none())
+            .filter(|(r, d)| d.delivered_ms.is_none() && !waiting(r))
             .flat_map(|(r, d)| {
                 let attempt = d.next_attempt_ms.max(d.lease_until_ms);
                 let fallback = d
@@ -299,6 +343,84 @@ impl Entry {
             })
             .flatten()
             .min()
+    }
+}
+
+/// The outbox's entries by story, in order: what decides, per receiver,
+/// whether a copy waits for an earlier notice and which thread it joins.
+/// Built from one listing; pure.
+#[derive(Debug, Default)]
+pub struct Stories {
+    /// Story → its notices, sorted by position.
+    by_story: BTreeMap<String, Vec<Told>>,
+}
+
+/// One notice of a story: (position, KV key, deliveries).
+type Told = ((u64, u64), String, BTreeMap<String, Delivery>);
+
+impl Stories {
+    /// The stories of the decoded entries `(KV key, entry)`.
+    pub fn new<'a>(entries: impl IntoIterator<Item = (&'a str, &'a Entry)>) -> Self {
+        let mut by_story: BTreeMap<_, Vec<_>> = BTreeMap::new();
+        for (key, e) in entries {
+            by_story.entry(e.event.story()).or_default().push((
+                e.event.position(),
+                key.to_string(),
+                e.deliveries.clone(),
+            ));
+        }
+        for list in by_story.values_mut() {
+            list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        }
+        Self { by_story }
+    }
+
+    /// The notices of `entry`'s story before it, nearest last.
+    fn earlier<'s>(
+        &'s self,
+        key: &'s str,
+        entry: &Entry,
+    ) -> impl Iterator<Item = &'s BTreeMap<String, Delivery>> + 's {
+        let position = entry.event.position();
+        self.by_story
+            .get(&entry.event.story())
+            .into_iter()
+            .flatten()
+            .filter(move |(p, k, _)| (*p, k.as_str()) < (position, key))
+            .map(|(_, _, d)| d)
+    }
+
+    /// Whether `receiver`'s copy of `entry` must wait: an earlier notice
+    /// of its story is not delivered to `receiver` yet.
+    pub fn waiting(&self, key: &str, entry: &Entry, receiver: &str) -> bool {
+        self.earlier(key, entry)
+            .any(|d| d.get(receiver).is_some_and(|d| d.delivered_ms.is_none()))
+    }
+
+    /// Since when an earlier notice of `entry`'s story has been failing
+    /// to reach `receiver` (the earliest such failure), if one is.
+    pub fn failing_before(&self, key: &str, entry: &Entry, receiver: &str) -> Option<UnixMillis> {
+        self.earlier(key, entry)
+            .filter_map(|d| d.get(receiver))
+            .filter(|d| d.delivered_ms.is_none())
+            .filter_map(|d| d.first_failure_ms)
+            .min()
+    }
+
+    /// How `receiver`'s copy of `entry` is threaded: under the root the
+    /// story's latest delivered notice recorded, replying to that notice.
+    pub fn thread(&self, key: &str, entry: &Entry, receiver: &str) -> Thread {
+        let last = self
+            .earlier(key, entry)
+            .filter_map(|d| d.get(receiver))
+            .filter(|d| d.delivered_ms.is_some() && d.root.is_some())
+            .last();
+        Thread {
+            notice: key.to_string(),
+            root: last.and_then(|d| d.root.clone()),
+            previous: last.and_then(|d| d.reference.clone().or_else(|| d.root.clone())),
+            maybe_sent: entry.deliveries.get(receiver).is_some_and(|d| d.maybe_sent),
+        }
     }
 }
 

@@ -107,11 +107,60 @@ fn health_title(h: &HealthNotice) -> String {
             )
         }
         AlertStatus::Resolved => format!(
-            "RESOLVED {subject}: {} passing again{}",
-            plural(h.resolved.len(), "check"),
+            "RESOLVED {subject}: {}{}",
+            resolved_words(&h.resolved),
             where_(h, &h.resolved)
         ),
     }
+}
+
+/// What ended the alert, in words that match the facts: checks passing
+/// again, in maintenance, deregistered, or gone with their node (the
+/// instance terminated); never "passing" for a check that is not.
+fn resolved_words(resolved: &[CheckInfo]) -> String {
+    let count = |word: &str| resolved.iter().filter(|c| c.status_word() == word).count();
+    let mut parts = Vec::new();
+    let terminated: Vec<&CheckInfo> = resolved
+        .iter()
+        .filter(|c| c.status_word() == "terminated")
+        .collect();
+    if !terminated.is_empty() {
+        let mut instances: Vec<&str> = terminated
+            .iter()
+            .map(|c| c.instance.as_str())
+            .filter(|i| !i.is_empty())
+            .collect();
+        instances.sort_unstable();
+        instances.dedup();
+        let what = match instances.as_slice() {
+            [] => "node".to_string(),
+            [one] => format!("instance {one}"),
+            many => format!("{} instances", many.len()),
+        };
+        parts.push(format!(
+            "{what} terminated ({} gone)",
+            plural(terminated.len(), "check")
+        ));
+    }
+    for (word, phrase) in [
+        ("deregistered", "deregistered"),
+        ("in maintenance", "in maintenance"),
+        ("passing", "passing again"),
+    ] {
+        let n = count(word);
+        if n > 0 {
+            parts.push(format!("{} {phrase}", plural(n, "check")));
+        }
+    }
+    let known = ["terminated", "deregistered", "in maintenance", "passing"];
+    let other = resolved
+        .iter()
+        .filter(|c| !known.contains(&c.status_word()))
+        .count();
+    if other > 0 {
+        parts.push(format!("{} no longer failing", plural(other, "check")));
+    }
+    parts.join(", ")
 }
 
 fn rollout_title(r: &RolloutNotice) -> String {
@@ -356,6 +405,8 @@ mod tests {
             service_name: "web".into(),
             instance: "i-0abc".into(),
             since_ms: 0,
+            node_gone: false,
+            maintenance: false,
         }
     }
 
@@ -400,6 +451,39 @@ mod tests {
         assert_eq!(
             subject(&r),
             "[rollgate] RESOLVED web: 1 check passing again on node-3"
+        );
+    }
+
+    #[test]
+    fn resolved_headlines_say_how_it_ended() {
+        let gone = |node_gone: bool| CheckInfo {
+            status: None,
+            node_gone,
+            ..check("node-3", "a", CheckStatus::Passing)
+        };
+        let terminated = health(AlertStatus::Resolved, vec![], vec![gone(true), gone(true)]);
+        assert_eq!(
+            subject(&terminated),
+            "[rollgate] RESOLVED web: instance i-0abc terminated (2 checks gone) on node-3"
+        );
+        assert!(text(&terminated).contains("terminated"));
+        let deregistered = health(AlertStatus::Resolved, vec![], vec![gone(false)]);
+        assert_eq!(
+            subject(&deregistered),
+            "[rollgate] RESOLVED web: 1 check deregistered on node-3"
+        );
+        let maintenance = CheckInfo {
+            maintenance: true,
+            ..check("node-3", "b", CheckStatus::Passing)
+        };
+        let mixed = health(
+            AlertStatus::Resolved,
+            vec![],
+            vec![maintenance, check("node-3", "c", CheckStatus::Passing)],
+        );
+        assert_eq!(
+            subject(&mixed),
+            "[rollgate] RESOLVED web: 1 check in maintenance, 1 check passing again on node-3"
         );
     }
 

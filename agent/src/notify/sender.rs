@@ -5,7 +5,15 @@
 //! due copy (a `cas` write of a lease), send it, and record the outcome
 //! (read again, apply, `cas` write). A copy whose delivery was recorded is
 //! never sent again; a sender that dies between sending and recording leaves
-//! a lease that runs out, after which the copy is sent again (at least once).
+//! a lease that runs out, after which the copy is claimed again as *maybe
+//! sent* and sent again the way its notifier makes recognisable (at least
+//! once: the same `Message-ID`; on Slack, an update of the thread's first
+//! message instead of a second reply).
+//!
+//! Per receiver, a story's notices go out in order: a copy waits while an
+//! earlier notice of its story is undelivered to that receiver (see
+//! [`super::outbox::Stories`]), and is threaded under the story's first
+//! message.
 //! Outcomes that could not be recorded (Consul unreachable) are kept in
 //! memory and recorded first on the next pass, so this process does not
 //! send them twice.
@@ -22,7 +30,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::config::NotifyConfig;
-use super::outbox::{Attempt, Entry, Policy, decode};
+use super::outbox::{Attempt, Entry, Policy, Stories, decode};
 use super::{Outbox, Receivers, UnixMillis, now_ms};
 use crate::consul::QueryOptions;
 use crate::consul::records::{Change, RecordError, Records, Versioned};
@@ -115,20 +123,25 @@ impl Sender {
     pub async fn pass(&self, list: &[KvPair]) -> Option<UnixMillis> {
         let fallback_of = |r: &str| self.receivers.fallback_of(r).map(str::to_string);
         let mut next: Option<UnixMillis> = None;
+        let mut entries = Vec::with_capacity(list.len());
         for kv in list {
             let (key, index, entry) = decode(kv);
-            let entry = match entry {
-                Ok(e) => e,
+            match entry {
+                Ok(e) => entries.push((key, index, e)),
                 Err(e) => {
                     let mut seen = lock(&self.corrupt);
                     if seen.insert(key.clone(), index) != Some(index) {
                         tracing::error!(key = %key, error = %e, "Outbox entry is unreadable; skipping it.");
                     }
-                    continue;
                 }
-            };
-            if let Some(entry) = self.step(&key, index, entry).await {
-                next = min(next, entry.next_due(&self.policy, &fallback_of));
+            }
+        }
+        let stories = Stories::new(entries.iter().map(|(k, _, e)| (k.as_str(), e)));
+        for (key, index, entry) in entries {
+            let step = self.step(&key, index, entry, &stories).await;
+            if let Some(entry) = step {
+                let waiting = |r: &str| stories.waiting(&key, &entry, r);
+                next = min(next, entry.next_due(&self.policy, &fallback_of, &waiting));
             } else {
                 // Changed under us or failed: look again soon.
                 next = min(
@@ -142,7 +155,13 @@ impl Sender {
 
     /// One step on one entry; answers the entry as it now stands, or `None`
     /// when it was written (or changed under us): the next list shows it.
-    async fn step(&self, key: &str, index: u64, mut entry: Entry) -> Option<Entry> {
+    async fn step(
+        &self,
+        key: &str,
+        index: u64,
+        mut entry: Entry,
+        stories: &Stories,
+    ) -> Option<Entry> {
         let records = self.outbox.records();
         let now = now_ms();
         // Outcomes this process could not record yet come first.
@@ -173,7 +192,13 @@ impl Sender {
             return None;
         }
         let fallback_of = |r: &str| self.receivers.fallback_of(r).map(str::to_string);
-        let added = entry.add_fallbacks(now, &self.policy, &fallback_of);
+        let before: HashMap<String, Option<UnixMillis>> = entry
+            .deliveries
+            .keys()
+            .map(|r| (r.clone(), stories.failing_before(key, &entry, r)))
+            .collect();
+        let failing_before = |r: &str| before.get(r).copied().flatten();
+        let added = entry.add_fallbacks(now, &self.policy, &fallback_of, &failing_before);
         if !added.is_empty() {
             for (failing, fallback) in &added {
                 tracing::warn!(event = %entry.event.key, receiver = %failing, fallback = %fallback,
@@ -183,16 +208,23 @@ impl Sender {
             cas_put(records, key, &entry, index).await;
             return None;
         }
-        let Some(receiver) = entry.due(now) else {
+        let waiting = |r: &str| stories.waiting(key, &entry, r);
+        let Some(receiver) = entry.due(now, &waiting) else {
             return Some(entry); // nothing due now
         };
+        // The attempt is recorded before it is made.
         entry.claim(&receiver, &self.holder, now, self.policy.lease);
         if !cas_put(records, key, &entry, index).await {
             return None;
         }
+        let thread = stories.thread(key, &entry, &receiver);
+        if thread.maybe_sent {
+            tracing::warn!(event = %entry.event.key, receiver = %receiver,
+                "An earlier attempt was in flight when its sender stopped; it may have arrived. Sending again, recognisably.");
+        }
         let result = self
             .receivers
-            .send(&receiver, &entry.event, self.send_timeout)
+            .deliver(&receiver, &entry.event, &thread, self.send_timeout)
             .await;
         let outcome = Attempt::of(&result, now_ms());
         let attempt = entry
@@ -201,7 +233,7 @@ impl Sender {
             .map(|d| d.attempts)
             .unwrap_or(0);
         match &result {
-            Ok(()) => tracing::info!(event = %entry.event.key, receiver = %receiver, attempt,
+            Ok(_) => tracing::info!(event = %entry.event.key, receiver = %receiver, attempt,
                 "Event delivered."),
             Err(e) if e.retryable() => {
                 tracing::warn!(event = %entry.event.key, receiver = %receiver,

@@ -1,5 +1,13 @@
-//! Slack through the Web API (`chat.postMessage` with a bot token), using
-//! slack-morphism over hyper and rustls.
+//! Slack through the Web API (`chat.postMessage` and `chat.update` with a
+//! bot token), using slack-morphism over hyper and rustls.
+//!
+//! One thread per story: a story's first notice is a message in the
+//! channel; each follow-up is posted in its thread (`thread_ts`) and the
+//! first message is updated (`chat.update`) to show the current state. A
+//! follow-up whose earlier attempt may have arrived (a takeover) is not
+//! posted again: the first message is updated with it, which is safe to
+//! repeat. Only a story's first message, when its attempt may have arrived,
+//! is posted again (a visible duplicate; see the README's delivery section).
 //!
 //! Production talks HTTPS only. For the sandbox's loopback stand-in
 //! (`api_url = "http://127.0.0.1:PORT/api"` with `allow_insecure`), the
@@ -20,7 +28,26 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
 use super::config::{SlackReceiver, is_loopback_http, resolve_secret};
-use super::{Event, Notifier, NotifyError, blocks};
+use super::{Event, Notifier, NotifyError, Sent, Thread, blocks};
+
+/// A Slack message as the outbox records it: `channel/ts`.
+pub fn reference(channel: &str, ts: &str) -> String {
+    format!("{channel}/{ts}")
+}
+
+/// `(channel, ts)` of a reference made by [`reference`].
+pub fn parse_reference(r: &str) -> Option<(&str, &str)> {
+    r.rsplit_once('/')
+        .filter(|(c, t)| !c.is_empty() && !t.is_empty())
+}
+
+/// `chat.update` errors after which the update is given up (the first
+/// message was deleted, is too old to edit, or not ours): the reply still
+/// goes to the thread.
+fn update_gone(e: &NotifyError) -> bool {
+    matches!(e, NotifyError::SlackApi { code, .. }
+        if matches!(code.as_str(), "message_not_found" | "cant_update_message" | "edit_window_closed"))
+}
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
@@ -229,22 +256,68 @@ impl Notifier for SlackNotifier {
         "slack"
     }
 
-    fn send<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn send<'a>(
+        &'a self,
+        event: &'a Event,
+        thread: &'a Thread,
+    ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
+            let session = self.client.open_session(&self.token);
+            let root = thread.root.as_deref().and_then(parse_reference);
+            if let Some((channel, ts)) = root {
+                // The first message shows the current state; repeating this
+                // is harmless, so it goes first.
+                let content = SlackMessageContent::new()
+                    .with_text(blocks::fallback_text(event))
+                    .with_blocks(blocks::current_state(event));
+                let req = SlackApiChatUpdateRequest::new(
+                    SlackChannelId(channel.into()),
+                    content,
+                    SlackTs(ts.into()),
+                );
+                match session
+                    .chat_update(&req)
+                    .await
+                    .map_err(|e| map_error(&self.name, "chat.update", e))
+                {
+                    Ok(_) => {}
+                    Err(e) if update_gone(&e) => {
+                        tracing::warn!(receiver = %self.name, event = %event.key, error = %e,
+                            "Cannot update the story's first Slack message; posting in its thread only.")
+                    }
+                    Err(e) => return Err(e),
+                }
+                if thread.maybe_sent {
+                    tracing::info!(receiver = %self.name, event = %event.key,
+                        "An earlier attempt may have posted this reply; the first message shows it, not posting again.");
+                    return Ok(Sent {
+                        reference: None,
+                        root: thread.root.clone(),
+                    });
+                }
+            }
             let content = SlackMessageContent::new()
                 .with_text(blocks::fallback_text(event))
                 .with_blocks(blocks::blocks(event));
-            let req =
+            let mut req =
                 SlackApiChatPostMessageRequest::new(SlackChannelId(self.channel.clone()), content)
                     .with_unfurl_links(false);
-            let session = self.client.open_session(&self.token);
+            if let Some((_, ts)) = root {
+                req = req.with_thread_ts(SlackTs(ts.into()));
+            }
             let resp = session
                 .chat_post_message(&req)
                 .await
                 .map_err(|e| map_error(&self.name, "chat.postMessage", e))?;
             tracing::debug!(receiver = %self.name, channel = %resp.channel.0, ts = %resp.ts.0,
                 event = %event.key, "Slack message posted.");
-            Ok(())
+            // chat.update wants the channel's ID, which the answer carries
+            // (the configuration may name the channel).
+            let own = reference(&resp.channel.0, &resp.ts.0);
+            Ok(Sent {
+                root: Some(thread.root.clone().unwrap_or_else(|| own.clone())),
+                reference: Some(own),
+            })
         })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::config::{WebhookReceiver, is_loopback_http, resolve_secret};
-use super::{Event, Notifier, NotifyError, blocks};
+use super::{Event, Notifier, NotifyError, Sent, Thread, blocks};
 use crate::config::Secret;
 
 /// A Slack incoming webhook.
@@ -72,7 +72,13 @@ impl Notifier for WebhookNotifier {
         "webhook"
     }
 
-    fn send<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), NotifyError>> {
+    /// Incoming webhooks answer no `ts`: every notice is its own message
+    /// (no thread, nothing to update).
+    fn send<'a>(
+        &'a self,
+        event: &'a Event,
+        _thread: &'a Thread,
+    ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
             let body = serde_json::json!({
                 "text": blocks::fallback_text(event),
@@ -99,7 +105,7 @@ impl Notifier for WebhookNotifier {
                 .map(Duration::from_secs);
             let text = resp.text().await.unwrap_or_default();
             if status.is_success() {
-                return Ok(());
+                return Ok(Sent::default());
             }
             if status.as_u16() == 429 {
                 return Err(NotifyError::RateLimited {
