@@ -67,6 +67,8 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     /// The services the coordinator rolls out (`[[services]]`).
     pub services: Vec<ServiceConfig>,
+    /// The coordinator's console: HTTP API and `/metrics` (`[http]`).
+    pub http: crate::console::config::HttpConfig,
 }
 
 /// How to reach the Consul HTTP API.
@@ -387,6 +389,7 @@ impl Config {
         self.watch.validate(&mut p);
         self.coordinator.validate(&mut p);
         validate_services(&self.services, &mut p);
+        self.http.validate(&mut p);
         p.into_result()
     }
 
@@ -406,6 +409,7 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
         "watch",
         "coordinator",
         "services",
+        "http",
     ];
     match figment.data() {
         Ok(data) => {
@@ -441,6 +445,7 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     } else {
         Some(Vec::new())
     };
+    let http = section::<crate::console::config::HttpConfig>(figment, "http", problems);
     Some(Config {
         consul: consul?,
         log: log?,
@@ -449,6 +454,7 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
         watch: watch?,
         coordinator: coordinator?,
         services: services?,
+        http: http?,
     })
 }
 

@@ -22,6 +22,8 @@
 //!   poll, plans and approvals, handing approved plans to the rollout.
 //! - [`rollout`]: plans (pure), their rendering and storage, the pure
 //!   rollout state machine and its executor.
+//! - [`console`]: the coordinator's HTTP server on every replica: the JSON
+//!   API (acting with each operator's Consul token) and `/metrics`.
 //! - [`ops`]: operator commands: publish, plan, approve, reject, history.
 //! - [`preflight`]: `check-config --connect`: what the Consul token can do
 //!   for the role the configuration runs as.
@@ -38,6 +40,7 @@ pub mod aws;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod consul;
 pub mod coordinator;
 pub mod logging;

@@ -266,6 +266,8 @@ fn exit_for(failure: &Failure) -> Exit {
         },
         Failure::Coordinator(e) => match e {
             CoordinatorError::NoServices | CoordinatorError::Notify(_) => Exit::Usage,
+            // `[http]`: a listen address taken or refused, a bad certificate.
+            CoordinatorError::Console(_) => Exit::Usage,
             CoordinatorError::Consul(e) | CoordinatorError::Lock(e) => consul_exit(e),
         },
         Failure::Alerting(e) => match e {

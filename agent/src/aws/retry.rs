@@ -68,14 +68,23 @@ impl<F> Retrying<F> {
         &self.inner
     }
 
-    /// Runs `op` until it succeeds, fails for good, or runs out of attempts.
-    async fn run<T, Fut>(&self, mut op: impl FnMut() -> Fut) -> Result<T>
+    /// Runs `op` (the AWS action `name`) until it succeeds, fails for
+    /// good, or runs out of attempts. Each attempt is counted and timed for
+    /// `/metrics` (a no-op unless the console installed its metrics).
+    async fn run<T, Fut>(&self, name: &'static str, mut op: impl FnMut() -> Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
     {
         let mut attempt = 1;
         loop {
-            match op().await {
+            let started = std::time::Instant::now();
+            let result = op().await;
+            crate::console::metrics::aws_call(
+                name,
+                result.as_ref().map(|_| ()).map_err(Error::is_retryable),
+                started.elapsed(),
+            );
+            match result {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_retryable() && attempt < self.policy.max_attempts => {
                     let delay = self.policy.delay(attempt);
@@ -99,11 +108,15 @@ impl<F> Retrying<F> {
 
 impl<F: Fleet> Fleet for Retrying<F> {
     async fn describe_group(&self, name: &str) -> Result<Group> {
-        self.run(|| self.inner.describe_group(name)).await
+        self.run("DescribeAutoScalingGroups", || {
+            self.inner.describe_group(name)
+        })
+        .await
     }
 
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Instance>> {
-        self.run(|| self.inner.describe_instances(ids)).await
+        self.run("DescribeInstances", || self.inner.describe_instances(ids))
+            .await
     }
 
     async fn launch_template_version(
@@ -111,8 +124,10 @@ impl<F: Fleet> Fleet for Retrying<F> {
         template_id: &str,
         version: &str,
     ) -> Result<LaunchTemplateVersion> {
-        self.run(|| self.inner.launch_template_version(template_id, version))
-            .await
+        self.run("DescribeLaunchTemplateVersions", || {
+            self.inner.launch_template_version(template_id, version)
+        })
+        .await
     }
 
     async fn create_launch_template_version(
@@ -121,7 +136,7 @@ impl<F: Fleet> Fleet for Retrying<F> {
         image_id: &str,
         rollout_id: &str,
     ) -> Result<i64> {
-        self.run(|| {
+        self.run("CreateLaunchTemplateVersion", || {
             self.inner
                 .create_launch_template_version(base, image_id, rollout_id)
         })
@@ -134,7 +149,7 @@ impl<F: Fleet> Fleet for Retrying<F> {
         template_id: &str,
         version: i64,
     ) -> Result<()> {
-        self.run(|| {
+        self.run("UpdateAutoScalingGroup", || {
             self.inner
                 .set_group_launch_template(group, template_id, version)
         })
@@ -142,13 +157,17 @@ impl<F: Fleet> Fleet for Retrying<F> {
     }
 
     async fn set_group_size(&self, group: &str, min: Option<i32>, max: Option<i32>) -> Result<()> {
-        self.run(|| self.inner.set_group_size(group, min, max))
-            .await
+        self.run("UpdateAutoScalingGroup", || {
+            self.inner.set_group_size(group, min, max)
+        })
+        .await
     }
 
     async fn set_desired_capacity(&self, group: &str, desired: i32) -> Result<()> {
-        self.run(|| self.inner.set_desired_capacity(group, desired))
-            .await
+        self.run("SetDesiredCapacity", || {
+            self.inner.set_desired_capacity(group, desired)
+        })
+        .await
     }
 
     async fn set_instance_protection(
@@ -157,38 +176,50 @@ impl<F: Fleet> Fleet for Retrying<F> {
         ids: &[String],
         protected: bool,
     ) -> Result<()> {
-        self.run(|| self.inner.set_instance_protection(group, ids, protected))
-            .await
+        self.run("SetInstanceProtection", || {
+            self.inner.set_instance_protection(group, ids, protected)
+        })
+        .await
     }
 
     async fn terminate_instance(&self, id: &str, decrement_desired: bool) -> Result<()> {
-        self.run(|| self.inner.terminate_instance(id, decrement_desired))
-            .await
+        self.run("TerminateInstanceInAutoScalingGroup", || {
+            self.inner.terminate_instance(id, decrement_desired)
+        })
+        .await
     }
 
     async fn suspend_processes(&self, group: &str, processes: &[String]) -> Result<()> {
-        self.run(|| self.inner.suspend_processes(group, processes))
-            .await
+        self.run("SuspendProcesses", || {
+            self.inner.suspend_processes(group, processes)
+        })
+        .await
     }
 
     async fn resume_processes(&self, group: &str, processes: &[String]) -> Result<()> {
-        self.run(|| self.inner.resume_processes(group, processes))
-            .await
+        self.run("ResumeProcesses", || {
+            self.inner.resume_processes(group, processes)
+        })
+        .await
     }
 }
 
 impl<R: Registry> Registry for Retrying<R> {
     async fn find_images(&self, artifact: &str) -> Result<Vec<Image>> {
-        self.run(|| self.inner.find_images(artifact)).await
+        self.run("DescribeImages", || self.inner.find_images(artifact))
+            .await
     }
 
     async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
-        self.run(|| self.inner.describe_image(image_id)).await
+        self.run("DescribeImages", || self.inner.describe_image(image_id))
+            .await
     }
 
     async fn tag_image(&self, image_id: &str, artifact: &str, version: &str) -> Result<()> {
-        self.run(|| self.inner.tag_image(image_id, artifact, version))
-            .await
+        self.run("CreateTags", || {
+            self.inner.tag_image(image_id, artifact, version)
+        })
+        .await
     }
 }
 

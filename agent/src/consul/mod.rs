@@ -170,6 +170,14 @@ impl Client {
         self
     }
 
+    /// The same client (pool, address, time limits) sending `token`
+    /// instead of its own: the console acts with each operator's token, so
+    /// Consul's ACLs decide what the operator may do.
+    pub fn with_token(mut self, token: Option<Secret>) -> Self {
+        self.token = token;
+        self
+    }
+
     /// Consul's base URL.
     pub fn address(&self) -> &str {
         &self.base
@@ -288,7 +296,35 @@ impl Client {
         decode(&call, &bytes)
     }
 
+    /// [`Client::send_unobserved`], counted and timed for `/metrics`
+    /// (nothing happens unless the console installed its metrics).
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+        opts: &QueryOptions,
+        body: Option<Vec<u8>>,
+        call: &str,
+    ) -> Result<(StatusCode, QueryMeta, bytes::Bytes), Error> {
+        let started = std::time::Instant::now();
+        let blocking = opts.index.is_some() || opts.hash.is_some();
+        let name = method.clone();
+        let r = self
+            .send_unobserved(method, path, params, opts, body, call)
+            .await;
+        let status = r.as_ref().ok().map(|(s, _, _)| s.as_u16());
+        crate::console::metrics::consul_call(
+            name.as_str(),
+            path,
+            blocking,
+            status,
+            started.elapsed(),
+        );
+        r
+    }
+
+    async fn send_unobserved(
         &self,
         method: Method,
         path: &str,

@@ -71,6 +71,9 @@ pub enum CoordinatorError {
     /// The leader lock failed in a way retrying cannot fix (a 403).
     #[error("cannot take the leader lock: {0}")]
     Lock(#[source] consul::Error),
+    /// The console (`[http]`) could not start.
+    #[error("cannot start the console: {0}")]
+    Console(#[from] crate::console::ServerError),
 }
 
 /// This replica's name: `coordinator.replica_name`, else the host name.
@@ -105,6 +108,14 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
     ));
     let fleet = Arc::new(Retrying::new(sdk, RetryPolicy::default()));
     let name = replica_name(config);
+    // The console (API, /metrics) runs on every replica, leader or not.
+    let console = crate::console::start_beside_coordinator(
+        config,
+        &client,
+        &name,
+        shutdown.requested.clone(),
+    )
+    .await?;
     // The lock's session depends on this replica's liveness check (unless
     // turned off), registered before the first session is created.
     let alive = if c.leader_check_ttl.is_zero() {
@@ -159,6 +170,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
     if let Some(alive) = alive {
         alive.stop().await;
     }
+    crate::console::stopped(console).await;
     led.map_err(CoordinatorError::Lock)?;
     tracing::info!("Coordinator stopped.");
     Ok(())
