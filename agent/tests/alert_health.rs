@@ -390,3 +390,51 @@ async fn a_watcher_that_loses_sight_of_a_service_says_so_and_neither_resolves_no
     let _ = sender.await;
     w.shutdown().await;
 }
+
+/// Issue 17: after a revert, Slack said "2 checks passing again" about an
+/// instance that had been drained, deregistered and terminated.
+#[tokio::test]
+async fn an_alert_ended_by_a_terminated_instance_says_terminated_not_passing() {
+    logs();
+    let w = World::start(2).await;
+    let checks = w.register("node-1", "web", "web-i-0abc", 2).await;
+    let run = w.watch();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for c in &checks {
+        w.set("node-1", c, CheckStatus::Critical, "HTTP GET /health: 500")
+            .await;
+    }
+    assert!(eventually(WAIT, || w.smtp.messages().len() == 1).await);
+    // The revert drains the instance, deregisters it and terminates it: its
+    // node leaves Consul.
+    let agent = w.agent("node-1");
+    agent
+        .service_maintenance("web-i-0abc", true, "rollgate agent draining i-0abc")
+        .await
+        .unwrap();
+    agent.deregister_service("web-i-0abc").await.unwrap();
+    w.consul.remove_node("node-1").await.unwrap();
+    assert!(
+        eventually(WAIT, || w.smtp.messages().len() >= 2
+            && w.slack.posts().len() >= 2)
+        .await
+    );
+    tokio::time::sleep(SETTLE).await;
+    let mails = w.smtp.messages();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(
+        mails[1].subject(),
+        "[rollgate] RESOLVED web: instance i-0abc terminated (2 checks gone) on node-1"
+    );
+    let reply = &w.slack.posts()[1];
+    assert!(
+        reply
+            .text
+            .starts_with("RESOLVED web: instance i-0abc terminated (2 checks gone) on node-1"),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("passing"), "{}", reply.text);
+    run.stop().await;
+    w.shutdown().await;
+}

@@ -218,3 +218,73 @@ async fn a_sender_killed_between_smtp_acceptance_and_the_record_leaves_one_messa
     sender.await.unwrap();
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_slack_follow_up_that_may_have_been_posted_updates_the_first_message_instead() {
+    logs();
+    let mut w = World::start(0).await;
+    w.config.notify.default_receivers = vec!["ops-slack".into()];
+    w.config.notify.lease = Duration::from_secs(1);
+    let outbox = w.outbox();
+    let since = now_ms();
+    let (sender, stop) = w.sender();
+    outbox
+        .enqueue(health(since, 1, AlertStatus::Firing))
+        .await
+        .unwrap();
+    assert!(eventually(WAIT, || w.slack.posts().len() == 1).await);
+    stop.cancel();
+    sender.await.unwrap();
+
+    // A leader claimed the resolved notice and died: whether its reply
+    // reached Slack is unknown.
+    outbox
+        .enqueue(health(since, 2, AlertStatus::Resolved))
+        .await
+        .unwrap();
+    let (key, index, entry) = outbox
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(k, _, _)| k.ends_with("/2"))
+        .unwrap();
+    let mut entry = entry.unwrap();
+    entry.claim("ops-slack", "dead-leader", now_ms(), Duration::from_secs(1));
+    assert!(
+        outbox
+            .records()
+            .replace(&key, &entry, index)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (sender, stop) = w.sender();
+    assert!(eventually(WAIT, || !w.slack.updates().is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts = w.slack.posts();
+    assert_eq!(posts.len(), 1, "no second reply: {posts:#?}");
+    assert!(
+        posts[0].text.starts_with("RESOLVED web"),
+        "{}",
+        posts[0].text
+    );
+    assert!(posts[0].posted_text.starts_with("FIRING web"));
+    let (_, _, entry) = outbox
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(k, _, _)| k == &key)
+        .unwrap();
+    let d = &entry.unwrap().deliveries["ops-slack"];
+    assert!(d.delivered_ms.is_some() && d.maybe_sent, "{d:?}");
+    assert_eq!(
+        d.root.as_deref(),
+        Some(format!("C0ALERTS/{}", posts[0].ts).as_str())
+    );
+    stop.cancel();
+    sender.await.unwrap();
+    w.shutdown().await;
+}
