@@ -16,17 +16,23 @@ use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
 use sandbox::testkit::until;
 use tokio_util::sync::CancellationToken;
 
+/// The server's management token. ACLs are on, as in production; these
+/// tests are about the client's mechanics, not about rights, so the client
+/// holds the management token (the roles' rights are tested in
+/// `acl_roles.rs` and `acl_policy.rs`).
+const MANAGEMENT: &str = "client-test-management";
+
 async fn server(nodes: usize) -> ServerHandle {
     Server::start(ServerConfig {
         nodes,
-        ..ServerConfig::default()
+        ..ServerConfig::with_acls(MANAGEMENT)
     })
     .await
     .expect("sandbox consul starts")
 }
 
 fn client(addr: SocketAddr) -> Client {
-    client_with(addr, None)
+    client_with(addr, Some(MANAGEMENT))
 }
 
 fn client_with(addr: SocketAddr, token: Option<&str>) -> Client {
@@ -351,7 +357,10 @@ async fn acquire_gives_up_cleanly_on_shutdown() {
     assert!(r.unwrap().is_none());
     // Its session was destroyed: only a's remains; after a's release, none.
     let sessions = || async {
-        reqwest::get(format!("http://{}/v1/session/list", s.http_addr()))
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/session/list", s.http_addr()))
+            .header("X-Consul-Token", MANAGEMENT)
+            .send()
             .await
             .unwrap()
             .json::<Vec<serde_json::Value>>()
@@ -459,6 +468,7 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
         .args(["check-config", "--connect"])
         .env_clear()
         .env("CONSUL_HTTP_ADDR", s.http_addr().to_string())
+        .env("CONSUL_HTTP_TOKEN", MANAGEMENT)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -468,13 +478,7 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
         "{stderr}"
     );
 
-    s.inject_fault(Fault {
-        path_prefix: "/v1/agent/self".into(),
-        count: 1,
-        status: 403,
-        body: "ACL not found".into(),
-        content_type: None,
-    });
+    // A token Consul does not know: the real server's 403.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
         .args(["check-config", "--connect"])
         .env_clear()
@@ -489,7 +493,7 @@ async fn check_config_connect_reports_consul_or_the_failing_call() {
     );
     assert_eq!(out.status.code(), Some(3), "Consul refusing: {all}");
     assert!(
-        all.contains("GET /v1/agent/self") && all.contains("403"),
+        all.contains("403 ACL not found") && all.contains("CONSUL_HTTP_TOKEN"),
         "{all}"
     );
     assert!(!all.contains("tok-s3cr3t"), "{all}");

@@ -14,11 +14,23 @@ use rollgate::config::ConsulConfig;
 use rollgate::consul::kv::PutOptions;
 use rollgate::consul::watch::{Watch, WatchConfig};
 use rollgate::consul::{Client, QueryOptions, Response};
-use sandbox::consul::{Config as ServerConfig, Fault, Server};
+use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
+
+/// The server's management token. ACLs are on, as in production; these
+/// tests are about the watch loop, not about rights, so the client holds
+/// the management token (the roles' rights are tested in `acl_roles.rs`).
+const MANAGEMENT: &str = "watch-test-management";
+
+async fn server() -> ServerHandle {
+    Server::start(ServerConfig::with_acls(MANAGEMENT))
+        .await
+        .unwrap()
+}
 
 fn client(addr: std::net::SocketAddr) -> Client {
     Client::new(&ConsulConfig {
         address: format!("http://{addr}"),
+        token: Some(rollgate::config::Secret::new(MANAGEMENT)),
         timeout: Duration::from_secs(5),
         ..ConsulConfig::default()
     })
@@ -61,7 +73,7 @@ fn kv_watch(
 
 #[tokio::test]
 async fn wakes_on_change_and_skips_identical_answers() {
-    let s = Server::start(ServerConfig::default()).await.unwrap();
+    let s = server().await;
     let c = client(s.http_addr());
     c.kv_put("w/key", b"v0", &PutOptions::default())
         .await
@@ -115,7 +127,7 @@ async fn wakes_on_change_and_skips_identical_answers() {
 
 #[tokio::test]
 async fn index_going_backwards_is_followed() {
-    let s = Server::start(ServerConfig::default()).await.unwrap();
+    let s = server().await;
     let c = client(s.http_addr());
     for i in 0..5 {
         c.kv_put(&format!("w/fill{i}"), b"x", &PutOptions::default())
@@ -154,7 +166,7 @@ async fn index_going_backwards_is_followed() {
 
 #[tokio::test]
 async fn five_500s_back_off_with_growing_gaps_then_recover() {
-    let s = Server::start(ServerConfig::default()).await.unwrap();
+    let s = server().await;
     let c = client(s.http_addr());
     c.kv_put("w/key", b"v0", &PutOptions::default())
         .await
