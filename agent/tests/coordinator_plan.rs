@@ -95,7 +95,7 @@ impl World {
                     other => other,
                 },
                 rollout = if approval == "auto-fast" {
-                    "min_healthy_time = \"1s\"\nhealthy_deadline = \"6s\"\nprogress_deadline = \"20s\"\n"
+                    "min_healthy_time = \"1s\"\nhealthy_deadline = \"6s\"\nfailure_time = \"3s\"\nprogress_deadline = \"20s\"\n"
                 } else {
                     ""
                 },
@@ -167,11 +167,14 @@ impl World {
     }
 
     fn store(&self) -> Store {
+        self.store_as("coordinator")
+    }
+
+    /// The records as `role` reaches them.
+    fn store_as(&self, role: &str) -> Store {
         let client = Client::new(&ConsulConfig {
             address: format!("http://{}", self.consul.http_addr()),
-            token: Some(ConsulSecret::new(
-                self.roles.secret("coordinator").unwrap().expose(),
-            )),
+            token: Some(ConsulSecret::new(self.roles.secret(role).unwrap().expose())),
             ..ConsulConfig::default()
         })
         .unwrap();
@@ -580,5 +583,333 @@ async fn an_image_whose_instances_never_pass_is_reverted() {
     let (code, out, _) = w.run(&["status", "web"]).await;
     assert_eq!(code, 1, "status reports the failure: {out}");
     assert!(out.contains("reverted"), "{out}");
+    w.shutdown().await;
+}
+
+/// Waits until the coordinator leads (the poll is an hour: only triggers
+/// make plans).
+async fn leading(w: &World, c: &LoggedChild) {
+    let client = w.store().client().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = client
+            .kv_get("rollgate/leader", &QueryOptions::default())
+            .await
+            .ok()
+            .and_then(|r| r.value)
+            .and_then(|kv| kv.session);
+        if held.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader within 20s:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn publish_args<'a>(image: &'a str, version: &'a str) -> Vec<&'a str> {
+    vec![
+        "publish",
+        "--artifact",
+        "acmeinc/web",
+        "--ami",
+        image,
+        "--version",
+        version,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_a_rejected_or_older_image_and_says_why() {
+    let w = World::new("manual").await;
+    // An image built before 1.1.0, published only later.
+    let v09 = w.new_image("0.9.0").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // CreationDate has 1 s resolution
+    let c = w.coordinator(&w.config());
+    leading(&w, &c).await;
+    let v11 = w.new_image("1.1.0").await;
+    w.publish(&v11, "1.1.0").await;
+    until("a plan", Duration::from_secs(10), || async {
+        w.plans().await.pop()
+    })
+    .await;
+    let (code, out, err) = w
+        .run(&["reject", "web-1", "--reason", "bad notes", "--as", "bob"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Publishing the rejected image again: refused, named, how to override.
+    let (code, out, err) = w.run_as("ci", &publish_args(&v11, "1.1.0")).await;
+    assert_eq!(code, 4, "nothing will happen: a refusal\n{out}{err}");
+    assert!(
+        err.contains("web-1") && err.contains("rejected by bob") && err.contains("bad notes"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "says how to override: {err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert!(!out.contains("plans it"), "no false promise: {out}");
+
+    // An image older than the newest: refused, with the way back.
+    let (code, out, err) = w.run_as("ci", &publish_args(&v09, "0.9.0")).await;
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(err.contains(&v09) && err.contains("older than"), "{err}");
+    assert!(err.contains("rollgate rollback web --to 0.9.0"), "{err}");
+    let fleet = rollgate::aws::sdk::SdkFleet::new(&w.moto.sdk_config());
+    use rollgate::aws::registry::Registry as _;
+    let old = fleet
+        .registry()
+        .describe_image(&v09)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        old.artifact.as_deref(),
+        Some("unpublished/web"),
+        "a refused publish tags nothing"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.plans().await.len(), 1, "nothing planned");
+
+    // A trigger the coordinator will not act on (as an older rollgate
+    // wrote it) is said above debug level, with the reason.
+    w.store_as("ci")
+        .write_trigger(
+            "acmeinc/web",
+            &rollgate::rollout::store::Trigger {
+                image_id: v11.clone(),
+                version: "1.1.0".into(),
+                at: rollgate::rollout::plan::now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+    until(
+        "the ignored publish logged",
+        Duration::from_secs(10),
+        || async {
+            c.log()
+                .lines()
+                .any(|l| {
+                    l.contains("WARN")
+                        && l.contains("Published image not planned")
+                        && l.contains("rejected by bob")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The operator overrides the rejection explicitly.
+    let mut forced = publish_args(&v11, "1.1.0");
+    forced.extend(["--force", "--as", "alice"]);
+    let (code, out, err) = w.run(&forced).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("overridden by alice") && out.contains("web-2"),
+        "{out}"
+    );
+    let plans = w.plans().await;
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert_eq!(plans[1].target.image_id, v11);
+    assert!(matches!(plans[1].decision, Decision::Pending { .. }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.plans().await.len(), 2, "the coordinator adds none");
+    drop(c);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_region_manifest_tags_each_image_in_its_own_region() {
+    use aws_config::Region;
+    use rollgate::aws::registry::Registry as _;
+    let w = World::new("manual").await;
+    let c = w.coordinator(&w.config());
+    leading(&w, &c).await;
+    let other = "eu-west-1";
+    let there = w
+        .moto
+        .sdk_config()
+        .into_builder()
+        .region(Region::new(other))
+        .build();
+    let here_ami = w.new_image("1.1.0").await;
+    let there_ami = register_image(&there, &ImageSpec::new("unpublished/web", "1.1.0"))
+        .await
+        .unwrap();
+    let manifest = w.dir.path().join("packer-manifest.json");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"{{"builds": [{{"name": "web", "builder_type": "amazon-ebs", "build_time": 1714557600,
+                "artifact_id": "{other}:{there_ami},{REGION}:{here_ami}", "packer_run_uuid": "run-1",
+                "custom_data": {{"artifact": "acmeinc/web", "version": "1.1.0"}}}}],
+              "last_run_uuid": "run-1"}}"#
+        ),
+    )
+    .unwrap();
+    let path = manifest.to_str().unwrap();
+
+    // --region: only that region's image, the others named as skipped.
+    let (code, out, err) = w
+        .run_as("ci", &["publish", "--manifest", path, "--region", other])
+        .await;
+    assert_eq!(code, 4, "nothing planned by this coordinator\n{out}{err}");
+    assert!(
+        err.contains(&format!("Skipped {here_ami} in {REGION}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("Tagged {there_ami} in {other}")),
+        "{err}"
+    );
+    let there_registry = rollgate::aws::sdk::SdkFleet::new(&there).registry();
+    let tagged = there_registry
+        .describe_image(&there_ami)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tagged.artifact.as_deref(), Some("acmeinc/web"));
+    let here_registry = rollgate::aws::sdk::SdkFleet::new(&w.moto.sdk_config()).registry();
+    let untouched = here_registry
+        .describe_image(&here_ami)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.artifact.as_deref(), Some("unpublished/web"));
+
+    // Both: each tagged in its own region, the coordinator's planned.
+    let (code, out, err) = w.run_as("ci", &["publish", "--manifest", path]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("Tagged {there_ami} in {other}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("the coordinator plans it for web now"),
+        "{out}"
+    );
+    let tagged = here_registry
+        .describe_image(&here_ami)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tagged.artifact.as_deref(), Some("acmeinc/web"));
+    let plan = until("a plan", Duration::from_secs(10), || async {
+        w.plans().await.pop()
+    })
+    .await;
+    assert_eq!(plan.target.image_id, here_ami, "{}", c.log());
+    drop(c);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_whose_trigger_cannot_be_written_says_what_was_done() {
+    let w = World::new("manual").await;
+    let v11 = w.new_image("1.1.0").await;
+    // Consul gone: the image is tagged, the trigger is not written.
+    let cfg = w.cli_config("ci");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("http://{}", w.consul.http_addr()),
+        "http://127.0.0.1:9",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = w
+        .command(&cfg)
+        .args(publish_args(&v11, "1.1.0"))
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "Consul unreachable: {err}");
+    assert!(
+        err.contains(&format!("Tagged {v11} as acmeinc/web 1.1.0")),
+        "{err}"
+    );
+    assert!(
+        err.contains("registry poll"),
+        "says what will still happen: {err}"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terraform_only_template_change_is_planned_as_a_template_change() {
+    let w = World::new("manual").await;
+    // What `terraform apply` does after a change of a field it owns: a new
+    // version made the default, the image unchanged.
+    let ec2 = aws_sdk_ec2::Client::new(&w.moto.sdk_config());
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(&w.seeded.image_id)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+        .build();
+    let v2 = ec2
+        .create_launch_template_version()
+        .launch_template_id(&w.seeded.template_id)
+        .source_version("1")
+        .launch_template_data(data)
+        .send()
+        .await
+        .unwrap()
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .unwrap();
+    ec2.modify_launch_template()
+        .launch_template_id(&w.seeded.template_id)
+        .default_version(v2.to_string())
+        .send()
+        .await
+        .unwrap();
+    // Nobody publishes: the registry poll finds the change.
+    let cfg = w.write_config("poll.toml", "manual", "web-asg", "p");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("registry_poll = \"1h\"", "registry_poll = \"1s\""),
+    )
+    .unwrap();
+    let c = w.coordinator(&cfg);
+    let plan = until("a template plan", Duration::from_secs(30), || async {
+        w.plans().await.pop()
+    })
+    .await;
+    assert_eq!(
+        plan.change,
+        rollgate::rollout::plan::Change::Template {
+            from_version: 1,
+            to_version: v2
+        },
+        "{}",
+        c.log()
+    );
+    assert_eq!(plan.target.image_id, w.seeded.image_id, "the image stays");
+    assert_eq!(plan.current.image_id, w.seeded.image_id);
+    assert_eq!(plan.base_template_version, Some(v2));
+    assert_eq!(
+        plan.to_replace().count(),
+        w.seeded.instance_ids.len(),
+        "every instance is replaced to pick the new version up"
+    );
+    let (code, out, _) = w.run(&["plan", "web"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "template: launch template default version 1 -> {v2}, same image"
+        )),
+        "{out}"
+    );
+    let (_, history, _) = w.run(&["history", "web"]).await;
+    assert!(
+        history.contains(&format!("template v1 -> v{v2}")),
+        "{history}"
+    );
+    // Later rounds (every second) add nothing while it is pending.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.plans().await.len(), 1, "{}", c.log());
+    drop(c);
     w.shutdown().await;
 }
