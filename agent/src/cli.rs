@@ -105,9 +105,11 @@ Exit status:
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the configuration and print the effective configuration as
-    /// TOML (secrets redacted). Exits 2 when it is invalid, 3 when --connect
-    /// cannot use Consul or the token lacks what the role needs.
+    /// Validate the configuration for a role and print the effective
+    /// configuration as TOML (secrets redacted). The role's own start-up
+    /// rules are the daemon's, so what this calls valid the daemon accepts.
+    /// Exits 2 when it is invalid, 3 when --connect cannot use Consul or the
+    /// token lacks what the role needs.
     CheckConfig(CheckConfigArgs),
     /// Run the node agent: register the service with the local Consul agent,
     /// keep its checks true, drain on SIGTERM/SIGINT (a second signal skips
@@ -164,10 +166,14 @@ pub struct CheckConfigArgs {
     /// know the token, or the token lacks a rule the role needs.
     #[arg(long)]
     pub connect: bool,
-    /// The role the configuration runs as, for --connect: coordinator,
-    /// agent, watch, operator or ci. Default: coordinator with [[services]],
-    /// agent with an [agent] artifact, watch with [notify] receivers.
-    #[arg(long, requires = "connect", value_name = "ROLE",
+    /// The role the configuration runs as: coordinator, agent, watch,
+    /// operator or ci. Its daemon's start-up rules are checked (the
+    /// coordinator needs [[services]], the agent agent.expected_version,
+    /// the coordinator and watcher buildable [notify] receivers) and, with
+    /// --connect, its policy. Default: inferred, coordinator with
+    /// [[services]], agent with an [agent] artifact or expected_version,
+    /// watch with [notify] receivers; the output names the role checked.
+    #[arg(long, value_name = "ROLE",
           value_parser = ["coordinator", "agent", "watch", "watcher", "operator", "ci"])]
     pub role: Option<String>,
 }

@@ -31,7 +31,10 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::config::{CoordinatorConfig, ServiceConfig, validate_services};
+use crate::consul::permissions::Role;
+use crate::coordinator::config::{
+    CoordinatorConfig, ServiceConfig, validate_for_coordinator, validate_services,
+};
 use crate::node::config::AgentConfig;
 
 /// Where the configuration file is looked for when `--config` is not given.
@@ -211,13 +214,15 @@ impl Serialize for Secret {
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// Dotted key path, e.g. `consul.timeout`.
+    /// Key path in one style everywhere: tables joined with `.`, entries of
+    /// a list by index, e.g. `consul.timeout`, `services[0].rollout.batch_size`.
     pub key: String,
     /// What was given (already redacted for secrets), or empty.
     pub value: String,
     /// The rule it breaks, phrased so the fix is obvious.
     pub rule: String,
-    /// Where the value came from (file path, environment variable), when known.
+    /// Where the value came from (the file's full path, `environment
+    /// variable NAME`), when known.
     pub source: Option<String>,
 }
 
@@ -229,7 +234,7 @@ impl fmt::Display for Problem {
         }
         write!(f, ": {}", self.rule)?;
         if let Some(source) = &self.source {
-            write!(f, " (from {source})")?;
+            write!(f, " (in {source})")?;
         }
         Ok(())
     }
@@ -297,6 +302,11 @@ impl Problems {
         }
     }
 
+    /// Adds every problem of `other`.
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
     /// `Ok` when nothing was recorded, else every problem.
     pub fn into_result(self) -> Result<(), ConfigError> {
         if self.0.is_empty() {
@@ -341,14 +351,17 @@ impl Config {
         let mut problems = Vec::new();
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some((path, explicit)) = &sources.file {
+            // Problems name the file by its full path, whatever the working
+            // directory of whoever reads them.
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             if path.exists() {
                 // Parse first: figment's own TOML error carries no file name.
-                match std::fs::read_to_string(path)
+                match std::fs::read_to_string(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|text| {
                         toml::from_str::<toml::Table>(&text).map_err(|e| e.to_string())
                     }) {
-                    Ok(_) => figment = figment.merge(Toml::file_exact(path)),
+                    Ok(_) => figment = figment.merge(Toml::file_exact(&path)),
                     Err(e) => problems.push(Problem {
                         key: path.display().to_string(),
                         value: String::new(),
@@ -375,7 +388,13 @@ impl Config {
             return Err(ConfigError { problems });
         }
         let config = config.unwrap_or_default();
-        config.validate()?;
+        config.validate().map_err(|mut e| {
+            // A rule broken by a value names where the value came from.
+            for p in e.problems.iter_mut().filter(|p| p.source.is_none()) {
+                p.source = source_of(&figment, &parse_key(&p.key));
+            }
+            e
+        })?;
         Ok(config)
     }
 
@@ -390,6 +409,26 @@ impl Config {
         self.coordinator.validate(&mut p);
         validate_services(&self.services, &mut p);
         self.http.validate(&mut p);
+        p.into_result()
+    }
+
+    /// What the process of `role` needs beyond [`Config::validate`]: the one
+    /// check each daemon runs before it starts, and the one `check-config
+    /// --role` runs, so the two never disagree. The coordinator needs
+    /// `[[services]]`; the node agent `agent.expected_version`; the
+    /// coordinator and the watcher receivers that can be built (secrets
+    /// readable). Operators and CI need nothing more.
+    pub fn validate_for(&self, role: Role) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        match role {
+            Role::Coordinator => {
+                validate_for_coordinator(self, &mut p);
+                self.notify.validate_receivers(&mut p);
+            }
+            Role::Watcher => self.notify.validate_receivers(&mut p),
+            Role::Agent => p.extend(self.agent.validate_for_agent()),
+            Role::Operator | Role::Ci => {}
+        }
         p.into_result()
     }
 
@@ -415,21 +454,17 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
         Ok(data) => {
             if let Some(dict) = data.get(&Profile::Default) {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
-                    let source = figment
-                        .find_metadata(key)
-                        .map(|m| m.name.to_string())
-                        .filter(|n| !n.is_empty());
                     problems.push(Problem {
                         key: key.clone(),
                         value: String::new(),
                         rule: format!("unknown section; expected one of: {}", known.join(", ")),
-                        source,
+                        source: source_of(figment, std::slice::from_ref(key)),
                     });
                 }
             }
         }
         Err(e) => {
-            figment_problems(figment, e, "", problems);
+            figment_problems(figment, e, &[], "", problems);
             return None;
         }
     }
@@ -439,12 +474,7 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     let notify = section::<crate::notify::config::NotifyConfig>(figment, "notify", problems);
     let watch = section::<crate::alerting::config::WatcherConfig>(figment, "watch", problems);
     let coordinator = section::<CoordinatorConfig>(figment, "coordinator", problems);
-    // An array of tables: absent means none.
-    let services = if figment.find_value("services").is_ok() {
-        section::<Vec<ServiceConfig>>(figment, "services", problems)
-    } else {
-        Some(Vec::new())
-    };
+    let services = services(figment, problems);
     let http = section::<crate::console::config::HttpConfig>(figment, "http", problems);
     Some(Config {
         consul: consul?,
@@ -458,6 +488,32 @@ fn extract(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Config> {
     })
 }
 
+/// `[[services]]`: absent means none; each entry is probed on its own, so
+/// a problem in one does not hide those of another.
+fn services(figment: &Figment, problems: &mut Vec<Problem>) -> Option<Vec<ServiceConfig>> {
+    let Ok(value) = figment.find_value("services") else {
+        return Some(Vec::new());
+    };
+    match figment.extract_inner_lossy::<Vec<ServiceConfig>>("services") {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let before = problems.len();
+            if let Value::Array(_, items) = &value {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::Dict(_, dict) = item {
+                        let prefix = ["services".to_string(), i.to_string()];
+                        probe_leaves::<ServiceConfig>(figment, &prefix, dict, problems);
+                    }
+                }
+            }
+            if problems.len() == before {
+                figment_problems(figment, e, &[], "services", problems);
+            }
+            None
+        }
+    }
+}
+
 fn section<T: serde::de::DeserializeOwned>(
     figment: &Figment,
     name: &str,
@@ -467,72 +523,249 @@ fn section<T: serde::de::DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             // Serde stops at a struct's first bad field, so one wrong type
-            // would hide an unknown key next to it. Extract every key of the
-            // section on its own (the sections default every field) to
-            // report them all; fall back to the first error if that finds
-            // nothing (a problem only the whole section shows).
+            // would hide an unknown key next to it: probe every key on its
+            // own to report them all, and fall back to the first error if
+            // that finds nothing (a problem only the whole section shows).
             let before = problems.len();
-            if let Ok(figment::value::Value::Dict(_, dict)) = figment.find_value(name) {
-                for (key, value) in dict {
-                    let mut one = figment::value::Dict::new();
-                    one.insert(key.clone(), value.clone());
-                    let mut wrapped = figment::value::Dict::new();
-                    wrapped.insert(name.to_string(), one.into());
-                    let probe = Figment::from(figment::providers::Serialized::defaults(wrapped));
-                    if let Err(e) = probe.extract_inner_lossy::<T>(name) {
-                        figment_problems(figment, e, name, problems);
-                    }
-                }
+            if let Ok(Value::Dict(_, dict)) = figment.find_value(name) {
+                probe_leaves::<T>(figment, &[name.to_string()], &dict, problems);
             }
             if problems.len() == before {
-                figment_problems(figment, e, name, problems);
+                figment_problems(figment, e, &[], name, problems);
             }
             None
         }
     }
 }
 
-/// Turns figment's errors into problems with full key paths.
+/// Deserialises `T` from each leaf of `dict` alone (every section defaults
+/// every field, so one key is a whole value), reporting each leaf's
+/// problems under `prefix`. Tables are descended into, so two bad keys of
+/// a nested table are both reported; lists are leaves.
+fn probe_leaves<T: serde::de::DeserializeOwned>(
+    figment: &Figment,
+    prefix: &[String],
+    dict: &Dict,
+    problems: &mut Vec<Problem>,
+) {
+    fn leaves(dict: &Dict, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+        for (key, value) in dict {
+            path.push(key.clone());
+            match value {
+                Value::Dict(_, inner) if !inner.is_empty() => leaves(inner, path, out),
+                _ => out.push((path.clone(), value.clone())),
+            }
+            path.pop();
+        }
+    }
+    const PROBE: &str = "probe";
+    let mut found = Vec::new();
+    leaves(dict, &mut Vec::new(), &mut found);
+    for (path, value) in found {
+        let mut one = Dict::new();
+        merge_into(&mut one, &path, value);
+        let mut wrapped = Dict::new();
+        wrapped.insert(PROBE.to_string(), Value::from(one));
+        let probe = Figment::from(Serialized::defaults(wrapped));
+        if let Err(e) = probe.extract_inner_lossy::<T>(PROBE) {
+            figment_problems(figment, e, prefix, PROBE, problems);
+        }
+    }
+}
+
+/// Turns figment's errors into problems in plain words, with full key
+/// paths and the source of the value. `extracted` is the path figment was
+/// asked to extract (it appends it after the leaf's path); `prefix` is put
+/// in its place.
 fn figment_problems(
     figment: &Figment,
     error: figment::Error,
-    section: &str,
+    prefix: &[String],
+    extracted: &str,
     problems: &mut Vec<Problem>,
 ) {
+    let tail: Vec<String> = extracted
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     for e in error {
-        // `extract_inner` appends the section after the leaf: put it first.
-        let mut path: Vec<String> = e.path.clone();
-        if !section.is_empty() {
-            if path.last().map(String::as_str) == Some(section) {
-                path.pop();
-            }
-            path.insert(0, section.to_string());
+        let mut inner: Vec<String> = e.path.clone();
+        if inner.ends_with(&tail) {
+            inner.truncate(inner.len() - tail.len());
         }
-        let rule = match &e.kind {
-            figment::error::Kind::UnknownField(field, expected) => {
-                if path.last() != Some(field) {
-                    path.push(field.clone());
-                }
-                format!("unknown key; expected one of: {}", expected.join(", "))
-            }
-            kind => kind.to_string(),
+        let mut path = if prefix.is_empty() {
+            tail.clone()
+        } else {
+            prefix.to_vec()
         };
-        // The error is tagged with the table's source; the key's own
-        // metadata names where the offending value came from.
-        let source = figment
-            .find_metadata(&path.join("."))
-            .or(e.metadata.as_ref())
-            .map(|m| match &m.source {
-                Some(figment::Source::File(p)) => p.display().to_string(),
-                _ => m.interpolate(&Profile::Default, &path),
-            })
-            .filter(|s| !s.is_empty());
+        path.extend(inner);
+        let field = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => Some(field.clone()),
+            figment::error::Kind::MissingField(field) => Some(field.to_string()),
+            _ => None,
+        };
+        if let Some(field) = field {
+            if path.last() != Some(&field) {
+                path.push(field);
+            }
+        }
         problems.push(Problem {
-            key: path.join("."),
+            key: key_path(&path),
             value: String::new(),
-            rule,
-            source,
+            rule: plain_rule(&e.kind),
+            source: source_of(figment, &path),
         });
+    }
+}
+
+/// `["services", "0", "rollout"]` as `services[0].rollout`: the one key-path
+/// style of every problem.
+pub fn key_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{s}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(s);
+        }
+    }
+    out
+}
+
+/// The inverse of [`key_path`].
+fn parse_key(key: &str) -> Vec<String> {
+    key.split('.')
+        .flat_map(|part| {
+            let mut segments = Vec::new();
+            let mut rest = part;
+            if let Some(i) = rest.find('[') {
+                segments.push(rest[..i].to_string());
+                rest = &rest[i..];
+                while let Some(stripped) = rest.strip_prefix('[') {
+                    let Some(end) = stripped.find(']') else { break };
+                    segments.push(stripped[..end].to_string());
+                    rest = &stripped[end + 1..];
+                }
+            } else {
+                segments.push(rest.to_string());
+            }
+            segments
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Where the value at `path` (or its nearest present ancestor) came from:
+/// the file's path, or the environment variable; `None` for a default.
+fn source_of(figment: &Figment, path: &[String]) -> Option<String> {
+    let (first, rest) = path.split_first()?;
+    let mut value = figment.find_value(first).ok()?;
+    let mut depth = 1;
+    for key in rest {
+        let next = match &value {
+            Value::Dict(_, d) => d.get(key).cloned(),
+            Value::Array(_, a) => key.parse::<usize>().ok().and_then(|i| a.get(i).cloned()),
+            _ => None,
+        };
+        match next {
+            Some(v) => {
+                value = v;
+                depth += 1;
+            }
+            None => break,
+        }
+    }
+    let metadata = figment.get_metadata(value.tag())?;
+    match &metadata.source {
+        Some(figment::Source::File(p)) => Some(p.display().to_string()),
+        // The defaults written in this module.
+        Some(figment::Source::Code(_)) => None,
+        _ => {
+            Some(metadata.interpolate(&Profile::Default, &path[..depth])).filter(|s| !s.is_empty())
+        }
+    }
+}
+
+/// A figment (serde) error in an operator's words: what was expected, with
+/// an example where the shape is not obvious, and what was found.
+fn plain_rule(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            format!(
+                "expected {}, found {}",
+                plain_expected(expected),
+                plain_found(found)
+            )
+        }
+        Kind::InvalidLength(n, expected) => {
+            format!("expected {}, found {n} entries", plain_expected(expected))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!("expected one of {}, found {found:?}", expected.join(", "))
+        }
+        Kind::UnknownField(_, expected) => {
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(_) => "is required".into(),
+        Kind::DuplicateField(_) => "is given twice".into(),
+        Kind::ISizeOutOfRange(v) => format!("{v} is too large or too small here"),
+        Kind::USizeOutOfRange(v) => format!("{v} is too large here"),
+        Kind::Unsupported(found) => format!("{} is not supported here", plain_found(found)),
+        Kind::UnsupportedKey(found, _) => {
+            format!("a key must be a string, found {}", plain_found(found))
+        }
+        Kind::Message(m) => m.clone(),
+    }
+}
+
+/// Serde's name of an expected type, for people.
+fn plain_expected(expected: &str) -> String {
+    fn whole(lo: i128, hi: i128) -> String {
+        format!("a whole number between {lo} and {hi}")
+    }
+    let nonzero = expected.strip_prefix("a nonzero ");
+    let lo_one = |lo: i128| if nonzero.is_some() { 1 } else { lo };
+    match nonzero.unwrap_or(expected) {
+        "u8" => whole(lo_one(0), u8::MAX.into()),
+        "u16" => whole(lo_one(0), u16::MAX.into()),
+        "u32" => whole(lo_one(0), u32::MAX.into()),
+        "u64" | "usize" => whole(lo_one(0), u64::MAX.into()),
+        "i8" => whole(i8::MIN.into(), i8::MAX.into()),
+        "i16" => whole(i16::MIN.into(), i16::MAX.into()),
+        "i32" => whole(i32::MIN.into(), i32::MAX.into()),
+        "i64" | "isize" => whole(i64::MIN.into(), i64::MAX.into()),
+        "f32" | "f64" => "a number".into(),
+        "a duration" | "duration" => "a duration such as 30s or 5m".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        "a string" | "a borrowed string" | "string" | "a character" => "a string".into(),
+        "path string" => "a file path".into(),
+        "socket address" => "an address and port such as 127.0.0.1:9100".into(),
+        "a sequence" | "sequence" => "a list".into(),
+        "a map" | "map" => "a table".into(),
+        other if other.starts_with("struct ") => "a table".into(),
+        other => other.into(),
+    }
+}
+
+/// What was found, as it would be written in the file.
+fn plain_found(found: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match found {
+        Actual::Bool(b) => b.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Float(n) => n.to_string(),
+        Actual::Char(c) => format!("{:?}", c.to_string()),
+        Actual::Str(s) => format!("{s:?}"),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        Actual::Unit => "nothing".into(),
+        other => other.to_string(),
     }
 }
 
@@ -660,6 +893,10 @@ fn normalise_consul_address(address: &str, ssl: bool) -> Result<String, String> 
 struct EnvSource {
     consul: Dict,
     rollgate: Dict,
+    /// The key path each variable sets and its name, rollgate's own first
+    /// (they win), so a problem names the variable that holds the value: a
+    /// list given whole (`ROLLGATE_SERVICES`) included.
+    names: Vec<(Vec<String>, String)>,
 }
 
 impl EnvSource {
@@ -690,6 +927,22 @@ impl EnvSource {
             // SSL alone switches the default address to https.
             ssl.filter(|s| *s).map(|_| "127.0.0.1:8500".to_string())
         });
+        let mut consul_names = Vec::new();
+        let key = |k: &str| vec!["consul".to_string(), k.to_string()];
+        if get("CONSUL_HTTP_ADDR").is_some() {
+            consul_names.push((key("address"), "CONSUL_HTTP_ADDR".to_string()));
+        } else if ssl.is_some() {
+            consul_names.push((key("address"), "CONSUL_HTTP_SSL".to_string()));
+        }
+        for (k, var) in [
+            ("token", "CONSUL_HTTP_TOKEN"),
+            ("token_file", "CONSUL_HTTP_TOKEN_FILE"),
+            ("ca_file", "CONSUL_CACERT"),
+        ] {
+            if get(var).is_some() {
+                consul_names.push((key(k), var.to_string()));
+            }
+        }
         if let Some(addr) = addr {
             let value = match normalise_consul_address(&addr, ssl.unwrap_or(false)) {
                 Ok(url) => url,
@@ -708,6 +961,7 @@ impl EnvSource {
         }
 
         let mut rollgate = Dict::new();
+        let mut names = Vec::new();
         let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
         for (k, v) in env {
             if k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()) {
@@ -736,9 +990,15 @@ impl EnvSource {
             } else {
                 Value::from(raw.to_string())
             };
+            names.push((path.clone(), name.to_string()));
             merge_into(&mut rollgate, &path, value);
         }
-        Self { consul, rollgate }
+        names.extend(consul_names);
+        Self {
+            consul,
+            rollgate,
+            names,
+        }
     }
 }
 
@@ -781,14 +1041,24 @@ fn overlay(base: &mut Dict, top: &Dict) {
 
 impl Provider for EnvSource {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_profile, keys| {
-            format!(
-                "environment variable {ENV_PREFIX}{}",
-                keys.iter()
-                    .map(|k| k.to_ascii_uppercase())
-                    .collect::<Vec<_>>()
-                    .join("__")
-            )
+        let names = self.names.clone();
+        Metadata::named("environment variable").interpolater(move |_profile, keys| {
+            let holder = names
+                .iter()
+                .rev()
+                .filter(|(path, _)| path.len() <= keys.len() && keys[..path.len()] == path[..])
+                .max_by_key(|(path, _)| path.len())
+                .map(|(_, name)| name.clone());
+            let name = holder.unwrap_or_else(|| {
+                format!(
+                    "{ENV_PREFIX}{}",
+                    keys.iter()
+                        .map(|k| k.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__")
+                )
+            });
+            format!("environment variable {name}")
         })
     }
 

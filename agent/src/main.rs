@@ -14,6 +14,7 @@ use rollgate::aws::FailureKind;
 use rollgate::cli::{CheckConfigArgs, Cli, Command, Exit};
 use rollgate::config::{Config, ConfigError, Sources};
 use rollgate::consul;
+use rollgate::consul::permissions::Role;
 use rollgate::consul::records::RecordError;
 use rollgate::coordinator::CoordinatorError;
 use rollgate::node::NodeError;
@@ -95,10 +96,15 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
-    if matches!(
-        cli.command,
-        Command::Agent | Command::Watch | Command::Coordinator
-    ) {
+    // A daemon checks what its role needs before anything else, with the
+    // same function `check-config --role` runs.
+    let role = match cli.command {
+        Command::Agent => Some(Role::Agent),
+        Command::Watch => Some(Role::Watcher),
+        Command::Coordinator => Some(Role::Coordinator),
+        _ => None,
+    };
+    if role.is_some() {
         rollgate::logging::init(&config.log);
     }
     // The agent runs on every node and must be nearly free: one thread.
@@ -116,6 +122,10 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     }
     .map_err(Failure::Runtime)?;
     runtime.block_on(async {
+        if let Some(role) = role {
+            // Receivers are built as the daemon builds them: on the runtime.
+            config.validate_for(role)?;
+        }
         match cli.command {
             Command::CheckConfig(args) => check_config(&config, &args).await,
             Command::Agent => {
@@ -221,10 +231,25 @@ async fn operator_command(config: &Config, command: Command) -> Result<Exit, Fai
 }
 
 async fn check_config(config: &Config, args: &CheckConfigArgs) -> Result<Exit, Failure> {
+    let role = preflight::role_of(config, args.role.as_deref())?;
+    if let Some(role) = role {
+        config.validate_for(role)?;
+    }
     print!("{}", config.to_toml());
-    eprintln!("rollgate: configuration is valid");
+    match (role, &args.role, preflight::infer_role(config)) {
+        (Some(role), Some(_), _) => eprintln!("rollgate: configuration is valid for the {role}"),
+        (Some(role), None, Some((_, why))) => eprintln!(
+            "rollgate: configuration is valid for the {role} (the role inferred because {why}; \
+             pass --role to check another)"
+        ),
+        _ => eprintln!(
+            "rollgate: configuration is valid for what every role shares; no role could be told \
+             from its sections (none of [[services]], [agent] artifact or expected_version, \
+             [notify] receivers): pass --role coordinator|agent|watch|operator|ci to check \
+             what a role needs"
+        ),
+    }
     if args.connect {
-        let role = preflight::role_of(config, args.role.as_deref())?;
         let report = preflight::run(config, role).await?;
         for line in report.render().lines() {
             eprintln!("rollgate: {line}");
@@ -345,7 +370,9 @@ fn aws_exit(e: &rollgate::aws::Error) -> Exit {
             kind: FailureKind::Construction,
             ..
         } => Exit::Usage,
-        Error::Api { .. } | Error::Unexpected { .. } => Exit::Unavailable,
+        Error::Api { .. } | Error::Unreachable { .. } | Error::Unexpected { .. } => {
+            Exit::Unavailable
+        }
     }
 }
 

@@ -334,11 +334,11 @@ impl Report {
     }
 }
 
-/// The role of `--role`, else the one the configuration's sections show:
-/// `[[services]]` means the coordinator (operators and CI pass `--role`),
-/// an `[agent]` with an artifact the node agent, notification receivers
-/// without services the standalone watcher. `None`: no role can be told,
-/// and only the connection and the token are checked.
+/// The role of `--role`, else the one the configuration's sections show
+/// ([`infer_role`]). `None`: no role can be told. `--role` means the same
+/// to `check-config` with and without `--connect`: the process whose
+/// start-up rules are checked ([`Config::validate_for`]) and, with
+/// `--connect`, whose policy the token is probed for.
 pub fn role_of(config: &Config, flag: Option<&str>) -> Result<Option<Role>, PreflightError> {
     if let Some(name) = flag {
         return Role::parse(name).map(Some).ok_or_else(|| {
@@ -347,15 +347,26 @@ pub fn role_of(config: &Config, flag: Option<&str>) -> Result<Option<Role>, Pref
             ))
         });
     }
-    Ok(if !config.services.is_empty() {
-        Some(Role::Coordinator)
-    } else if !config.agent.artifact.is_empty() {
-        Some(Role::Agent)
+    Ok(infer_role(config).map(|(role, _)| role))
+}
+
+/// The role the configuration's sections show, and which section shows it:
+/// `[[services]]` means the coordinator (operators and CI pass `--role`),
+/// an `[agent]` with an artifact or an expected version the node agent,
+/// notification receivers without services the standalone watcher.
+pub fn infer_role(config: &Config) -> Option<(Role, &'static str)> {
+    if !config.services.is_empty() {
+        Some((Role::Coordinator, "[[services]] is set"))
+    } else if !config.agent.artifact.is_empty() || !config.agent.expected_version.is_empty() {
+        Some((Role::Agent, "[agent] names an artifact or expected_version"))
     } else if !config.notify.receivers.is_empty() {
-        Some(Role::Watcher)
+        Some((
+            Role::Watcher,
+            "[notify] has receivers and there is no [[services]]",
+        ))
     } else {
         None
-    })
+    }
 }
 
 /// Connects, identifies the token and probes every rule of `role` (none

@@ -372,3 +372,211 @@ fn the_coordinator_template_of_infra_renders_a_valid_configuration() {
     assert_eq!(c.services.len(), 1);
     assert_eq!(c.services[0].rollout.batch_size, 2);
 }
+
+// ---- Messages in plain words (issue 17) ----
+
+/// The whole stderr of `rollgate --config FILE ARGS` and its exit code.
+fn run_with(path: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = rollgate()
+        .arg("--config")
+        .arg(path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const SERVICE: &str = "[[services]]\nname = \"web\"\nauto_scaling_group = \"web\"\n\
+                       launch_template = \"web\"\nartifact = \"acmeinc/web\"\n";
+
+#[test]
+fn a_negative_batch_size_reads_as_a_whole_number_rule_with_the_file() {
+    let f = file(&format!("{SERVICE}[services.rollout]\nbatch_size = -1\n"));
+    let path = f.path().canonicalize().unwrap();
+    let (status, out) = run_with(&path, &["check-config"], &[]);
+    assert_eq!(status, Some(2), "{out}");
+    let expected = format!(
+        "services[0].rollout.batch_size: expected a whole number between 1 and 4294967295, \
+         found -1 (in {})",
+        path.display()
+    );
+    assert!(out.contains(&expected), "want {expected:?} in:\n{out}");
+    assert!(!out.contains("signed int"), "{out}");
+    assert!(!out.contains("u32"), "{out}");
+}
+
+#[test]
+fn a_zero_batch_size_is_the_same_rule() {
+    let f = file(&format!("{SERVICE}[services.rollout]\nbatch_size = 0\n"));
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("services[0].rollout.batch_size")
+            && text.contains("a whole number between 1 and 4294967295"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_relative_config_path_is_named_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rel.toml"), "[consul]\ntimeout = 5\n").unwrap();
+    let out = rollgate()
+        .current_dir(dir.path())
+        .args(["--config", "rel.toml", "check-config"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let full = dir.path().canonicalize().unwrap().join("rel.toml");
+    assert!(
+        stderr.contains(&format!("(in {})", full.display())),
+        "the file is named by its full path: {stderr}"
+    );
+}
+
+#[test]
+fn a_duration_of_the_wrong_shape_shows_an_example() {
+    let f = file("[consul]\ntimeout = 5\nmax_wait = \"soon\"\n");
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("consul.timeout: expected a duration such as 30s or 5m, found 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("consul.max_wait: expected a duration such as 30s or 5m, found \"soon\""),
+        "{text}"
+    );
+    assert!(!text.contains("invalid type"), "{text}");
+}
+
+#[test]
+fn key_paths_have_one_style_in_type_and_rule_problems() {
+    // Two bad keys in one service, one in a nested table: each is reported,
+    // and every path spells the entry as `services[0]`.
+    let f = file(&format!(
+        "{SERVICE}approval_timeout = 5\n[services.rollout]\nbatch_size = -1\n\
+         min_healthy_time = \"1h\"\nhealthy_deadline = \"1m\"\n"
+    ));
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let keys = problems(&e);
+    assert!(
+        keys.contains(&"services[0].approval_timeout".to_string()),
+        "{e}"
+    );
+    assert!(
+        keys.contains(&"services[0].rollout.batch_size".to_string()),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains("services.0"),
+        "one key-path style: {e}"
+    );
+    // A rule (not a type) problem in a service names its file too.
+    let f = file(&format!(
+        "{SERVICE}[services.rollout]\nmin_healthy_time = \"1h\"\nhealthy_deadline = \"1m\"\n"
+    ));
+    let path = f.path().canonicalize().unwrap();
+    let e = Config::load(&sources(Some(path.clone()), &[])).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("services[0].rollout.min_healthy_time")
+            && text.contains(&format!("(in {})", path.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unknown_section_names_the_file() {
+    let f = file("[colour]\nx = 1\n");
+    let path = f.path().canonicalize().unwrap();
+    let e = Config::load(&sources(Some(path.clone()), &[])).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("colour: unknown section")
+            && text.contains(&format!("(in {})", path.display())),
+        "{text}"
+    );
+    assert!(!text.contains("TOML file"), "{text}");
+}
+
+#[test]
+fn environment_sources_name_the_variable() {
+    let e = Config::load(&sources(
+        None,
+        &[
+            ("ROLLGATE_CONSUL__TIMEOUT", "abc"),
+            (
+                "ROLLGATE_SERVICES",
+                "[{name = \"web\", auto_scaling_group = \"web\", launch_template = \"web\", \
+                 artifact = \"acmeinc/web\", rollout = {batch_size = -2}}]",
+            ),
+        ],
+    ))
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "consul.timeout: expected a duration such as 30s or 5m, found \"abc\" \
+             (in environment variable ROLLGATE_CONSUL__TIMEOUT)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("services[0].rollout.batch_size: expected a whole number between 1 and 4294967295, found -2 (in environment variable ROLLGATE_SERVICES)"),
+        "the variable that holds the list, not an invented one: {text}"
+    );
+    // A rule problem from the environment names the variable too.
+    let e = Config::load(&sources(None, &[("ROLLGATE_CONSUL__TIMEOUT", "1h")])).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("(in environment variable ROLLGATE_CONSUL__TIMEOUT)"),
+        "{e}"
+    );
+    let e = Config::load(&sources(
+        None,
+        &[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/t")],
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("(in environment variable CONSUL_HTTP_TOKEN_FILE)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn other_types_read_in_plain_words() {
+    let f = file(
+        "[log]\nformat = \"xml\"\n[agent]\nservice_port = 70000\ntags = \"web\"\n\
+         [watch]\nleader_lock = \"yes please\"\n",
+    );
+    let e = Config::load(&sources(Some(f.path().into()), &[])).unwrap_err();
+    let text = e.to_string();
+    for want in [
+        "log.format: expected one of text, json, found \"xml\"",
+        "agent.service_port: expected a whole number between 0 and 65535, found 70000",
+        "agent.tags: expected a list, found \"web\"",
+        "watch.leader_lock: expected true or false, found \"yes please\"",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+    for rust in [
+        "u16",
+        "u32",
+        "invalid type",
+        "invalid value",
+        "sequence",
+        "bool ",
+    ] {
+        assert!(!text.contains(rust), "{rust:?} is Rust's word: {text}");
+    }
+}

@@ -1,6 +1,8 @@
 //! The real binary's exit status for each kind of failure that can be caused
-//! without AWS, against the sandbox Consul server or a loopback port nobody
-//! listens on; and the table in `rollgate --help` and README.md.
+//! without AWS, against the sandbox Consul server (ACLs on, as in
+//! production: each command runs with its role's token, made from
+//! config/acl/<role>.hcl) or a loopback port nobody listens on; and the
+//! table in `rollgate --help` and README.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rollgate::cli::{EXIT_STATUS_HELP, Exit};
+use sandbox::acl_roles::{Secret, create_workspace_roles};
 use sandbox::consul::{Config as ServerConfig, Server, ServerHandle};
 
 /// Runs `rollgate ARGS` with only `CONSUL_HTTP_ADDR` (and `extra`) in its
@@ -40,13 +43,10 @@ fn closed() -> SocketAddr {
     sandbox::testkit::free_addr()
 }
 
-async fn consul(token: Option<&str>) -> ServerHandle {
-    Server::start(ServerConfig {
-        acl_management_token: token.map(str::to_owned),
-        ..ServerConfig::default()
-    })
-    .await
-    .expect("sandbox consul starts")
+async fn consul(management: &str) -> ServerHandle {
+    Server::start(ServerConfig::with_acls(management))
+        .await
+        .expect("sandbox consul starts")
 }
 
 #[test]
@@ -88,6 +88,39 @@ fn bad_configuration_or_usage_exits_2() {
     );
     assert_eq!(status, code(Exit::Usage), "{out}");
     assert!(out.contains("adress"), "the unknown key is named: {out}");
+
+    // A type error reads in plain words, and stays 2.
+    let negative = dir.path().join("negative.toml");
+    std::fs::write(
+        &negative,
+        "[[services]]\nname = \"web\"\nauto_scaling_group = \"web\"\nlaunch_template = \"web\"\n\
+         artifact = \"acmeinc/web\"\n[services.rollout]\nbatch_size = -1\n",
+    )
+    .unwrap();
+    let (status, out) = rollgate(
+        closed(),
+        &["--config", negative.to_str().unwrap(), "check-config"],
+        &[],
+    );
+    assert_eq!(status, code(Exit::Usage), "{out}");
+    assert!(
+        out.contains("services[0].rollout.batch_size: expected a whole number between 1"),
+        "{out}"
+    );
+
+    // What a role needs is configuration too: check-config --role and the
+    // daemon both exit 2, before reaching Consul.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let config = empty.to_str().unwrap();
+    for args in [
+        &["--config", config, "check-config", "--role", "coordinator"][..],
+        &["--config", config, "coordinator"],
+    ] {
+        let (status, out) = rollgate(closed(), args, &[]);
+        assert_eq!(status, code(Exit::Usage), "{args:?}: {out}");
+        assert!(out.contains("[[services]]"), "{args:?}: {out}");
+    }
 
     let (status, out) = rollgate(closed(), &["frobnicate"], &[]);
     assert_eq!(status, code(Exit::Usage), "clap's usage error: {out}");
@@ -134,7 +167,7 @@ fn unreachable_consul_exits_3() {
 // server must keep answering them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_denying_the_token_exits_3() {
-    let s = consul(Some("root-s3cr3t")).await;
+    let s = consul("root-s3cr3t").await;
     let (status, out) = rollgate(s.http_addr(), &["approve", "web-1"], &[]);
     assert_eq!(status, code(Exit::Unavailable), "{out}");
     assert!(out.contains("403"), "{out}");
@@ -153,18 +186,27 @@ async fn consul_denying_the_token_exits_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_exit_4_and_status_reports_the_rollout() {
-    let s = consul(None).await;
+    let management = Secret::random();
+    let s = consul(management.expose()).await;
     let addr = s.http_addr();
-    let (status, out) = rollgate(addr, &["approve", "web-99"], &[]);
+    let tokens = create_workspace_roles(addr, &management)
+        .await
+        .expect("role tokens");
+    let operator = tokens.secret("operator").expect("operator token");
+    let ci = tokens.secret("ci").expect("ci token");
+    let as_operator = [("CONSUL_HTTP_TOKEN", operator.expose())];
+    let (status, out) = rollgate(addr, &["approve", "web-99"], &as_operator);
     assert_eq!(status, code(Exit::Refused), "an unknown plan: {out}");
     assert!(out.contains("web-99"), "{out}");
-    let (status, out) = rollgate(addr, &["pause", "web"], &[]);
+    let (status, out) = rollgate(addr, &["pause", "web"], &as_operator);
     assert_eq!(status, code(Exit::Refused), "no rollout to pause: {out}");
 
-    // Nothing to report is not a failure; nothing to wait for is.
-    let (status, out) = rollgate(addr, &["status", "web"], &[]);
+    // Nothing to report is not a failure; nothing to wait for is. CI waits
+    // on rollouts with its own token.
+    let (status, out) = rollgate(addr, &["status", "web"], &as_operator);
     assert_eq!(status, code(Exit::Success), "{out}");
-    let (status, out) = rollgate(addr, &["status", "web", "--wait"], &[]);
+    let as_ci = [("CONSUL_HTTP_TOKEN", ci.expose())];
+    let (status, out) = rollgate(addr, &["status", "web", "--wait"], &as_ci);
     assert_eq!(status, code(Exit::RolloutFailed), "{out}");
     s.shutdown().await;
 }

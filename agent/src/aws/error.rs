@@ -5,12 +5,17 @@
 //! permission or endpoint is involved, and the **resource** (`group web`,
 //! `instance i-0abc`, `launch template lt-0abc version 4`, `image ami-0abc`).
 //!
+//! A call that got no usable answer ([`Error::Unreachable`]) also names the
+//! **service and endpoint** it went to and what to check, in plain words
+//! ("cannot reach EC2 at http://…: connection refused"), never the SDK's
+//! debug dump.
+//!
 //! Whether an error is worth retrying is decided by one pure function,
 //! [`is_retryable_failure`], over what is known of the failure: its
 //! [`FailureKind`], the AWS error code and the HTTP status.
 
 use aws_sdk_ec2::config::http::HttpResponse;
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 /// Result of an AWS boundary call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,7 +92,7 @@ pub fn is_retryable_failure(kind: FailureKind, code: Option<&str>, status: Optio
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The call failed: AWS answered with an error, or no usable answer came.
-    #[error("{call} on {resource} failed{}: {message}", describe_code(code.as_deref(), *status))]
+    #[error("{call} on {resource} failed{}: {message}{}", describe_code(code.as_deref(), *status), hint(call, *kind, code.as_deref(), *status))]
     Api {
         /// The call, in IAM spelling (`ec2:DescribeImages`).
         call: &'static str,
@@ -101,6 +106,21 @@ pub enum Error {
         status: Option<u16>,
         /// AWS's message, or the description of the transport failure.
         message: String,
+    },
+    /// No usable answer: the endpoint refused or dropped the connection, or
+    /// did not answer within the calls' time limits.
+    #[error("{}", unreachable_text(call, resource, *kind, endpoint, cause))]
+    Unreachable {
+        /// The call, in IAM spelling.
+        call: &'static str,
+        /// What it was about.
+        resource: String,
+        /// [`FailureKind::Dispatch`] or [`FailureKind::Timeout`].
+        kind: FailureKind,
+        /// The URL the call went to; empty when not known.
+        endpoint: String,
+        /// What happened, in plain words (`connection refused`).
+        cause: String,
     },
     /// The resource the call names does not exist (an unknown group, launch
     /// template, version, image or instance).
@@ -126,6 +146,70 @@ pub enum Error {
     },
 }
 
+/// The service a call (in IAM spelling) goes to, as AWS names it.
+fn service_of(call: &str) -> &'static str {
+    match call.split(':').next() {
+        Some("ec2") => "EC2",
+        Some("autoscaling") => "Auto Scaling",
+        _ => "AWS",
+    }
+}
+
+/// Where the endpoint comes from, for "check …".
+const CHECK_ENDPOINT: &str = "check coordinator.aws_endpoint (or AWS_ENDPOINT_URL), \
+     coordinator.aws_region (or AWS_REGION) and the network path to it";
+
+fn unreachable_text(
+    call: &str,
+    resource: &str,
+    kind: FailureKind,
+    endpoint: &str,
+    cause: &str,
+) -> String {
+    let service = service_of(call);
+    let at = if endpoint.is_empty() {
+        format!("{service} (endpoint not known)")
+    } else {
+        format!("{service} at {endpoint}")
+    };
+    if kind == FailureKind::Timeout {
+        format!("{at} did not answer {call} on {resource} in time ({cause}); {CHECK_ENDPOINT}")
+    } else {
+        format!("cannot reach {at} for {call} on {resource}: {cause}; {CHECK_ENDPOINT}")
+    }
+}
+
+/// What to check after AWS refused a call, by its code.
+fn hint(call: &str, kind: FailureKind, code: Option<&str>, status: Option<u16>) -> String {
+    const CREDENTIALS: &[&str] = &[
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidAccessKeyId",
+        "MissingAuthenticationToken",
+    ];
+    if kind == FailureKind::Construction {
+        return "; check the AWS credentials (environment, profile or instance role) and \
+                coordinator.aws_region"
+            .into();
+    }
+    match code {
+        Some(c) if CREDENTIALS.contains(&c) => {
+            "; check the AWS credentials (environment, profile or instance role)".into()
+        }
+        Some(c) if c.contains("Unauthorized") || c.contains("AccessDenied") => {
+            format!("; check that the IAM policy of the credentials allows {call} (infra/iam.tf)")
+        }
+        _ if status == Some(403) => {
+            format!("; check that the IAM policy of the credentials allows {call} (infra/iam.tf)")
+        }
+        _ => String::new(),
+    }
+}
+
 fn describe_code(code: Option<&str>, status: Option<u16>) -> String {
     match (code, status) {
         (Some(code), Some(status)) => format!(" ({code}, HTTP {status})"),
@@ -142,6 +226,7 @@ impl Error {
             Error::Api {
                 kind, code, status, ..
             } => is_retryable_failure(*kind, code.as_deref(), *status),
+            Error::Unreachable { kind, .. } => is_retryable_failure(*kind, None, None),
             Error::NotFound { .. } | Error::Unexpected { .. } => false,
         }
     }
@@ -150,6 +235,7 @@ impl Error {
     pub fn call(&self) -> &'static str {
         match self {
             Error::Api { call, .. }
+            | Error::Unreachable { call, .. }
             | Error::NotFound { call, .. }
             | Error::Unexpected { call, .. } => call,
         }
@@ -159,6 +245,7 @@ impl Error {
     pub fn resource(&self) -> &str {
         match self {
             Error::Api { resource, .. }
+            | Error::Unreachable { resource, .. }
             | Error::NotFound { resource, .. }
             | Error::Unexpected { resource, .. } => resource,
         }
@@ -169,6 +256,28 @@ impl Error {
         match self {
             Error::Api { code, .. } => code.as_deref(),
             _ => None,
+        }
+    }
+
+    /// The same error, naming `endpoint` as where the call went when it
+    /// got no answer (the client that made the call knows its endpoint;
+    /// the SDK's error does not).
+    pub fn at(self, endpoint: &str) -> Self {
+        match self {
+            Error::Unreachable {
+                call,
+                resource,
+                kind,
+                endpoint: known,
+                cause,
+            } if known.is_empty() => Error::Unreachable {
+                call,
+                resource,
+                kind,
+                endpoint: endpoint.to_owned(),
+                cause,
+            },
+            other => other,
         }
     }
 
@@ -227,10 +336,23 @@ impl Error {
             SdkError::ServiceError(_) => FailureKind::Service,
             _ => FailureKind::Dispatch,
         };
+        if matches!(kind, FailureKind::Timeout | FailureKind::Dispatch) {
+            return Error::Unreachable {
+                call,
+                resource: resource.into(),
+                kind,
+                endpoint: String::new(),
+                cause: plain_cause(&err),
+            };
+        }
         let code = err.code().map(str::to_owned);
         let message = match (kind, err.message()) {
             (FailureKind::Service, Some(message)) => message.to_owned(),
-            _ => DisplayErrorContext(&err).to_string(),
+            (FailureKind::Service | FailureKind::Response, None) => match status {
+                Some(status) => format!("an answer that is not AWS's (HTTP {status})"),
+                None => plain_cause(&err),
+            },
+            _ => plain_cause(&err),
         };
         if kind == FailureKind::Service
             && code
@@ -248,6 +370,34 @@ impl Error {
             message,
         }
     }
+}
+
+/// What went wrong with a call, in plain words: the I/O failure at the
+/// bottom of the SDK's error chain when there is one ("connection
+/// refused"), else the innermost message. Never a `Debug` dump.
+fn plain_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused => "connection refused".into(),
+                K::ConnectionReset => "the connection was reset".into(),
+                K::ConnectionAborted => "the connection was aborted".into(),
+                K::TimedOut => "the connection timed out".into(),
+                K::UnexpectedEof => "the connection closed before an answer".into(),
+                K::NotFound => "the host name does not resolve".into(),
+                _ => io.to_string(),
+            };
+        }
+        let text = e.to_string();
+        if !text.is_empty() {
+            innermost = text;
+        }
+        next = e.source();
+    }
+    innermost
 }
 
 /// Whether an AWS error code (and, for Auto Scaling's catch-all

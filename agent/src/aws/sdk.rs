@@ -26,9 +26,9 @@ mod config;
 mod convert;
 mod templates;
 
-pub use config::load_config;
 #[cfg(any(test, feature = "test-util"))]
 pub use config::test_config;
+pub use config::{autoscaling_endpoint, ec2_endpoint, load_config, timeouts};
 use convert::{instance_from_sdk, template_ref, warn_skipped};
 
 const DESCRIBE_GROUPS: &str = "autoscaling:DescribeAutoScalingGroups";
@@ -51,6 +51,10 @@ pub struct SdkFleet {
     ec2: aws_sdk_ec2::Client,
     /// Auto Scaling: the group and its members.
     autoscaling: aws_sdk_autoscaling::Client,
+    /// Where EC2 calls go, named by errors without an answer.
+    ec2_endpoint: String,
+    /// Where Auto Scaling calls go, likewise.
+    autoscaling_endpoint: String,
 }
 
 impl SdkFleet {
@@ -59,7 +63,32 @@ impl SdkFleet {
         Self {
             ec2: aws_sdk_ec2::Client::new(config),
             autoscaling: aws_sdk_autoscaling::Client::new(config),
+            ec2_endpoint: ec2_endpoint(config),
+            autoscaling_endpoint: autoscaling_endpoint(config),
         }
+    }
+
+    /// An SDK error of `call`, naming the endpoint it went to.
+    fn error<E>(
+        &self,
+        call: &'static str,
+        resource: impl Into<String>,
+        err: aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+    ) -> Error
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.locate(Error::from_sdk(call, resource, err))
+    }
+
+    /// `error`, naming the endpoint of its call's service.
+    fn locate(&self, error: Error) -> Error {
+        let endpoint = if error.call().starts_with("ec2:") {
+            &self.ec2_endpoint
+        } else {
+            &self.autoscaling_endpoint
+        };
+        error.at(endpoint)
     }
 
     /// Clients from the standard AWS chain; see [`load_config`].
@@ -77,6 +106,7 @@ impl SdkFleet {
     /// this account.
     pub fn registry(&self) -> super::registry::SdkRegistry {
         super::registry::SdkRegistry::from_client(self.ec2.clone())
+            .with_endpoint(self.ec2_endpoint.clone())
     }
 
     /// Whether `id` is already gone from its group or from EC2: terminating,
@@ -89,7 +119,7 @@ impl SdkFleet {
             .instance_ids(id)
             .send()
             .await
-            .map_err(|e| Error::from_sdk(DESCRIBE_GROUP_INSTANCES, format!("instance {id}"), e))?;
+            .map_err(|e| self.error(DESCRIBE_GROUP_INSTANCES, format!("instance {id}"), e))?;
         if let Some(member) = members.auto_scaling_instances().first() {
             let state = member.lifecycle_state().unwrap_or_default();
             return Ok(state.starts_with("Terminat"));
@@ -110,7 +140,7 @@ impl Fleet for SdkFleet {
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(|e| Error::from_sdk(DESCRIBE_GROUPS, resource(), e))?;
+            .map_err(|e| self.error(DESCRIBE_GROUPS, resource(), e))?;
         let Some(group) = out
             .auto_scaling_groups()
             .iter()
@@ -176,7 +206,7 @@ impl Fleet for SdkFleet {
                     .send()
                     .await
                     .map_err(|e| {
-                        Error::from_sdk(
+                        self.error(
                             DESCRIBE_INSTANCES,
                             format!("instances {}", chunk.join(",")),
                             e,
@@ -202,7 +232,9 @@ impl Fleet for SdkFleet {
         template_id: &str,
         version: &str,
     ) -> Result<LaunchTemplateVersion> {
-        templates::describe_version(&self.ec2, template_id, version).await
+        templates::describe_version(&self.ec2, template_id, version)
+            .await
+            .map_err(|e| self.locate(e))
     }
 
     async fn create_launch_template_version(
@@ -211,7 +243,9 @@ impl Fleet for SdkFleet {
         image_id: &str,
         rollout_id: &str,
     ) -> Result<i64> {
-        templates::create_version(&self.ec2, base, image_id, rollout_id).await
+        templates::create_version(&self.ec2, base, image_id, rollout_id)
+            .await
+            .map_err(|e| self.locate(e))
     }
 
     async fn set_group_launch_template(
@@ -231,7 +265,7 @@ impl Fleet for SdkFleet {
             .send()
             .await
             .map_err(|e| {
-                Error::from_sdk(
+                self.error(
                     UPDATE_GROUP,
                     format!("group {group} (launch template {template_id} version {version})"),
                     e,
@@ -255,7 +289,7 @@ impl Fleet for SdkFleet {
             .set_max_size(max)
             .send()
             .await
-            .map_err(|e| Error::from_sdk(UPDATE_GROUP, format!("group {group}"), e))?;
+            .map_err(|e| self.error(UPDATE_GROUP, format!("group {group}"), e))?;
         info!(group, ?min, ?max, "Group size bounds set.");
         Ok(())
     }
@@ -269,7 +303,7 @@ impl Fleet for SdkFleet {
             .send()
             .await
             .map_err(|e| {
-                Error::from_sdk(SET_DESIRED, format!("group {group} (desired {desired})"), e)
+                self.error(SET_DESIRED, format!("group {group} (desired {desired})"), e)
             })?;
         info!(group, desired, "Desired capacity set.");
         Ok(())
@@ -292,7 +326,7 @@ impl Fleet for SdkFleet {
             .send()
             .await
             .map_err(|e| {
-                Error::from_sdk(
+                self.error(
                     SET_PROTECTION,
                     format!("group {group} instances {}", ids.join(",")),
                     e,
@@ -315,20 +349,14 @@ impl Fleet for SdkFleet {
                 info!(instance = id, decrement_desired, "Instance terminating.");
                 return Ok(());
             }
-            Err(e) => Error::from_sdk(TERMINATE, format!("instance {id}"), e),
+            Err(e) => self.error(TERMINATE, format!("instance {id}"), e),
         };
         // AWS answers a ValidationError for an instance that is no longer a
         // member; moto answers HTTP 500. Either way, look before failing: an
         // instance already on its way out is the goal, and treating it as done
         // keeps a replay from lowering the desired capacity twice. A transport
         // failure leaves it unknown whether the call landed: retry instead.
-        if matches!(
-            &error,
-            Error::Api {
-                kind: super::FailureKind::Timeout | super::FailureKind::Dispatch,
-                ..
-            }
-        ) {
+        if matches!(&error, Error::Unreachable { .. }) {
             return Err(error);
         }
         if self.is_gone(id).await? {
@@ -349,7 +377,7 @@ impl Fleet for SdkFleet {
             .send()
             .await
             .map_err(|e| {
-                Error::from_sdk(
+                self.error(
                     SUSPEND,
                     format!("group {group} processes {}", processes.join(",")),
                     e,
@@ -370,7 +398,7 @@ impl Fleet for SdkFleet {
             .send()
             .await
             .map_err(|e| {
-                Error::from_sdk(
+                self.error(
                     RESUME,
                     format!("group {group} processes {}", processes.join(",")),
                     e,

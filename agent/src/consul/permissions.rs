@@ -452,12 +452,9 @@ impl Role {
                 "consul/leading.rs",
                 "consul/records.rs",
             ],
-            Role::Operator | Role::Ci => &[
-                "ops.rs",
-                "ops/**",
-                "rollout/store.rs",
-                "consul/records.rs",
-            ],
+            Role::Operator | Role::Ci => {
+                &["ops.rs", "ops/**", "rollout/store.rs", "consul/records.rs"]
+            }
         }
     }
 

@@ -141,6 +141,7 @@ pub(crate) mod params_toml {
     #[derive(Serialize, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Section {
+        #[serde(deserialize_with = "at_least_one")]
         batch_size: u32,
         #[serde(with = "humantime_serde")]
         min_healthy_time: Duration,
@@ -195,6 +196,31 @@ pub(crate) mod params_toml {
         }
     }
 
+    /// A whole number of at least 1 that fits a `u32`. Said so to the
+    /// operator in these words, where serde would say "expected u32".
+    fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        struct AtLeastOne;
+        impl serde::de::Visitor<'_> for AtLeastOne {
+            type Value = u32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a whole number between 1 and {}", u32::MAX)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|v| *v >= 1)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_u32(AtLeastOne)
+    }
+
     pub(crate) fn serialize<S: Serializer>(p: &Params, s: S) -> Result<S::Ok, S::Error> {
         Section::from(p).serialize(s)
     }
@@ -244,6 +270,21 @@ impl CoordinatorConfig {
                 "must name at least one owner (\"self\")",
             );
         }
+    }
+}
+
+/// What `rollgate coordinator` needs beyond the rules of every file: at
+/// least one service to roll out. Part of
+/// [`crate::config::Config::validate_for`], which the daemon runs at start
+/// and `check-config --role coordinator` runs too.
+pub(crate) fn validate_for_coordinator(config: &crate::config::Config, p: &mut Problems) {
+    if config.services.is_empty() {
+        p.push(
+            "services",
+            "",
+            "`rollgate coordinator` needs at least one [[services]] entry to roll out \
+             (see config/rollgate.toml)",
+        );
     }
 }
 
@@ -375,7 +416,9 @@ mod failure_time_tests {
         let c = load("failure_time = \"3s\"\nhealthy_deadline = \"1m\"\n").unwrap();
         assert_eq!(c.services[0].rollout.failure_time, Duration::from_secs(3));
         // Zero turns failing fast off, whatever the deadline.
-        let c = load("failure_time = \"0s\"\nhealthy_deadline = \"2s\"\n").unwrap();
+        let c =
+            load("failure_time = \"0s\"\nhealthy_deadline = \"2s\"\nmin_healthy_time = \"1s\"\n")
+                .unwrap();
         assert_eq!(c.services[0].rollout.fail_fast(), None);
         // Not shorter than healthy_deadline: named, with the way out. The
         // default (8s) counts too, when the deadline is shorter.

@@ -283,6 +283,15 @@ pub(crate) fn is_loopback_http(url: &url::Url) -> bool {
 }
 
 impl NotifyConfig {
+    /// Whether every receiver can be built as a daemon builds them at start
+    /// (`Receivers::from_config`: secrets read from their values, files or
+    /// variables). Part of `Config::validate_for` for the roles that send.
+    pub fn validate_receivers(&self, p: &mut Problems) {
+        if let Err(e) = crate::notify::Receivers::from_config(self) {
+            p.push("notify.receivers", "", e.to_string());
+        }
+    }
+
     /// Checks names, references, URLs, TLS rules and secret sources.
     pub fn validate(&self, p: &mut Problems) {
         let s = Duration::from_secs;

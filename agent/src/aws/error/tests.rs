@@ -124,9 +124,8 @@ fn transport_failures_are_retryable_construction_failures_are_not() {
     assert!(err.is_retryable());
     assert!(matches!(
         err,
-        Error::Api {
+        Error::Unreachable {
             kind: FailureKind::Timeout,
-            status: None,
             ..
         }
     ));
@@ -164,4 +163,69 @@ fn unparseable_answers_are_judged_by_status() {
         }
     ));
     assert!(!html(400).is_retryable());
+}
+
+#[test]
+fn no_answer_names_the_service_endpoint_call_and_what_to_check() {
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    let io = SdkError::<DescribeImagesError, HttpResponse>::dispatch_failure(ConnectorError::io(
+        Box::new(refused),
+    ));
+    let err = Error::from_sdk("ec2:DescribeImages", "image ami-1", io).at("http://127.0.0.1:9");
+    assert_eq!(
+        err.to_string(),
+        "cannot reach EC2 at http://127.0.0.1:9 for ec2:DescribeImages on image ami-1: \
+         connection refused; check coordinator.aws_endpoint (or AWS_ENDPOINT_URL), \
+         coordinator.aws_region (or AWS_REGION) and the network path to it"
+    );
+    // The endpoint named first stays.
+    assert!(
+        err.at("http://elsewhere")
+            .to_string()
+            .contains("127.0.0.1:9")
+    );
+
+    let timeout: SdkError<DescribeAutoScalingGroupsError, HttpResponse> =
+        SdkError::timeout_error("operation timeout occurred after 12s");
+    let err = Error::from_sdk(
+        "autoscaling:DescribeAutoScalingGroups",
+        "group web",
+        timeout,
+    )
+    .at("https://autoscaling.eu-west-1.amazonaws.com");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "Auto Scaling at https://autoscaling.eu-west-1.amazonaws.com did not answer \
+             autoscaling:DescribeAutoScalingGroups on group web in time (operation timeout \
+             occurred after 12s)"
+        ),
+        "{text}"
+    );
+    for debug in ["DispatchFailure", "ConnectorError", "TimeoutError", "Some("] {
+        assert!(!text.contains(debug), "{text}");
+    }
+}
+
+#[test]
+fn refusals_say_what_to_check() {
+    let meta = ErrorMetadata::builder()
+        .code("UnauthorizedOperation")
+        .message("You are not authorized to perform this operation.")
+        .build();
+    let err = SdkError::service_error(DescribeImagesError::generic(meta), response(403));
+    let text = Error::from_sdk("ec2:CreateTags", "image ami-1", err).to_string();
+    assert!(
+        text.ends_with(
+            "check that the IAM policy of the credentials allows ec2:CreateTags (infra/iam.tf)"
+        ),
+        "{text}"
+    );
+    let meta = ErrorMetadata::builder()
+        .code("AuthFailure")
+        .message("AWS was not able to validate the provided access credentials")
+        .build();
+    let err = SdkError::service_error(DescribeImagesError::generic(meta), response(401));
+    let text = Error::from_sdk("ec2:DescribeImages", "image ami-1", err).to_string();
+    assert!(text.contains("check the AWS credentials"), "{text}");
 }

@@ -23,12 +23,15 @@ pub struct SdkRegistry {
     /// every image the account can see, which also finds images other
     /// accounts share, so the default is `self`.
     owners: Vec<String>,
+    /// Where the client's calls go, named by errors without an answer.
+    endpoint: String,
 }
 
 impl SdkRegistry {
     /// A registry of this account's images.
     pub fn new(config: &SdkConfig) -> Self {
         Self::from_client(aws_sdk_ec2::Client::new(config))
+            .with_endpoint(crate::aws::sdk::ec2_endpoint(config))
     }
 
     /// A registry over an existing client, for this account's images.
@@ -36,7 +39,15 @@ impl SdkRegistry {
         Self {
             ec2,
             owners: vec!["self".to_owned()],
+            endpoint: String::new(),
         }
+    }
+
+    /// Names `endpoint` (where the client's calls go) in errors without an
+    /// answer.
+    pub fn with_endpoint(mut self, endpoint: String) -> Self {
+        self.endpoint = endpoint;
+        self
     }
 
     /// Looks at images of these owners instead (for AMIs built in another
@@ -67,6 +78,7 @@ impl Registry for SdkRegistry {
                 .await
                 .map_err(|e| {
                     Error::from_sdk(DESCRIBE_IMAGES, format!("images of artifact {artifact}"), e)
+                        .at(&self.endpoint)
                 })?;
             images.extend(out.images().iter().map(image_from_sdk));
             next_token = out
@@ -85,7 +97,9 @@ impl Registry for SdkRegistry {
 
     async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
         let result = self.ec2.describe_images().image_ids(image_id).send().await;
-        match result.map_err(|e| Error::from_sdk(DESCRIBE_IMAGES, format!("image {image_id}"), e)) {
+        match result.map_err(|e| {
+            Error::from_sdk(DESCRIBE_IMAGES, format!("image {image_id}"), e).at(&self.endpoint)
+        }) {
             Ok(out) => Ok(out
                 .images()
                 .iter()
@@ -117,7 +131,7 @@ impl Registry for SdkRegistry {
             .tags(Tag::builder().key(VERSION_TAG).value(version).build())
             .send()
             .await
-            .map_err(|e| Error::from_sdk(CREATE_TAGS, resource, e))?;
+            .map_err(|e| Error::from_sdk(CREATE_TAGS, resource, e).at(&self.endpoint))?;
         info!(image_id, artifact, version, "Image published.");
         Ok(())
     }
