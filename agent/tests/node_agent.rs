@@ -818,3 +818,142 @@ async fn a_ready_port_in_use_exits_2_naming_the_key() {
     );
     w.shutdown().await;
 }
+
+/// The service's checks as the catalog reports them (what the coordinator
+/// reads), read as the rollout core reads them: whether the instance has
+/// answered wrong (see `rollgate_core::health`).
+async fn answered_wrong(w: &World) -> Option<bool> {
+    let entries = w.entries(false).await;
+    let health = rollgate::rollout::health::health_by_instance(&entries);
+    health.get(INSTANCE).map(|h| !h.answered_wrong().is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_refusing_connections_is_warning_until_it_answers_then_critical() {
+    let w = World::new().await;
+    // Nothing listens there yet: every probe is refused.
+    let addr = sandbox::testkit::free_addr();
+    let agent = w.agent(addr, "1.2.3", "");
+    let (status, output) = until("not answering yet", Duration::from_secs(15), || async {
+        w.ttl_check()
+            .await
+            .filter(|(_, o)| o.contains("not answering yet"))
+    })
+    .await;
+    assert_eq!(status, CheckStatus::Warning, "{output}");
+    assert!(output.contains("/health"), "{output}");
+    // Several probes (1 s apart) later, still warning, never critical, and
+    // the coordinator reads "not answered yet" although Consul's own HTTP
+    // check is critical (refused).
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (status, output) = w.ttl_check().await.unwrap();
+        assert_eq!(status, CheckStatus::Warning, "{output}\n{}", agent.log());
+        assert_eq!(answered_wrong(&w).await, Some(false));
+    }
+    // The app comes up, answering 500: the first answer, and a bad one.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "db down") }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (_, output) = until("critical", Duration::from_secs(15), || async {
+        w.ttl_check()
+            .await
+            .filter(|(s, _)| *s == CheckStatus::Critical)
+    })
+    .await;
+    assert!(output.contains("answered 500: db down"), "{output}");
+    until(
+        "read as answered wrong",
+        Duration::from_secs(10),
+        || async { answered_wrong(&w).await.filter(|wrong| *wrong) },
+    )
+    .await;
+    // Once it has answered, silence is a crash: critical, not "not yet".
+    task.abort();
+    let _ = task.await;
+    let (status, output) = until(
+        "refused after answering",
+        Duration::from_secs(15),
+        || async {
+            w.ttl_check()
+                .await
+                .filter(|(_, o)| o.contains("had answered before"))
+        },
+    )
+    .await;
+    assert_eq!(status, CheckStatus::Critical, "{output}");
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booting_app_answering_503_is_warning_and_a_broken_one_turns_critical() {
+    let w = World::new().await;
+    // The real app: 503 everywhere while it boots, then /health 500.
+    let (_app, addr) = web(&[
+        ("WEB_VERSION", "1.2.3"),
+        ("WEB_BOOT_DELAY", "4s"),
+        ("WEB_FAIL_HEALTH", "1"),
+    ])
+    .await;
+    let _agent = w.agent(addr, "1.2.3", "");
+    let (status, output) = until("503 while booting", Duration::from_secs(10), || async {
+        w.ttl_check().await.filter(|(_, o)| o.contains("503"))
+    })
+    .await;
+    assert_eq!(status, CheckStatus::Warning, "{output}");
+    assert!(output.starts_with("not answering yet"), "{output}");
+    assert_eq!(
+        answered_wrong(&w).await,
+        Some(false),
+        "booting is no evidence"
+    );
+    let (status, output) = until("500 once booted", Duration::from_secs(15), || async {
+        w.ttl_check()
+            .await
+            .filter(|(_, o)| o.contains("answered 500"))
+    })
+    .await;
+    assert_eq!(status, CheckStatus::Critical, "{output}");
+    until(
+        "read as answered wrong",
+        Duration::from_secs(10),
+        || async { answered_wrong(&w).await.filter(|wrong| *wrong) },
+    )
+    .await;
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_version_is_answered_wrong_even_with_health_passing() {
+    let w = World::new().await;
+    let (_app, addr) = web(&[("WEB_VERSION", "9.9.9")]).await;
+    let _agent = w.agent(addr, "1.2.3", "");
+    until(
+        "Consul's HTTP check passing",
+        Duration::from_secs(15),
+        || async {
+            let entries = w.entries(false).await;
+            let e = entries.first()?;
+            e.checks
+                .iter()
+                .any(|c| c.check_id.ends_with(":http") && c.status() == CheckStatus::Passing)
+                .then_some(())
+        },
+    )
+    .await;
+    until(
+        "read as answered wrong",
+        Duration::from_secs(10),
+        || async { answered_wrong(&w).await.filter(|wrong| *wrong) },
+    )
+    .await;
+    let (status, output) = w.ttl_check().await.unwrap();
+    assert_eq!(status, CheckStatus::Critical);
+    assert!(output.contains("9.9.9"), "{output}");
+    w.shutdown().await;
+}

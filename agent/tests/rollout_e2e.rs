@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rollgate::consul::QueryOptions;
 use rollgate::rollout::store::Store;
-use rollout_support::{INSTANCES, World, rollgate_cli};
+use rollout_support::{Endpoints, INSTANCES, World, rollgate_cli};
 use sandbox::moto::seed::ImageSpec;
 use sandbox::testkit::until;
 
@@ -68,7 +68,10 @@ async fn a_broken_image_fails_in_the_first_batch_and_is_reverted() {
     // change of status, synced at once.
     let mut w = World::new().await;
     w.start_load().await;
-    let c = w.coordinator(&w.config("a", "8s"));
+    // Failing fast off: this story is healthy_deadline's (rollout_failfast.rs
+    // tells the failure_time one).
+    let c =
+        w.coordinator(&w.config_with("a", &Endpoints::direct(&w), "8s", "failure_time = \"0s\"\n"));
     let image = w
         .publish(ImageSpec::new("acmeinc/web", "1.2.0").tag("sandbox:broken", "true"))
         .await;

@@ -129,8 +129,7 @@ mod tests {
         ]);
         assert_eq!(ids(&version), ["web:agent"]);
         // Overloaded (429 is warning): not evidence.
-        let busy =
-            Health::from_checks([check("web:http", Warning), check("web:agent", Critical)]);
+        let busy = Health::from_checks([check("web:http", Warning), check("web:agent", Critical)]);
         assert!(ids(&busy).is_empty());
         // A status a newer Consul may add is not evidence either.
         let unknown =

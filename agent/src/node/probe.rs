@@ -4,7 +4,27 @@
 //! The result becomes the TTL check's status and output, so the output must
 //! say exactly what is wrong (which URL, which status, which versions) for
 //! the operator reading a failed rollout's reason.
+//!
+//! The status tells "not answering yet" from "answering, and wrong" (the
+//! rollout fails a batch early only on the second; see `rollgate_core`'s
+//! `health` module):
+//!
+//! | what the probe got | before the app's first answer | after it |
+//! |---|---|---|
+//! | no answer: connection refused or reset, timeout | warning | critical |
+//! | `/health` 502, 503 or 504 (a booting app, or a proxy whose app is not listening) | warning | critical |
+//! | `/health` 429 (overloaded) | warning | warning |
+//! | `/health` any other non-2xx | critical | critical |
+//! | `/version` not 2xx, not JSON, or another version | critical | critical |
+//! | `/health` 2xx and the expected version | passing | passing |
+//!
+//! The app's first answer is any answer other than the "not yet" ones: a
+//! 2xx, a 429, or a bad status. Once it has answered, silence means it
+//! crashed or hangs: critical. The memory lasts as long as the agent
+//! process; an agent restarted beside a dead app waits for an answer again
+//! (the rollout's `healthy_deadline` still applies).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::consul::types::CheckStatus;
@@ -25,15 +45,25 @@ impl ProbeResult {
             output,
         }
     }
+
+    fn warning(output: String) -> Self {
+        Self {
+            status: CheckStatus::Warning,
+            output,
+        }
+    }
 }
 
 /// Probes the app at `app_url`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prober {
     http: reqwest::Client,
     app_url: String,
     expected_version: String,
     timeout: Duration,
+    /// The app has answered at least once (see the module documentation):
+    /// from then on, no answer is critical.
+    answered: AtomicBool,
 }
 
 #[derive(serde::Deserialize)]
@@ -58,6 +88,22 @@ impl Prober {
             app_url: app_url.trim_end_matches('/').to_string(),
             expected_version: expected_version.to_string(),
             timeout,
+            answered: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the app has answered at least once.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// No answer, or a "not yet" one: warning until the app has answered
+    /// once, critical after.
+    fn silent(&self, what: String) -> ProbeResult {
+        if self.has_answered() {
+            ProbeResult::critical(format!("{what} (the app had answered before)"))
+        } else {
+            ProbeResult::warning(format!("not answering yet: {what}"))
         }
     }
 
@@ -67,15 +113,18 @@ impl Prober {
         let health_url = format!("{}/health", self.app_url);
         let (status, body) = match self.get(&health_url).await {
             Ok(r) => r,
-            Err(e) => return ProbeResult::critical(e),
+            Err(e) => return self.silent(e),
         };
+        if matches!(status, 502..=504) {
+            return self.silent(format!("GET {health_url} answered {status}: {body}"));
+        }
+        self.answered.store(true, Ordering::Relaxed);
         match status {
             200..=299 => {}
             429 => {
-                return ProbeResult {
-                    status: CheckStatus::Warning,
-                    output: format!("GET {health_url} answered 429 (overloaded): {body}"),
-                };
+                return ProbeResult::warning(format!(
+                    "GET {health_url} answered 429 (overloaded): {body}"
+                ));
             }
             s => return ProbeResult::critical(format!("GET {health_url} answered {s}: {body}")),
         }

@@ -10,6 +10,14 @@
 //!   the expected version), so a dead agent turns the instance critical
 //!   within one TTL.
 //!
+//! Both start as `warning`: not answered yet. The TTL check stays warning
+//! until the app has answered once (see [`super::probe`]), so a booting
+//! instance carries a warning check however slowly it boots, and the
+//! coordinator fails a batch early (`failure_time`) only on an instance
+//! with a critical check and no warning one: one that answered, wrongly.
+//! Consul's HTTP check cannot know "yet" (it turns critical on the first
+//! refused connection); the TTL check's warning speaks for both.
+//!
 //! IDs are stable functions of the instance ID, so re-registering (after a
 //! Consul restart, or an agent restart) replaces and never duplicates.
 
@@ -104,7 +112,9 @@ pub fn build(config: &AgentConfig, identity: &Identity) -> ServiceRegistration {
                 // once: starting from warning, the first bad answer
                 // (critical) reaches the coordinator with its output, so a
                 // failure reason can quote it. Warning is not passing: the
-                // gate and the load balancer still wait.
+                // gate and the load balancer still wait, and the
+                // rollout's fail-fast waits too: warning is "not answered
+                // yet", never evidence against the image.
                 status: Some(CheckStatus::Warning),
                 ..CheckDefinition::default()
             },

@@ -106,4 +106,81 @@ mod tests {
         assert_eq!(h["i-3"].failing.len(), 1);
         assert_eq!(h["i-3"].failing[0].status, CheckStatus::Warning);
     }
+
+    #[test]
+    fn booting_and_answering_wrong_survive_the_translation() {
+        let check = |id: &str, status, output: &str| HealthCheck {
+            check_id: id.into(),
+            name: id.into(),
+            status: Some(status),
+            output: output.into(),
+            ..HealthCheck::default()
+        };
+        let entry = |instance: &str, checks| ServiceEntry {
+            service: AgentService {
+                meta: Some(BTreeMap::from([(
+                    "instance_id".to_owned(),
+                    instance.to_owned(),
+                )])),
+                ..AgentService::default()
+            },
+            checks,
+            ..ServiceEntry::default()
+        };
+        let entries = vec![
+            // Booting: Consul's HTTP check refused, the agent still waiting.
+            entry(
+                "i-boot",
+                vec![
+                    check("serfHealth", CheckStatus::Passing, ""),
+                    check(
+                        "web-i-boot:http",
+                        CheckStatus::Critical,
+                        "connection refused",
+                    ),
+                    check(
+                        "web-i-boot:agent",
+                        CheckStatus::Warning,
+                        "not answering yet: GET http://127.0.0.1:8080/health answered 503",
+                    ),
+                ],
+            ),
+            // Answered 500.
+            entry(
+                "i-bad",
+                vec![
+                    check("serfHealth", CheckStatus::Passing, ""),
+                    check("web-i-bad:http", CheckStatus::Critical, "HTTP 500"),
+                    check("web-i-bad:agent", CheckStatus::Critical, "answered 500"),
+                ],
+            ),
+            // Healthy, but a stale registration of the same instance still
+            // waits for its first answer: no evidence yet.
+            entry(
+                "i-stale",
+                vec![check(
+                    "web-i-stale:agent",
+                    CheckStatus::Critical,
+                    "answered 500",
+                )],
+            ),
+            entry(
+                "i-stale",
+                vec![check(
+                    "web-i-stale-b:agent",
+                    CheckStatus::Warning,
+                    "not answering yet",
+                )],
+            ),
+        ];
+        let h = health_by_instance(&entries);
+        assert!(h["i-boot"].answered_wrong().is_empty());
+        let wrong: Vec<&str> = h["i-bad"]
+            .answered_wrong()
+            .iter()
+            .map(|c| c.check_id.as_str())
+            .collect();
+        assert_eq!(wrong, ["web-i-bad:http", "web-i-bad:agent"]);
+        assert!(h["i-stale"].answered_wrong().is_empty());
+    }
 }

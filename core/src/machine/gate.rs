@@ -94,7 +94,9 @@ pub(super) fn track(
 /// [`crate::health`]); empty while it is passing, not answering yet, or not
 /// registered in Consul.
 fn answered_wrong<'a>(obs: &'a Observation, id: &str) -> Vec<&'a CheckFailure> {
-    obs.health(id).map(Health::answered_wrong).unwrap_or_default()
+    obs.health(id)
+        .map(Health::answered_wrong)
+        .unwrap_or_default()
 }
 
 /// The first new instance that has answered wrong for `failure_time`

@@ -133,7 +133,13 @@ fn an_instance_answering_wrong_for_failure_time_fails_its_batch() {
 fn not_answering_yet_never_fails_early_only_at_healthy_deadline() {
     let mut w = World::new(6, 0);
     // Registered at once, and never answering: warning forever.
-    w.health = Box::new(|p| Some(if p.image == NEW { booting(p.id) } else { passing() }));
+    w.health = Box::new(|p| {
+        Some(if p.image == NEW {
+            booting(p.id)
+        } else {
+            passing()
+        })
+    });
     let r = w.run(Rollout::new(spec(&w, fast())));
 
     let reason = reason_of(&r);
