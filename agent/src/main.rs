@@ -454,6 +454,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_publish_and_a_refused_rollback_are_4_and_a_half_done_publish_is_what_failed() {
+        let ignored = OpsError::NotPlanned("older than the newest".into());
+        assert_eq!(exit_for(&Failure::Ops(ignored)), Exit::Refused);
+        let rollback = OpsError::RollbackRefused {
+            service: "web".into(),
+            reason: "version 1.0.0 failed a rollout since".into(),
+        };
+        assert_eq!(exit_for(&Failure::Ops(rollback)), Exit::Refused);
+        let half = OpsError::PartlyDone {
+            done: "Tagged ami-1".into(),
+            source: Box::new(OpsError::Store(StoreError::Consul(timeout()))),
+            next: "the registry poll still finds it".into(),
+        };
+        assert_eq!(exit_for(&Failure::Ops(half)), Exit::Unavailable);
+    }
+
+    #[test]
     fn record_failures_by_kind() {
         let store = |e| exit_for(&Failure::Ops(OpsError::Store(StoreError::Record(e))));
         let hidden = RecordError::Hidden {
