@@ -160,6 +160,12 @@ fn unreachable_consul_exits_3() {
             out.contains(&nobody.to_string()),
             "names Consul's address: {out}"
         );
+        if args[0] != "check-config" {
+            assert!(
+                out.contains("Connection refused") && out.contains("consul.address"),
+                "says why in the system's words and what to check: {out}"
+            );
+        }
     }
 }
 

@@ -2,13 +2,28 @@
 
 use std::time::Duration;
 
+/// The innermost cause of a transport error, in the operating system's
+/// words (`Connection refused (os error 111)`, a DNS or TLS failure),
+/// instead of reqwest's outer "error sending request".
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
 /// A Consul call failed. Every variant names the call (`METHOD /v1/path`,
 /// never the query string or the token) so an operator can tell which
 /// permission or endpoint is involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Consul could not be reached: connection refused, DNS, TLS handshake.
-    #[error("{call}: cannot reach Consul at {address}: {source}")]
+    #[error(
+        "{call}: cannot reach Consul at {address}: {}; check consul.address (or \
+         CONSUL_HTTP_ADDR) and that a Consul agent listens there",
+        root_cause(source)
+    )]
     Transport {
         /// The call, e.g. `GET /v1/kv/rollgate/state`.
         call: String,
@@ -19,7 +34,11 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// No complete answer within the time limit.
-    #[error("{call}: no answer from Consul at {address} within {}", humantime::format_duration(*timeout))]
+    #[error(
+        "{call}: no answer from Consul at {address} within {}; check that the Consul agent \
+         there is not overloaded or stuck (consul.timeout sets the limit)",
+        humantime::format_duration(*timeout)
+    )]
     Timeout {
         /// The call.
         call: String,
