@@ -309,9 +309,9 @@ fn reason(body: &Bytes) -> Result<String, ApiError> {
         ))
     })?;
     let reason = r.reason.trim().to_string();
-    if reason.len() > 1000 {
+    if reason.chars().count() > 1000 {
         return Err(ApiError::BadRequest(
-            "the reason is longer than 1000 bytes".into(),
+            "the reason is longer than 1000 characters".into(),
         ));
     }
     Ok(reason)
