@@ -100,6 +100,12 @@ struct BenchArgs {
     /// Check interval of the simulated nodes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     check_interval: Duration,
+    /// Services of the scale scenario.
+    #[arg(long, default_value_t = 20)]
+    services: usize,
+    /// Instances per service of the scale scenario.
+    #[arg(long, default_value_t = 50)]
+    instances: usize,
     /// Leader kills of the takeover scenario (one per rollout).
     #[arg(long, default_value_t = 20)]
     kills: usize,
@@ -118,6 +124,10 @@ enum Scenario {
     /// Leader takeover: two coordinator replicas, the leader SIGKILLed at a
     /// random moment of each of `--kills` rollouts; takeover min/p50/p99/max.
     Takeover,
+    /// One coordinator, 20 services of 50 light instances each, all rolling
+    /// out at once: gate reaction, coordinator CPU and memory, Consul
+    /// requests per second.
+    Scale,
 }
 
 #[derive(Args)]
@@ -299,6 +309,19 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::watcher_section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "watcher", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Scale => {
+                tracing::info!("Running the scale benchmark.");
+                let settings = sandbox::bench::scale::ScaleBench {
+                    services: args.services.max(1),
+                    instances: args.instances.max(1),
+                    ..sandbox::bench::scale::ScaleBench::default()
+                };
+                let results = sandbox::bench::scale::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::scale_section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "scale", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
             Scenario::Takeover => {

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod rollout;
+pub mod scale;
 pub mod takeover;
 pub mod watcher;
 
@@ -271,6 +272,82 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
          the simulator starting the processes, and the first round of the HTTP and TTL checks, which run every 1 s) plus \
          min_healthy_time; what remains above it is the coordinator's own time (preparing, gate reactions, retiring, \
          restoring). The nominal floor ignores process start and check intervals, so no coordinator could reach it.",
+        st.instances,
+        st.batch,
+        humantime::format_duration(st.boot_delay),
+        humantime::format_duration(st.min_healthy)
+    );
+    s
+}
+
+/// Markdown for the scale scenario.
+pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
+    let mut s = String::new();
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let st = &r.settings;
+    let p50 = quantile(&r.reactions, 0.5);
+    let p99 = quantile(&r.reactions, 0.99);
+    let window = r.window.as_secs_f64().max(0.001);
+    let cpu_share = r.cpu.as_secs_f64() / window * 100.0;
+    let rss_mib = r.peak_rss_kib as f64 / 1024.0;
+    let _ = writeln!(s, "## One coordinator, many services
+");
+    let _ = writeln!(s, "| measure | value | target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| gate reaction p50 ({} batches) | {} | | |",
+        r.reactions.len(),
+        ms(p50)
+    );
+    let _ = writeln!(
+        s,
+        "| gate reaction p99 | {} | ≤ 50 ms | {} |",
+        ms(p99),
+        verdict(p99 <= Duration::from_millis(50))
+    );
+    let _ = writeln!(
+        s,
+        "| gate reaction max | {} | | |",
+        ms(r.reactions.last().copied().unwrap_or_default())
+    );
+    let _ = writeln!(
+        s,
+        "| coordinator CPU over the window ({:.0} s) | {cpu_share:.1} % of one core ({:.1} CPU s) | ≤ 50 % | {} |",
+        window,
+        r.cpu.as_secs_f64(),
+        verdict(cpu_share <= 50.0)
+    );
+    let _ = writeln!(
+        s,
+        "| coordinator peak resident memory (VmHWM) | {rss_mib:.1} MiB | ≤ 100 MiB | {} |",
+        verdict(rss_mib <= 100.0)
+    );
+    let _ = writeln!(
+        s,
+        "| Consul requests per second, every client | {:.0} | | |",
+        r.consul_requests as f64 / window
+    );
+    let _ = writeln!(
+        s,
+        "| rollout wall time per service, min / median / max | {:.1} s / {:.1} s / {:.1} s | | |",
+        r.durations.first().copied().unwrap_or_default().as_secs_f64(),
+        quantile(&r.durations, 0.5).as_secs_f64(),
+        r.durations.last().copied().unwrap_or_default().as_secs_f64()
+    );
+    let _ = writeln!(s);
+    provenance(&mut s, command);
+    let _ = writeln!(
+        s,
+        "- Method: {} services of {} instances each (moto), batch {}, new images booting in {}, min_healthy_time {}, \
+         one real `rollgate coordinator` with auto approval for all of them; every service's new image published at the \
+         same moment. Instances are light (`sandbox/src/fleet/light.rs`): a Consul node and the registration \
+         `rollgate agent` makes (same IDs and Meta, a TTL check starting at warning, turned passing after the boot \
+         delay) without processes. Gate reactions come from the sandbox Consul's commit journal as in the rollout \
+         scenario. CPU: utime+stime of the coordinator from the first publish to the last outcome. Consul requests: \
+         every `/v1/` request in that window, from every client (the coordinator, the simulator, the bench's polling \
+         every 500 ms).",
+        st.services,
         st.instances,
         st.batch,
         humantime::format_duration(st.boot_delay),
