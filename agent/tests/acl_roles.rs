@@ -480,6 +480,11 @@ async fn seed(acl: &Acl, rollout: bool, succeeded: bool) {
             break;
         }
     }
+    // An image that failed: publish and rollback read the marks.
+    store
+        .mark_failed("web", "ami-0failed", "seeded for the ACL test")
+        .await
+        .unwrap();
     if rollout {
         let mut r: Rollout = decode("seed", ROLLOUT_V1.as_bytes()).unwrap();
         r.spec.id = "web-1".into();
@@ -549,6 +554,19 @@ async fn cli_work(config: &Path, client: &Client, role: Role) -> Result<(), Stri
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+    }
+    // What `rollgate publish` and `rollback` read before they claim
+    // anything, and what `rollback` and `publish --force` write: the plan ID.
+    let store = Store::new(client.clone(), PREFIX);
+    store
+        .failed_images("web")
+        .await
+        .map_err(|e| format!("failed images: {e}"))?;
+    if role == Role::Operator {
+        store
+            .next_plan_id("web")
+            .await
+            .map_err(|e| format!("plan ID: {e}"))?;
     }
     // What `rollgate publish` writes once the image is tagged.
     Store::new(client.clone(), PREFIX)

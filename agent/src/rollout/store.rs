@@ -287,13 +287,17 @@ impl Store {
         Ok(())
     }
 
-    /// Images that failed a rollout of `service`.
+    /// Images that failed a rollout of `service`. Marks hidden by ACLs are
+    /// an error, never "none failed".
     pub async fn failed_images(&self, service: &str) -> Result<BTreeSet<String>, StoreError> {
         let prefix = self.service_key(service, "failed/");
         let r = self
             .client()
             .kv_list(&prefix, &QueryOptions::default())
             .await?;
+        if r.meta.filtered_by_acls {
+            return Err(RecordError::Hidden { prefix }.into());
+        }
         Ok(r.value
             .iter()
             .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
