@@ -356,3 +356,28 @@ async fn reads_answer_with_the_callers_token_and_commands_reach_the_rollout() {
     assert!(!a.error().is_empty());
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_consuls_acls_off_the_operator_names_themself() {
+    let w = ConsoleWorld::without_acls().await;
+    let plan = w.pending_plan(1).await;
+    let addr = w.console("a").await;
+    let path = format!("/v1/plans/{plan}/approve");
+    let a = call(addr, Method::POST, &path, Auth::None, None).await;
+    assert_eq!(a.status, 401, "{a:?}");
+    assert!(a.error().contains("X-Rollgate-Operator"), "{a:?}");
+    nothing_recorded(&w, &plan).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("X-Rollgate-Operator", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (p, _) = w.store().plan(&plan).await.unwrap();
+    match p.decision {
+        Decision::Approved { by, .. } => assert_eq!(by, "carol"),
+        other => panic!("{other:?}"),
+    }
+    w.shutdown().await;
+}

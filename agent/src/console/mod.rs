@@ -90,8 +90,12 @@ pub async fn start(
         replica: replica.to_string(),
         metrics,
     });
-    let running = server::serve(&config.http, router(state.clone()), cancel.clone()).await?;
-    tokio::spawn(refresh::follow(state, config.consul.max_wait, cancel));
+    let mut running = server::serve(&config.http, router(state.clone()), cancel.clone()).await?;
+    running.beside(tokio::spawn(refresh::follow(
+        state,
+        config.consul.max_wait,
+        cancel,
+    )));
     tracing::info!(
         address = %running.addr,
         tls = running.tls,

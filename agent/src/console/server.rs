@@ -178,13 +178,23 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Whether it speaks TLS.
     pub tls: bool,
-    task: tokio::task::JoinHandle<()>,
+    /// The server, then the tasks serving beside it (the metrics' watch):
+    /// each ends when the cancel token fires, and is awaited.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Waits for the server to finish (after its cancel token fired).
+    /// Adds a task that ends with the server's cancel token.
+    pub(crate) fn beside(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    /// Waits for the server and its tasks to finish (after the cancel
+    /// token fired).
     pub async fn stopped(self) {
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -234,7 +244,11 @@ pub async fn serve(
             })
         }
     };
-    Ok(Running { addr, tls, task })
+    Ok(Running {
+        addr,
+        tls,
+        tasks: vec![task],
+    })
 }
 
 /// A rustls acceptor from the PEM files.

@@ -51,11 +51,25 @@ impl ConsoleWorld {
         }
     }
 
-    /// A client with `role`'s token.
+    /// A development Consul: ACLs off, no roles, no tokens.
+    pub async fn without_acls() -> Self {
+        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        Self {
+            consul,
+            management: Secret::random(),
+            roles: RoleTokens::default(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A client with `role`'s token (none with ACLs off).
     pub fn client(&self, role: &str) -> Client {
         Client::new(&ConsulConfig {
             address: format!("http://{}", self.consul.http_addr()),
-            token: Some(ConsulSecret::new(self.roles.secret(role).unwrap().expose())),
+            token: self
+                .roles
+                .secret(role)
+                .map(|s| ConsulSecret::new(s.expose())),
             ..ConsulConfig::default()
         })
         .unwrap()
