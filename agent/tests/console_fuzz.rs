@@ -23,7 +23,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_break() {
     let addr = w.console("a").await;
     let (token, _) = w.operator_token("fuzzer").await;
     let program = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into());
+    // Its example database and caches go to a temporary folder, not the tree.
+    let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(&program)
+        .current_dir(scratch.path())
         .args(["run", &format!("http://{addr}/v1/openapi.yaml")])
         .args(["--url", &format!("http://{addr}")])
         .args(["-H", &format!("X-Consul-Token: {}", token.expose())])
