@@ -81,6 +81,8 @@ fn a_rollout_of_the_first_release_reads_and_roundtrips() {
     let r: Rollout = decode("k", ROLLOUT_V1.as_bytes()).unwrap();
     assert_eq!(r.spec.id, "web-7");
     assert_eq!(r.spec.params.bake_time, Duration::from_secs(30));
+    // Written before rollouts knew what they change: an image change.
+    assert_eq!(r.spec.change, crate::rollout::machine::Change::Image);
     let back: Rollout = decode("k", &encode("k", &r).unwrap()).unwrap();
     assert_eq!(back, r);
 }
