@@ -35,7 +35,9 @@ use rollgate::consul::kv::PutOptions;
 use rollgate::consul::lock::{LeaderLock, LockConfig};
 use rollgate::consul::permissions::{Access, Resource, Role, Rule};
 use rollgate::consul::records::{Record, Records, decode};
+use rollgate::consul::types::CheckStatus;
 use rollgate::consul::{Client, QueryOptions};
+use rollgate::coordinator::liveness;
 use rollgate::notify::Outbox;
 use rollgate::notify::config::NotifyConfig;
 use rollgate::notify::event::{AlertStatus, Event, MetaKind, MetaNotice};
@@ -259,11 +261,30 @@ async fn lock_and_work(client: &Client, role: Role) -> Result<(), String> {
         Role::Coordinator => format!("{PREFIX}/leader"),
         _ => format!("{PREFIX}/watch/leader"),
     };
+    // The coordinator ties its session to its own liveness check
+    // (coordinator/liveness.rs): registered, refreshed and, at a clean stop,
+    // deregistered through its local agent.
+    let liveness = if role == Role::Coordinator {
+        let registration = liveness::registration("acl-test", Duration::from_secs(10));
+        client
+            .register_service(&registration)
+            .await
+            .map_err(|e| format!("liveness check: {e}"))?;
+        let check = registration.checks[0].check_id.clone();
+        client
+            .update_check(&check, CheckStatus::Passing, "alive")
+            .await
+            .map_err(|e| format!("liveness refresh: {e}"))?;
+        Some((registration.id, check))
+    } else {
+        None
+    };
     let lock = LeaderLock::new(
         client.clone(),
         LockConfig {
             ttl: Duration::from_secs(10),
             lock_delay: Duration::ZERO,
+            checks: liveness.iter().map(|(_, check)| check.clone()).collect(),
             ..LockConfig::new(lock_key.clone(), format!("acl-test-{role}"))
         },
     );
@@ -287,7 +308,14 @@ async fn lock_and_work(client: &Client, role: Role) -> Result<(), String> {
         .release()
         .await
         .map_err(|e| format!("release: {e}"));
-    result.and(released)
+    let deregistered = match liveness {
+        Some((service, _)) => client
+            .deregister_service(&service)
+            .await
+            .map_err(|e| format!("liveness deregistration: {e}")),
+        None => Ok(()),
+    };
+    result.and(released).and(deregistered)
 }
 
 async fn work(
@@ -505,7 +533,8 @@ fn cli_config(dir: &Path, acl: &Acl, token: &Secret, name: &str) -> PathBuf {
         format!(
             "[consul]\naddress = \"http://{}\"\ntoken_file = {:?}\n\n\
              [[services]]\nname = \"web\"\nauto_scaling_group = \"web\"\n\
-             launch_template = \"web\"\nartifact = \"acmeinc/web\"\n",
+             launch_template = \"web\"\nartifact = \"acmeinc/web\"\n\n\
+             [agent]\nexpected_version = \"1.0.0\"\n",
             acl.consul.http_addr(),
             token_file.display().to_string()
         ),

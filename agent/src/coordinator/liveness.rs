@@ -71,7 +71,8 @@ pub fn ids(replica: &str) -> (String, String) {
     (service, check)
 }
 
-fn registration(replica: &str, ttl: Duration) -> ServiceRegistration {
+/// The registration of `replica`'s liveness service and its TTL check.
+pub fn registration(replica: &str, ttl: Duration) -> ServiceRegistration {
     let (id, check_id) = ids(replica);
     ServiceRegistration {
         id,
