@@ -18,15 +18,21 @@
 //!   `/version` names another version than the image's, or the app stopped
 //!   answering after it had answered once.
 //!
-//! Consul's own HTTP check knows nothing of "yet": it is critical from the
-//! first refused connection. So an instance counts as answering wrong
-//! ([`Health::answered_wrong`]) when it has a critical check *and none of its
-//! checks is still warning* (or unknown): while the agent's check says "not
-//! answered yet", the HTTP check's critical is read as "booting". Maintenance
-//! mode (Consul's `_service_maintenance:*` and `_node_maintenance` checks,
-//! critical) is a decision, not evidence, and is left out. An instance not
-//! registered in Consul at all has not answered either. All of these still
-//! fail at `healthy_deadline`: only the early failure needs evidence.
+//! Only the node agent's own check (ID `<service ID>:agent`,
+//! [`AGENT_CHECK_SUFFIX`]) keeps that contract, so only it is evidence.
+//! Consul's HTTP check knows nothing of "yet": it is critical from the first
+//! refused connection, and it lags the agent's by up to its interval (a
+//! booted app can be passing in the agent's check and still critical in the
+//! HTTP check for a few seconds). So an instance counts as answering wrong
+//! ([`Health::answered_wrong`]) when its agent's check is critical *and none
+//! of its checks is warning* (or unknown: an HTTP check answered 429, a
+//! stale second registration still waiting). A critical agent check
+//! includes a TTL that expired: the agent in the image stopped reporting.
+//! Maintenance mode (Consul's `_service_maintenance:*` and
+//! `_node_maintenance` checks, critical) is a decision, not evidence, and
+//! is left out. An instance not registered in Consul at all has not
+//! answered either. All of these still fail at `healthy_deadline`: only the
+//! early failure needs evidence.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +71,17 @@ impl std::fmt::Display for CheckStatus {
     }
 }
 
+/// The end of the node agent's own check ID (`web-i-0abc:agent`): the
+/// check driven by its probe, the only one that tells "not answered yet"
+/// (warning) from "answered wrong" (critical). The agent builds the ID with
+/// it.
+pub const AGENT_CHECK_SUFFIX: &str = ":agent";
+
+/// Whether a check ID is the node agent's own check.
+pub fn is_agent_check(check_id: &str) -> bool {
+    check_id.ends_with(AGENT_CHECK_SUFFIX)
+}
+
 /// Whether a check ID is one of Consul's maintenance checks (service or
 /// node maintenance mode): critical, but set by a person or a drain.
 pub fn is_maintenance(check_id: &str) -> bool {
@@ -72,16 +89,17 @@ pub fn is_maintenance(check_id: &str) -> bool {
 }
 
 impl Health {
-    /// The checks that say this instance answered, and wrong: its critical
-    /// checks (maintenance left out), unless one of its checks is still
-    /// warning or unknown ("not answered yet"). Empty when there is no such
-    /// evidence, passing or not (see the module documentation).
+    /// The checks that say this instance answered, and wrong: its node
+    /// agent's checks that are critical, unless one of its checks
+    /// (maintenance left out) is warning or unknown ("not answered yet").
+    /// Empty when there is no such evidence, passing or not (see the module
+    /// documentation).
     pub fn answered_wrong(&self) -> Vec<&CheckFailure> {
         let mut wrong = Vec::new();
         for c in self.failing.iter().filter(|c| !is_maintenance(&c.check_id)) {
             match c.status {
-                CheckStatus::Critical => wrong.push(c),
-                CheckStatus::Passing => {}
+                CheckStatus::Critical if is_agent_check(&c.check_id) => wrong.push(c),
+                CheckStatus::Critical | CheckStatus::Passing => {}
                 CheckStatus::Warning | CheckStatus::Unknown => return Vec::new(),
             }
         }
@@ -117,10 +135,19 @@ mod tests {
         let booting =
             Health::from_checks([check("web:http", Critical), check("web:agent", Warning)]);
         assert!(ids(&booting).is_empty());
-        // Answered 500: both critical.
+        // Answered 500: both critical; the agent's check is the evidence.
         let broken =
             Health::from_checks([check("web:http", Critical), check("web:agent", Critical)]);
-        assert_eq!(ids(&broken), ["web:http", "web:agent"]);
+        assert_eq!(ids(&broken), ["web:agent"]);
+        // Booted: the agent's check passes, Consul's HTTP check has not run
+        // since the last 503. No evidence.
+        let lagging =
+            Health::from_checks([check("web:http", Critical), check("web:agent", Passing)]);
+        assert!(ids(&lagging).is_empty());
+        // Another check critical alone (the HTTP check, a node check): no
+        // evidence either; healthy_deadline decides.
+        let other = Health::from_checks([check("serfHealth", Critical)]);
+        assert!(ids(&other).is_empty());
         // Wrong version: /health passes, the agent's probe is critical.
         let version = Health::from_checks([
             check("serfHealth", Passing),

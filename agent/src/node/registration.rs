@@ -14,9 +14,10 @@
 //! until the app has answered once (see [`super::probe`]), so a booting
 //! instance carries a warning check however slowly it boots, and the
 //! coordinator fails a batch early (`failure_time`) only on an instance
-//! with a critical check and no warning one: one that answered, wrongly.
-//! Consul's HTTP check cannot know "yet" (it turns critical on the first
-//! refused connection); the TTL check's warning speaks for both.
+//! whose TTL check (ID ending in [`AGENT_CHECK_SUFFIX`]) is critical while
+//! no check is warning: one that answered, wrongly. Consul's HTTP check
+//! cannot know "yet" (it turns critical on the first refused connection) and
+//! is never taken as evidence.
 //!
 //! IDs are stable functions of the instance ID, so re-registering (after a
 //! Consul restart, or an agent restart) replaces and never duplicates.
@@ -24,6 +25,7 @@
 use std::collections::BTreeMap;
 
 use crate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration, go_duration};
+use rollgate_core::health::AGENT_CHECK_SUFFIX;
 
 use super::config::AgentConfig;
 use super::identity::Identity;
@@ -52,7 +54,7 @@ pub fn ids(config: &AgentConfig, identity: &Identity) -> Ids {
     };
     Ids {
         http_check: format!("{service}:http"),
-        ttl_check: format!("{service}:agent"),
+        ttl_check: format!("{service}{AGENT_CHECK_SUFFIX}"),
         service,
     }
 }

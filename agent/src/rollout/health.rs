@@ -180,7 +180,11 @@ mod tests {
             .iter()
             .map(|c| c.check_id.as_str())
             .collect();
-        assert_eq!(wrong, ["web-i-bad:http", "web-i-bad:agent"]);
+        assert_eq!(
+            wrong,
+            ["web-i-bad:agent"],
+            "only the agent's check is evidence"
+        );
         assert!(h["i-stale"].answered_wrong().is_empty());
     }
 }

@@ -171,6 +171,29 @@ fn a_slow_boot_far_longer_than_failure_time_succeeds() {
 }
 
 #[test]
+fn consul_s_http_check_lagging_the_agent_s_is_no_evidence() {
+    let mut w = World::new(6, 0);
+    let boot = w.boot;
+    // Booted: the agent's probe passes at once, but Consul's HTTP check
+    // still shows the last 503 for 15 s (longer than failure_time).
+    let lag = boot + Duration::from_secs(15);
+    w.health = Box::new(move |p| {
+        Some(if p.image != NEW || p.age >= lag {
+            passing()
+        } else if p.age < boot {
+            booting(p.id)
+        } else {
+            Health::from_checks([
+                check(p.id, "http", CheckStatus::Critical, "HTTP GET: 503"),
+                check(p.id, "agent", CheckStatus::Passing, "healthy"),
+            ])
+        })
+    });
+    let r = w.run(Rollout::new(spec(&w, fast())));
+    assert!(matches!(r.state, State::Succeeded { .. }), "{:?}", r.state);
+}
+
+#[test]
 fn answering_wrong_briefly_then_recovering_does_not_fail() {
     let mut w = World::new(6, 0);
     let boot = w.boot;
