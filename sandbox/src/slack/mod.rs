@@ -15,6 +15,17 @@
 //! `{"ok":true,"channel","ts","text","message":{..}}`. Switches make it go down ([`Mode::Refuse`]:
 //! connections refused and open ones closed; [`Mode::Error500`]) and come
 //! back on the same port. It never talks to the real Slack.
+//!
+//! For approvals from Slack it also speaks Socket Mode ([`socket`]:
+//! `apps.connections.open` with the app-level token, a WebSocket on
+//! loopback, envelopes that must be acknowledged and are redelivered when
+//! they are not) and answers interactions ([`interact`]: `views.open`,
+//! `chat.postEphemeral`, `usergroups.users.list`); a test "clicks" a button
+//! of a recorded message as a given user ([`SlackHandle::click`]) and
+//! submits a modal ([`SlackHandle::submit_view`]).
+
+pub mod interact;
+pub mod socket;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +39,9 @@ use axum::routing::{any, post};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+pub use self::interact::{Ephemeral, InteractError, OpenedView, User};
+pub use self::socket::Delivery;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +57,11 @@ pub struct Config {
     pub token: String,
     /// Channels that exist (IDs or `#names`); any channel when empty.
     pub channels: Vec<String>,
+    /// The app-level token `apps.connections.open` accepts (`xapp-…`).
+    pub app_token: String,
+    /// An envelope not acknowledged this long is delivered again (Slack:
+    /// a few seconds).
+    pub ack_timeout: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +70,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: "xoxb-sandbox-token".into(),
             channels: vec!["C0ALERTS".into(), "#ops".into()],
+            app_token: "xapp-1-A0SANDBOX-1-sandbox-app-token".into(),
+            ack_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -111,6 +132,10 @@ struct Shared {
     /// Requests seen in any mode (for tests that count attempts).
     requests: u64,
     seq: u64,
+    /// Socket Mode connections and envelopes.
+    socket: socket::SocketState,
+    /// Triggers, modals, ephemeral messages, user groups.
+    interact: interact::InteractState,
 }
 
 /// Entry point: see [`SlackServer::start`].
@@ -147,11 +172,19 @@ impl SlackServer {
                 updates: Vec::new(),
                 requests: 0,
                 seq: 0,
+                socket: Default::default(),
+                interact: Default::default(),
             })),
             cancel: CancellationToken::new(),
             serving: Mutex::new(CancellationToken::new()),
             tracker: TaskTracker::new(),
         };
+        socket::start(
+            handle.shared.clone(),
+            handle.cancel.clone(),
+            &handle.tracker,
+        )
+        .await?;
         handle.serve(listener);
         Ok(handle)
     }
@@ -184,6 +217,93 @@ impl SlackHandle {
     /// Every accepted `chat.update`, in order.
     pub fn updates(&self) -> Vec<Update> {
         lock(&self.shared).updates.clone()
+    }
+
+    /// `user` clicks the button `action_id` of the message `ts`: its
+    /// `block_actions` envelope is delivered over Socket Mode (now, or when
+    /// a connection opens). Answers the envelope ID; refused when the
+    /// message (as last updated) has no such button.
+    pub fn click(&self, user: &User, ts: &str, action_id: &str) -> Result<String, InteractError> {
+        interact::click(&self.shared, user, ts, action_id)
+    }
+
+    /// `user` submits the modal `view_id` with `values`: `(block_id,
+    /// action_id, text)` of its text inputs. Answers the envelope ID.
+    pub fn submit_view(
+        &self,
+        view_id: &str,
+        user: &User,
+        values: &[(&str, &str, &str)],
+    ) -> Result<String, InteractError> {
+        interact::submit(&self.shared, view_id, user, values)
+    }
+
+    /// Delivers envelope `id` again, as Slack does when it did not get the
+    /// acknowledgement. False when no connection is open.
+    pub fn redeliver(&self, envelope_id: &str) -> bool {
+        lock(&self.shared).socket.redeliver(envelope_id)
+    }
+
+    /// Drops every Socket Mode connection, as a network failure would.
+    /// Answers how many were open.
+    pub fn drop_sockets(&self) -> usize {
+        lock(&self.shared).socket.drop_all()
+    }
+
+    /// Socket Mode connections open now.
+    pub fn socket_connections(&self) -> usize {
+        lock(&self.shared).socket.connections()
+    }
+
+    /// Socket Mode connections ever opened.
+    pub fn sockets_opened(&self) -> u64 {
+        lock(&self.shared).socket.opened()
+    }
+
+    /// Every envelope delivery, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.shared).socket.deliveries()
+    }
+
+    /// Acknowledgements received (envelope IDs, repeats included), in order.
+    pub fn acks(&self) -> Vec<String> {
+        lock(&self.shared).socket.acks()
+    }
+
+    /// Ephemeral messages posted.
+    pub fn ephemerals(&self) -> Vec<Ephemeral> {
+        lock(&self.shared).interact.ephemerals.clone()
+    }
+
+    /// Modals opened.
+    pub fn views(&self) -> Vec<OpenedView> {
+        lock(&self.shared).interact.views.clone()
+    }
+
+    /// Defines user group `id` (`S…`) with these members.
+    pub fn set_usergroup(&self, id: &str, users: &[&str]) {
+        lock(&self.shared)
+            .interact
+            .usergroups
+            .insert(id.into(), users.iter().map(|u| (*u).to_string()).collect());
+    }
+
+    /// Waits until `check` holds or `timeout` passed; answers whether it held.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&SlackHandle) -> bool,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            if check(self) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Requests that reached a handler, accepted or not.
@@ -243,6 +363,10 @@ impl SlackHandle {
             .route("/api/chat.postMessage", post(post_message))
             .route("/api/chat.update", post(update_message))
             .route("/api/auth.test", any(auth_test))
+            .route("/api/apps.connections.open", post(socket::connections_open))
+            .route("/api/views.open", post(interact::views_open))
+            .route("/api/chat.postEphemeral", post(interact::post_ephemeral))
+            .route("/api/usergroups.users.list", any(interact::usergroup_users))
             .route("/services/{*path}", post(webhook))
             .with_state(self.shared.clone());
         self.tracker.spawn(async move {
