@@ -92,8 +92,14 @@ locals {
     "ec2:CreateTags",
   ]
 
-  github_ci_publish_ec2_actions = [
+  # `rollgate publish` reads the group, its launch template and its
+  # instances as the coordinator's planner does (to say what the
+  # coordinator will do with the image) before it tags the image.
+  github_ci_publish_actions = [
+    "autoscaling:DescribeAutoScalingGroups",
     "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeLaunchTemplateVersions",
     "ec2:CreateTags",
   ]
 }
@@ -111,11 +117,12 @@ locals {
   github_ci_image = "arn:${local.partition}:ec2:${var.region}::image/*"
   github_ci_snap  = "arn:${local.partition}:ec2:${var.region}::snapshot/*"
 
-  github_ci_actions = distinct(concat(local.github_ci_packer_ec2_actions, local.github_ci_publish_ec2_actions))
+  github_ci_actions = distinct(concat(local.github_ci_packer_ec2_actions, local.github_ci_publish_actions))
 
   # How each action is scoped; every action must fall in at least one group
   # (the precondition on the policy fails the plan otherwise).
-  github_ci_read_actions    = [for a in local.github_ci_actions : a if startswith(a, "ec2:Describe")]
+  # Describe calls support no resource-level permissions (EC2, Auto Scaling).
+  github_ci_read_actions    = [for a in local.github_ci_actions : a if startswith(a, "ec2:Describe") || startswith(a, "autoscaling:Describe")]
   github_ci_keypair_actions = [for a in local.github_ci_actions : a if contains(["ec2:CreateKeyPair", "ec2:DeleteKeyPair"], a)]
   github_ci_own_actions = [for a in local.github_ci_actions : a if contains([
     "ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup", "ec2:StopInstances", "ec2:TerminateInstances",

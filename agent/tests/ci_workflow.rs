@@ -572,8 +572,10 @@ fn ci_action_list(block: &str, name: &str) -> BTreeSet<String> {
                 panic!("infra/github_ci.tf: {name} holds {item}, not a string literal")
             });
         assert!(
-            action.starts_with("ec2:") && !action.contains('*') && !action.contains('?'),
-            "infra/github_ci.tf: {action} must be one ec2: action, no wildcard"
+            (action.starts_with("ec2:") || action.starts_with("autoscaling:Describe"))
+                && !action.contains('*')
+                && !action.contains('?'),
+            "infra/github_ci.tf: {action} must be one ec2: action or an Auto Scaling read, no wildcard"
         );
         assert!(
             actions.insert(action.to_owned()),
@@ -597,7 +599,7 @@ fn ci_policy_lists() -> (BTreeSet<String>, BTreeSet<String>) {
             .expect("infra/github_ci.tf holds the END marker")];
     (
         ci_action_list(block, "github_ci_packer_ec2_actions"),
-        ci_action_list(block, "github_ci_publish_ec2_actions"),
+        ci_action_list(block, "github_ci_publish_actions"),
     )
 }
 
@@ -797,7 +799,9 @@ fn api_name(method: &str) -> String {
 /// The body of `fn name` in `source`, braces matched (comments and strings
 /// in these files hold no unbalanced braces).
 fn fn_body<'a>(source: &'a str, name: &str) -> Option<&'a str> {
-    let at = source.find(&format!("fn {name}("))?;
+    let at = source
+        .find(&format!("fn {name}("))
+        .or_else(|| source.find(&format!("fn {name}<")))?;
     let open = at + source[at..].find('{')?;
     let mut depth = 0;
     for (i, c) in source[open..].char_indices() {
@@ -841,10 +845,73 @@ fn method_calls(code: &str, receiver: &str) -> BTreeSet<String> {
     names
 }
 
+/// The body of `fn name(` when it has one (a trait's required method ends
+/// in `;` and has none).
+fn body_of<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let at = source
+        .find(&format!("fn {name}("))
+        .or_else(|| source.find(&format!("fn {name}<")))?;
+    let open = source[at..].find('{')?;
+    if source[at..at + open].contains(';') {
+        return None;
+    }
+    fn_body(&source[at..], name)
+}
+
+/// The EC2 and Auto Scaling calls behind the `Fleet` methods `methods`,
+/// followed through `SdkFleet` (agent/src/aws/sdk.rs), the trait's
+/// provided methods (agent/src/aws/mod.rs) and the launch template
+/// helpers (agent/src/aws/sdk/templates.rs).
+fn fleet_api_calls(methods: BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
+    let sdk = read("agent/src/aws/sdk.rs");
+    let trait_file = read("agent/src/aws/mod.rs");
+    let templates = read("agent/src/aws/sdk/templates.rs");
+    let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut todo: Vec<String> = methods.into_iter().collect();
+    let mut done = BTreeSet::new();
+    while let Some(method) = todo.pop() {
+        if !done.insert(method.clone()) {
+            continue;
+        }
+        let Some(body) = body_of(&sdk, &method)
+            .or_else(|| body_of(&trait_file, &method))
+            .or_else(|| body_of(&templates, &method))
+        else {
+            continue;
+        };
+        for (client, service) in [("ec2", "ec2"), ("autoscaling", "autoscaling")] {
+            for op in method_calls(body, client) {
+                if op != "clone" {
+                    calls
+                        .entry(format!("{service}:{}", api_name(&op)))
+                        .or_default()
+                        .push(format!("Fleet::{method}"));
+                }
+            }
+        }
+        todo.extend(method_calls(body, "self"));
+        // Free helpers called as `templates::name(`.
+        let mut rest = body;
+        while let Some(at) = rest.find("templates::") {
+            rest = &rest[at + "templates::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            todo.push(name);
+        }
+    }
+    calls
+}
+
 fn publish_calls() -> BTreeMap<String, Vec<String>> {
     let ops = read("agent/src/ops/publish.rs");
-    let publish = fn_body(&ops, "publish").expect("agent/src/ops/publish.rs has fn publish");
-    let registry_methods = method_calls(publish, "registry");
+    assert!(
+        fn_body(&ops, "publish").is_some(),
+        "agent/src/ops/publish.rs has fn publish"
+    );
+    // Every registry call of the publish module, not only of `fn publish`.
+    let registry_methods = method_calls(&ops, "registry");
     assert!(
         registry_methods.contains("tag_image"),
         "publish tags the image: {registry_methods:?}"
@@ -878,6 +945,22 @@ fn publish_calls() -> BTreeMap<String, Vec<String>> {
         calls.contains_key("ec2:CreateTags"),
         "the scan of {sdk_path} found too little to be right: {calls:?}"
     );
+    // Before tagging, publish reads the fleet as the planner does (the
+    // planner's `observe`), to say what the coordinator will do.
+    assert!(
+        ops.contains("observe("),
+        "publish observes the fleet through the planner's observe"
+    );
+    let planner = read("agent/src/coordinator/planner.rs");
+    let observe = fn_body(&planner, "observe").expect("planner.rs has fn observe");
+    let fleet = fleet_api_calls(method_calls(observe, "fleet"));
+    assert!(
+        fleet.contains_key("autoscaling:DescribeAutoScalingGroups"),
+        "the scan of the planner's observe found too little to be right: {fleet:?}"
+    );
+    for (action, why) in fleet {
+        calls.entry(action).or_default().extend(why);
+    }
     calls
 }
 
