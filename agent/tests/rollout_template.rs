@@ -146,6 +146,22 @@ async fn a_terraform_only_change_replaces_every_instance_with_zero_failed_reques
     assert_eq!(stable.image, w.seeded.image_id);
     assert!(store.failed_images("web").await.unwrap().is_empty());
 
+    // The notices say what changed: the template version, not "1.0.0 ->
+    // 1.0.0".
+    let to = format!("(launch template v{default})");
+    until(
+        "a notice naming the template",
+        Duration::from_secs(30),
+        || async {
+            w.slack
+                .posts()
+                .iter()
+                .any(|p| p.text.contains(&to))
+                .then_some(())
+        },
+    )
+    .await;
+
     let report = w.shutdown().await.unwrap();
     assert_eq!(
         report.failed,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::machine::{self, Action, Observation, Rollout, RolloutEvent, Timestamp};
+use super::machine::{self, Action, Change, Observation, Rollout, RolloutEvent, Timestamp};
 use super::plan::{Outcome, now_ms};
 use super::store::{Store, StoreError};
 use crate::aws::{self, Fleet};
@@ -345,13 +345,14 @@ impl<F: Fleet> Executor<'_, F> {
         let Some((stage, reason, batch, ordinal)) = notice_of(rollout, event) else {
             return;
         };
+        let (old_version, new_version) = versions(spec);
         let notice = RolloutNotice {
             rollout_id: spec.id.clone(),
             stage: Some(stage),
             service: spec.service.clone(),
             group: spec.group.clone(),
-            old_version: spec.stable.version.clone(),
-            new_version: spec.target_version.clone(),
+            old_version,
+            new_version,
             old_ami: spec.stable.image.clone(),
             new_ami: spec.target_image.clone(),
             plan: spec.id.clone(),
@@ -381,6 +382,24 @@ impl<F: Fleet> Executor<'_, F> {
         tracing::info!(service = %rollout.spec.service, rollout = %rollout.spec.id,
             result = %outcome, reason = %outcome.reason(), "Rollout finished.");
         Ok(outcome)
+    }
+}
+
+/// The versions a notice names, old and new. A template change keeps the
+/// app version, so each side also names its launch template version
+/// (`1.4.0 (launch template v4)`): "1.4.0 -> 1.4.0" would say nothing.
+fn versions(spec: &machine::RolloutSpec) -> (String, String) {
+    match &spec.change {
+        Change::Template {
+            from_version,
+            to_version,
+        } => (
+            format!("{} (launch template v{from_version})", spec.stable.version),
+            format!("{} (launch template v{to_version})", spec.target_version),
+        ),
+        Change::Image | Change::Rollback { .. } => {
+            (spec.stable.version.clone(), spec.target_version.clone())
+        }
     }
 }
 
@@ -443,4 +462,54 @@ fn notice_of(rollout: &Rollout, event: &RolloutEvent) -> Option<NoticeParts> {
             return None;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::machine::{Capacity, Params, RolloutSpec, StableRef};
+
+    fn spec(change: Change) -> RolloutSpec {
+        RolloutSpec {
+            id: "web-3".into(),
+            service: "web".into(),
+            change,
+            group: "web-asg".into(),
+            launch_template_id: "lt-1".into(),
+            target_image: "ami-1".into(),
+            target_version: "1.4.0".into(),
+            target_template_version: None,
+            base_template_version: Some(5),
+            stable: StableRef {
+                template_version: 4,
+                image: "ami-1".into(),
+                version: "1.4.0".into(),
+            },
+            params: Params::default(),
+            original: Capacity {
+                min: 1,
+                max: 2,
+                desired: 1,
+            },
+            instances_to_replace: vec![],
+        }
+    }
+
+    #[test]
+    fn a_template_change_names_the_template_versions_not_one_app_version_twice() {
+        let s = spec(Change::Template {
+            from_version: 4,
+            to_version: 5,
+        });
+        assert_eq!(
+            versions(&s),
+            (
+                "1.4.0 (launch template v4)".to_owned(),
+                "1.4.0 (launch template v5)".to_owned()
+            )
+        );
+        let mut s = spec(Change::Image);
+        s.target_version = "1.5.0".into();
+        assert_eq!(versions(&s), ("1.4.0".to_owned(), "1.5.0".to_owned()));
+    }
 }
