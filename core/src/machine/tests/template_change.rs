@@ -378,3 +378,26 @@ fn a_rollout_stored_before_change_existed_is_an_image_change() {
     // template alone, as it always did.
     assert!(r.spec.stable_is_target());
 }
+
+#[test]
+fn a_template_canary_waits_for_promotion_then_replaces_the_rest() {
+    let (mut w, mut s) = template_world();
+    let old = initial(&w);
+    s.params.canary = 1;
+    let r = w.run_until(Rollout::new(s), Duration::from_secs(600), |r, _| {
+        matches!(r.state, State::CanaryPaused(_))
+    });
+    assert!(matches!(r.state, State::CanaryPaused(_)), "{:?}", r.state);
+    assert_eq!(w.terminated, Vec::<String>::new(), "nothing retired yet");
+    assert_eq!(
+        live_versions(&w).iter().filter(|v| **v == COPY).count(),
+        1,
+        "one canary on the copy"
+    );
+    w.commands.push(OperatorCommand::Promote);
+    let r = w.run(r);
+    assert!(matches!(r.state, State::Succeeded { .. }), "{:?}", r.state);
+    assert_eq!(sorted(w.terminated.clone()), old);
+    assert_eq!(live_versions(&w), vec![COPY; 6]);
+    assert!(w.min_desired >= 6, "capacity dipped to {}", w.min_desired);
+}
