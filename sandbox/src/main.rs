@@ -121,6 +121,10 @@ enum Scenario {
     /// Health watcher throughput: 10,000 instances × 3 checks, 1,000 status
     /// changes over 10 s; change → alert enqueued (p50/p99), CPU, memory.
     Watcher,
+    /// Fail fast: broken images (`--runs`, default 10) caught by
+    /// `failure_time`; time from the first new instance's first bad answer
+    /// to the rollout leaving its batch; then a slow good image succeeds.
+    Failfast,
     /// Leader takeover: two coordinator replicas, the leader SIGKILLed at a
     /// random moment of each of `--kills` rollouts; takeover min/p50/p99/max.
     Takeover,
@@ -322,6 +326,18 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::scale_section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "scale", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Failfast => {
+                tracing::info!(runs = args.runs, "Running the fail-fast benchmark.");
+                let settings = sandbox::bench::failfast::FailfastBench {
+                    runs: args.runs.max(1),
+                    ..sandbox::bench::failfast::FailfastBench::default()
+                };
+                let results = sandbox::bench::failfast::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::failfast::section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "failfast", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
             Scenario::Takeover => {

@@ -1,6 +1,7 @@
 //! The health gate for a batch of new instances, shared by rollout batches
 //! and a revert's stable replacements: adopt new members, run each one's
-//! `min_healthy_time` timer, and say which deadline passed and why.
+//! `min_healthy_time` and `failure_time` timers, and say which deadline
+//! passed, or which instance answered wrong for too long, and why.
 
 use super::observe::{CheckFailure, Health, Observation};
 use super::spec::Params;
@@ -37,7 +38,9 @@ pub(super) fn discover(
 /// instance counts as healthy once it has passed in every observation for
 /// `min_healthy_time`; any non-passing one restarts the timer (and takes back
 /// a healthy mark: the batch must be healthy as a whole when it completes).
-/// Each instance becoming healthy restarts the progress deadline.
+/// Each instance becoming healthy restarts the progress deadline. An
+/// instance answering wrong (see [`crate::health`]) starts its
+/// `failure_time` timer; any other observation stops it.
 ///
 /// Errs, naming the instance, when one left the group or runs another image
 /// than `image`.
