@@ -629,6 +629,14 @@ async fn publish_refuses_a_rejected_or_older_image_and_says_why() {
     // An image built before 1.1.0, published only later.
     let v09 = w.new_image("0.9.0").await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // CreationDate has 1 s resolution
+    // A receiver, so announcements reach the outbox (nothing listens: they
+    // stay there, pending, which is all this test reads).
+    let mut config = std::fs::read_to_string(w.config()).unwrap();
+    config.push_str(
+        "\n[notify]\ndefault_receivers = [\"hook\"]\n\n[[notify.receivers]]\nname = \"hook\"\n\
+         [notify.receivers.webhook]\nurl = \"http://127.0.0.1:9/hook\"\nallow_insecure = true\n",
+    );
+    std::fs::write(w.config(), config).unwrap();
     let c = w.coordinator(&w.config());
     leading(&w, &c).await;
     let v11 = w.new_image("1.1.0").await;
@@ -718,6 +726,34 @@ async fn publish_refuses_a_rejected_or_older_image_and_says_why() {
     assert!(matches!(plans[1].decision, Decision::Pending { .. }));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(w.plans().await.len(), 2, "the coordinator adds none");
+    // The CLI's token may not write the outbox: the coordinator announces
+    // the plan the operator made, once.
+    let announced = || async {
+        let entries = w
+            .store()
+            .client()
+            .kv_list(
+                "rollgate/outbox/",
+                &rollgate::consul::QueryOptions::default(),
+            )
+            .await
+            .unwrap()
+            .value;
+        entries
+            .iter()
+            .filter(|kv| {
+                let text = String::from_utf8_lossy(&kv.value().unwrap_or_default()).to_string();
+                text.contains("\"web-2\"") && text.contains("pending_approval")
+            })
+            .count()
+    };
+    until("web-2 announced", Duration::from_secs(20), || async {
+        (announced().await > 0).then_some(())
+    })
+    .await;
+    w.publish(&w.new_image("1.2.0").await, "1.2.0").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(announced().await, 1, "announced once, however many rounds");
     drop(c);
     w.shutdown().await;
 }

@@ -188,33 +188,55 @@ struct ServiceLoop<F, R> {
     wait: Duration,
 }
 
+/// One answer of a key watch.
+type KeyAnswer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Response<Option<u64>>, crate::consul::Error>>
+            + Send,
+    >,
+>;
+
 impl<F, R> ServiceLoop<F, R>
 where
     F: Fleet + 'static,
     R: Registry + 'static,
 {
-    async fn run(self, cancel: CancellationToken) {
+    /// A watch of one KV key's modify index.
+    fn watch_key(
+        &self,
+        what: &str,
+        key: String,
+    ) -> Watch<Option<u64>, impl FnMut(QueryOptions) -> KeyAnswer + Send + 'static> {
         let client = self.store.client().clone();
-        let key = self.store.trigger_key(&self.service.artifact);
-        let trigger = Watch::new(
-            format!("trigger {key}"),
+        Watch::new(
+            format!("{what} {key}"),
             WatchConfig {
                 wait: self.wait,
                 ..WatchConfig::default()
             },
-            move |opts: QueryOptions| {
+            move |opts: QueryOptions| -> KeyAnswer {
                 let client = client.clone();
                 let key = key.clone();
-                async move {
+                Box::pin(async move {
                     let r = client.kv_get(&key, &opts).await?;
                     Ok(Response {
                         value: r.value.map(|kv| kv.modify_index),
                         meta: r.meta,
                     })
-                }
+                })
             },
-        );
-        let mut triggers = trigger.spawn(cancel.clone());
+        )
+    }
+
+    async fn run(self, cancel: CancellationToken) {
+        let mut triggers = self
+            .watch_key("trigger", self.store.trigger_key(&self.service.artifact))
+            .spawn(cancel.clone());
+        // A plan stored by an operator's command (rollback, publish --force)
+        // moves the plan counter: a round then announces it at once.
+        let mut stored = self
+            .watch_key("plan counter", self.store.seq_key(&self.service.name))
+            .spawn(cancel.clone());
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
@@ -227,6 +249,12 @@ where
                         return;
                     }
                     tracing::debug!(service = %self.service.name, "Publish trigger changed.");
+                }
+                changed = stored.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tracing::debug!(service = %self.service.name, "A plan was stored.");
                 }
             }
             let planner = Planner {

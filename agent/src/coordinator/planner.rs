@@ -264,6 +264,14 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
                 tracing::info!(service = %svc.name, plan = %p.id, "Plan expired without an answer.");
             }
         }
+        // Plans stored by an operator's command (`rollgate rollback`,
+        // `publish --force`) are announced here: an operator's token may not
+        // write the outbox. The outbox writes an event once (create-only),
+        // so a plan this planner announced already is not announced again.
+        for pending in self.plans().await?.iter().filter(|p| p.is_pending(now)) {
+            self.ensure_leader().await?;
+            self.announce(pending).await;
+        }
         let Some(newest) = self.registry.newest_image(&svc.artifact).await? else {
             return Ok(RoundResult::Idle(format!(
                 "artifact {} has no images yet",
@@ -329,7 +337,7 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
         let Some(plan) = store_plan(self.store, svc, plan, &supersede, now).await? else {
             return Ok(RoundResult::Idle(format!("plan {id} exists already")));
         };
-        self.announce(&plan, &target).await;
+        self.announce(&plan).await;
         Ok(RoundResult::Planned(id))
     }
 
@@ -360,14 +368,14 @@ impl<F: Fleet, R: Registry> Planner<'_, F, R> {
 
     /// Enqueues the "pending approval" notice; a failure is logged, not
     /// fatal (the plan is stored; the notice can be re-announced).
-    async fn announce(&self, plan: &Plan, target: &Image) {
+    async fn announce(&self, plan: &Plan) {
         let notice = RolloutNotice {
             rollout_id: plan.id.clone(),
             stage: Some(RolloutStage::PendingApproval),
             service: plan.service.clone(),
             group: plan.group.clone(),
             old_version: plan.current.version.clone(),
-            new_version: target.version.clone().unwrap_or_default(),
+            new_version: plan.target.version.clone(),
             old_ami: plan.current.image_id.clone(),
             new_ami: plan.target.image_id.clone(),
             plan: format!(

@@ -134,6 +134,13 @@ impl Store {
         format!("{}/trigger/{}", self.prefix, artifact_key(artifact))
     }
 
+    /// The key of `service`'s plan counter: it changes whenever anyone
+    /// stores a plan (the coordinator, `rollgate rollback`, `publish
+    /// --force`).
+    pub fn seq_key(&self, service: &str) -> String {
+        self.service_key(service, "seq")
+    }
+
     fn service_key(&self, service: &str, rest: &str) -> String {
         format!("{}/services/{service}/{rest}", self.prefix)
     }
@@ -164,7 +171,7 @@ impl Store {
 
     /// Allocates the next plan ID of `service`.
     pub async fn next_plan_id(&self, service: &str) -> Result<String, StoreError> {
-        let key = self.service_key(service, "seq");
+        let key = self.seq_key(service);
         let n = self
             .records
             .update(&key, |current: Option<_>| {
