@@ -24,6 +24,8 @@
 //!   rollout state machine and its executor.
 //! - [`console`]: the coordinator's HTTP server on every replica: the JSON
 //!   API (acting with each operator's Consul token) and `/metrics`.
+//! - [`chatops`]: approvals from Slack: buttons answered over Socket Mode
+//!   by the coordinator's leader.
 //! - [`ops`]: operator commands: publish, plan, approve, reject, history.
 //! - [`preflight`]: `check-config --connect`: what the Consul token can do
 //!   for the role the configuration runs as.
@@ -38,6 +40,7 @@
 pub mod alerting;
 pub mod aws;
 pub mod backoff;
+pub mod chatops;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -291,6 +291,8 @@ fn exit_for(failure: &Failure) -> Exit {
         },
         Failure::Coordinator(e) => match e {
             CoordinatorError::NoServices | CoordinatorError::Notify(_) => Exit::Usage,
+            // `[coordinator.slack_app]`: a token that cannot be read, a bad receiver.
+            CoordinatorError::Chatops(_) => Exit::Usage,
             // `[http]`: a listen address taken or refused, a bad certificate.
             CoordinatorError::Console(_) => Exit::Usage,
             CoordinatorError::Consul(e) | CoordinatorError::Lock(e) => consul_exit(e),

@@ -315,7 +315,11 @@ pub fn history(plans: &[Plan], style: Style) -> String {
         let outcome = match &p.outcome {
             Some(o) if o.reason().is_empty() => o.word().to_owned(),
             Some(o) => format!("{}: {}", o.word(), o.reason()),
-            None => String::new(),
+            // A rejected plan has no outcome: its reason goes there.
+            None => match &p.decision {
+                Decision::Rejected { reason, .. } => format!("reason: {reason}"),
+                _ => String::new(),
+            },
         };
         let line = format!(
             "{:<12} {:<20} {:<28} {:<11} {:<34} {}",

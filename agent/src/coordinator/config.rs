@@ -43,6 +43,9 @@ pub struct CoordinatorConfig {
     pub aws_endpoint: String,
     /// Owners whose images count as artifacts (`self`, or account IDs).
     pub image_owners: Vec<String>,
+    /// Approvals from Slack: the app whose buttons are answered over Socket
+    /// Mode (`[coordinator.slack_app]`; off unless `receiver` is set).
+    pub slack_app: crate::chatops::config::SlackAppConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -56,6 +59,7 @@ impl Default for CoordinatorConfig {
             aws_region: String::new(),
             aws_endpoint: String::new(),
             image_owners: vec!["self".into()],
+            slack_app: Default::default(),
         }
     }
 }
@@ -96,6 +100,10 @@ pub struct ServiceConfig {
     /// How to roll.
     #[serde(with = "params_toml")]
     pub rollout: Params,
+    /// Who may approve, reject, pause, abort and promote from Slack's
+    /// buttons: Slack user IDs (`U…`) and user group IDs (`S…`). Empty:
+    /// nobody (the buttons answer "not allowed").
+    pub slack_approvers: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -121,6 +129,7 @@ impl Default for ServiceConfig {
             approval_timeout: Duration::from_secs(72 * 3600),
             expected_boot_time: Duration::from_secs(60),
             rollout: Params::default(),
+            slack_approvers: Vec::new(),
         }
     }
 }
@@ -270,6 +279,7 @@ impl CoordinatorConfig {
                 "must name at least one owner (\"self\")",
             );
         }
+        self.slack_app.validate(p);
     }
 }
 
@@ -278,6 +288,7 @@ impl CoordinatorConfig {
 /// [`crate::config::Config::validate_for`], which the daemon runs at start
 /// and `check-config --role coordinator` runs too.
 pub(crate) fn validate_for_coordinator(config: &crate::config::Config, p: &mut Problems) {
+    crate::chatops::config::validate_with(config, p);
     if config.services.is_empty() {
         p.push(
             "services",

@@ -71,6 +71,9 @@ pub enum CoordinatorError {
     /// The leader lock failed in a way retrying cannot fix (a 403).
     #[error("cannot take the leader lock: {0}")]
     Lock(#[source] consul::Error),
+    /// Approvals from Slack (`[coordinator.slack_app]`) could not be set up.
+    #[error("cannot set up approvals from Slack: {0}")]
+    Chatops(#[from] crate::chatops::ChatopsError),
     /// The console (`[http]`) could not start.
     #[error("cannot start the console: {0}")]
     Console(#[from] crate::console::ServerError),
@@ -96,7 +99,10 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
         .for_role("coordinator");
     let prefix = config.consul.kv_prefix.trim_end_matches('/').to_string();
     let store = Store::new(client.clone(), &prefix);
-    let receivers = Receivers::from_config(&config.notify)?;
+    let mut receivers = Receivers::from_config(&config.notify)?;
+    // Approvals from Slack: its receiver's messages carry buttons.
+    crate::chatops::ChatOps::show_buttons(config, &mut receivers)?;
+    let chatops = crate::chatops::ChatOps::from_config(config)?.map(Arc::new);
     let outbox = Outbox::new(client.clone(), &prefix, &config.notify);
     let c = &config.coordinator;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -141,6 +147,12 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
         // Every KV write of this round is fenced by the lock, atomically.
         let store = store.fenced(fence.clone());
         crate::alerting::spawn_round(round, &cx, config, &client, &outbox, &receivers);
+        if let Some(chatops) = &chatops {
+            round.spawn(
+                "slack approvals",
+                chatops.clone().run(store.clone(), cx.cancel.clone()),
+            );
+        }
         for service in &config.services {
             let planning = ServiceLoop {
                 service: service.clone(),

@@ -61,6 +61,9 @@ pub struct SlackNotifier {
     token: SlackApiToken,
     /// slack-morphism's client (connection pool).
     client: Arc<SlackClient<Connector>>,
+    /// Whether messages carry buttons (Approve, Reject, Pause, …): only
+    /// when a Slack app answers them (`[coordinator.slack_app]`).
+    buttons: bool,
 }
 
 impl std::fmt::Debug for SlackNotifier {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for SlackNotifier {
             .field("name", &self.name)
             .field("channel", &self.channel)
             .field("token", &"<redacted>")
+            .field("buttons", &self.buttons)
             .finish()
     }
 }
@@ -201,7 +205,24 @@ impl SlackNotifier {
             channel: config.channel.clone(),
             token: SlackApiToken::new(SlackApiTokenValue(token.expose().to_string())),
             client: Arc::new(SlackClient::new(connector)),
+            buttons: false,
         })
+    }
+
+    /// The same notifier, its messages carrying buttons (see
+    /// [`blocks::with_buttons`]).
+    pub fn with_buttons(mut self) -> Self {
+        self.buttons = true;
+        self
+    }
+
+    /// `blocks` with the event's buttons when this notifier shows them.
+    fn maybe_buttons(&self, event: &Event, blocks: Vec<SlackBlock>) -> Vec<SlackBlock> {
+        if self.buttons {
+            blocks::with_buttons(event, blocks)
+        } else {
+            blocks
+        }
     }
 
     /// Calls `auth.test`: answers the team and bot user the token belongs to.
@@ -222,7 +243,7 @@ impl SlackNotifier {
 /// The hyper connector: ring as the crypto provider (set explicitly, so it
 /// works whichever providers other crates enable), the system's CA roots,
 /// HTTPS only unless `insecure_loopback`.
-fn connector(insecure_loopback: bool) -> Result<HttpsConnector<HttpConnector>, String> {
+pub(crate) fn connector(insecure_loopback: bool) -> Result<HttpsConnector<HttpConnector>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     if insecure_loopback {
@@ -269,7 +290,7 @@ impl Notifier for SlackNotifier {
                 // is harmless, so it goes first.
                 let content = SlackMessageContent::new()
                     .with_text(blocks::fallback_text(event))
-                    .with_blocks(blocks::current_state(event));
+                    .with_blocks(self.maybe_buttons(event, blocks::current_state(event)));
                 let req = SlackApiChatUpdateRequest::new(
                     SlackChannelId(channel.into()),
                     content,
@@ -298,7 +319,7 @@ impl Notifier for SlackNotifier {
             }
             let content = SlackMessageContent::new()
                 .with_text(blocks::fallback_text(event))
-                .with_blocks(blocks::blocks(event));
+                .with_blocks(self.maybe_buttons(event, blocks::blocks(event)));
             let mut req =
                 SlackApiChatPostMessageRequest::new(SlackChannelId(self.channel.clone()), content)
                     .with_unfurl_links(false);
