@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rollgate::rollout::plan::{Decision, Plan};
 use rollgate::rollout::store::Store;
-use rollout_support::{World, rollgate_cli};
+use rollout_support::{Endpoints, World, rollgate_cli};
 use sandbox::moto::seed::ImageSpec;
 use sandbox::slack::{Post, User};
 use sandbox::testkit::{LoggedChild, until};
@@ -39,7 +39,12 @@ fn eve() -> User {
 /// app on (the app-level token in a file) and alice, bob and the group
 /// S0OPS (carol) allowed.
 fn config(w: &World) -> std::path::PathBuf {
-    let path = w.config("a", "2m");
+    config_with(w, "")
+}
+
+/// [`config`] with `extra` appended to `[services.rollout]`.
+fn config_with(w: &World, extra: &str) -> std::path::PathBuf {
+    let path = w.config_with("a", &Endpoints::direct(w), "2m", extra);
     let app_token = w.dir.path().join("slack-app.token");
     std::fs::write(&app_token, sandbox::slack::Config::default().app_token).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -337,6 +342,79 @@ async fn plans_are_approved_and_rejected_from_slack_by_the_listed_users_only() {
     assert!(!log.contains(BOT_TOKEN), "bot token logged");
     assert!(!log.contains(&app), "app-level token logged");
     assert!(!log.contains("ticket="), "the Socket Mode URL logged");
+    drop(coordinator);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_canary_is_promoted_from_slack_by_a_listed_user_only() {
+    let w = World::new().await;
+    w.slack.set_usergroup("S0OPS", &["U0CAROL"]);
+    let cfg = config_with(&w, "canary = 1\nauto_promote = false\n");
+    let coordinator = coordinator(&cfg);
+    assert!(
+        w.slack
+            .wait_until(Duration::from_secs(60), |s| s.socket_connections() == 1)
+            .await,
+        "the leader opens a Socket Mode connection: {}",
+        coordinator.log()
+    );
+    w.publish(ImageSpec::new("acmeinc/web", "2.0.0")).await;
+    let msg = plan_message(&w, "web-1").await;
+    w.slack
+        .click(&alice(), &msg.ts, "rollgate:approve:web-1")
+        .unwrap();
+    decided(&w, "web-1").await;
+
+    // The canary waits: its notice carries Promote (and Pause, Abort).
+    let promote = "rollgate:promote:web-1";
+    let waiting = until("a Promote button", Duration::from_secs(180), || async {
+        w.slack
+            .posts()
+            .into_iter()
+            .find(|p| p.thread_ts.is_some() && has_button(p, promote))
+    })
+    .await;
+    assert!(has_button(&waiting, "rollgate:abort:web-1"));
+
+    // Eve may not; nothing is queued, the canary keeps waiting.
+    w.slack.click(&eve(), &waiting.ts, promote).unwrap();
+    assert!(
+        w.slack
+            .wait_until(Duration::from_secs(30), |s| s
+                .ephemerals()
+                .iter()
+                .any(|e| e.user == "U0EVE"))
+            .await
+    );
+    let refused = w.slack.ephemerals();
+    assert!(
+        refused[0].text.contains("not allowed to promote web"),
+        "{refused:?}"
+    );
+    let (_, status) = rollgate_cli(&w, &["status", "web"]).await;
+    assert!(
+        status.to_lowercase().contains("canary") || status.contains("promot"),
+        "still waiting: {status}"
+    );
+
+    // Alice promotes: the rollout goes on to the end.
+    w.slack.click(&alice(), &waiting.ts, promote).unwrap();
+    let done = w.outcome(Duration::from_secs(240)).await;
+    assert_eq!(done.id, "web-1");
+    assert!(
+        format!("{:?}", done.outcome).contains("Succeeded"),
+        "{:?}",
+        done.outcome
+    );
+    assert!(
+        w.slack
+            .ephemerals()
+            .iter()
+            .any(|e| e.user == "U0ALICE" && e.text.contains("to promote")),
+        "{:?}",
+        w.slack.ephemerals()
+    );
     drop(coordinator);
     w.shutdown().await;
 }

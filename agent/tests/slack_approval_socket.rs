@@ -65,6 +65,20 @@ async fn tokens_never_appear_in_errors() {
         assert!(!t.contains(wrong_app) && !t.contains(wrong_bot), "{t}");
     }
 
+    // An unknown user group says which setting to fix.
+    let good = SlackApi::new(
+        "ops-slack",
+        &receiver(&slack, "xoxb-sandbox-token"),
+        Secret::new(wrong_app),
+        &no_env,
+    )
+    .unwrap();
+    let e = good.group_members("S0NOPE").await.unwrap_err();
+    assert!(
+        e.to_string().contains("no_such_subteam") && e.to_string().contains("slack_approvers"),
+        "{e}"
+    );
+
     // The configuration: a missing token names the key; a bot token given
     // as the app-level token is refused without being echoed.
     let mut config = Config::default();

@@ -195,24 +195,43 @@ impl SlackApi {
     }
 }
 
-/// `apps.connections.open` authenticates with the app-level token: say so
-/// rather than the bot token's hint.
+/// What Slack's code means for the calls approvals make, where the
+/// notifier's hint (written for `chat.postMessage`) would mislead.
 fn app_hint(e: NotifyError, method: &'static str) -> NotifyError {
-    match e {
-        NotifyError::SlackApi { receiver, code, .. }
-            if method == "apps.connections.open"
-                && matches!(
-                    code.as_str(),
-                    "invalid_auth" | "not_authed" | "not_allowed_token_type" | "token_revoked"
-                ) =>
-        {
-            NotifyError::SlackApi {
-                receiver,
-                method,
-                code,
-                hint: "the app-level token (coordinator.slack_app) is wrong or revoked, or lacks connections:write; retrying will not help",
-            }
+    let NotifyError::SlackApi {
+        receiver,
+        code,
+        hint,
+        ..
+    } = e
+    else {
+        return e;
+    };
+    let hint = match (method, code.as_str()) {
+        (
+            "apps.connections.open",
+            "invalid_auth" | "not_authed" | "not_allowed_token_type" | "token_revoked",
+        ) => {
+            "the app-level token (coordinator.slack_app) is wrong or revoked, or lacks connections:write; retrying will not help"
         }
-        other => other,
+        ("usergroups.users.list", "no_such_subteam") => {
+            "a user group in the service's slack_approvers does not exist: fix its ID"
+        }
+        ("usergroups.users.list", "missing_scope") => {
+            "the bot token lacks the usergroups:read scope needed for user groups in slack_approvers"
+        }
+        ("views.open", "invalid_trigger_id" | "expired_trigger_id") => {
+            "the click is too old to open a modal (Slack allows 3 seconds): click Reject again"
+        }
+        ("chat.update", "message_not_found" | "cant_update_message") => {
+            "the message was deleted or is not the bot's"
+        }
+        _ => hint,
+    };
+    NotifyError::SlackApi {
+        receiver,
+        method,
+        code,
+        hint,
     }
 }
