@@ -160,6 +160,46 @@ mod tests {
     }
 
     #[test]
+    fn the_receiver_must_be_a_slack_web_api_one_and_approvers_ids() {
+        use crate::notify::config::{ReceiverConfig, SlackReceiver, WebhookReceiver};
+        let mut c = crate::config::Config::default();
+        c.coordinator.slack_app.receiver = "ops-slack".into();
+        c.services = vec![crate::coordinator::config::ServiceConfig {
+            name: "web".into(),
+            slack_approvers: vec!["U0ALICE".into(), "alice".into()],
+            ..Default::default()
+        }];
+        let mut p = Problems::default();
+        validate_with(&c, &mut p);
+        let text = format!("{p:?}");
+        assert!(text.contains("services[0].slack_approvers[1]"), "{text}");
+        assert!(!text.contains("slack_approvers[0]"), "{text}");
+        assert!(
+            text.contains("must name a [[notify.receivers]] entry"),
+            "{text}"
+        );
+
+        c.notify.receivers = vec![ReceiverConfig {
+            name: "ops-slack".into(),
+            webhook: Some(WebhookReceiver::default()),
+            ..Default::default()
+        }];
+        let mut p = Problems::default();
+        validate_with(&c, &mut p);
+        assert!(
+            format!("{p:?}").contains("webhooks cannot answer clicks"),
+            "{p:?}"
+        );
+
+        c.notify.receivers[0].webhook = None;
+        c.notify.receivers[0].slack = Some(SlackReceiver::default());
+        c.services[0].slack_approvers.pop();
+        let mut p = Problems::default();
+        validate_with(&c, &mut p);
+        assert_eq!(format!("{p:?}"), format!("{:?}", Problems::default()));
+    }
+
+    #[test]
     fn an_enabled_app_needs_exactly_one_token_source_and_never_prints_it() {
         let mut p = Problems::default();
         SlackAppConfig {
