@@ -35,7 +35,9 @@
 //!
 //! Then it tells three stories with the real CLI:
 //!
-//! 1. Image 1.1.0 is published, planned, approved and rolled out.
+//! 1. Image 1.1.0 is published and planned; its plan is approved from Slack
+//!    (a simulated click of the Approve button, answered over Socket Mode)
+//!    and rolled out.
 //! 2. A broken image 1.2.0 fails its first batch and is reverted; the alert
 //!    with the reason arrives on Slack and by email.
 //! 3. During the rollout of 1.3.0 the leading coordinator is killed
@@ -652,11 +654,15 @@ async fn run_story(
         )
         .trim_end(),
     );
-    view.line(format!("  $ rollgate approve {id}"));
-    let approved = world
-        .rollgate(Cli::Operator, &["approve", &id, "--as", "demo-operator"])
-        .await?;
-    view.line(indent(&approved, "    ").trim_end());
+    if n == 1 {
+        approve_from_slack(world, view, n, &id).await?;
+    } else {
+        view.line(format!("  $ rollgate approve {id}"));
+        let approved = world
+            .rollgate(Cli::Operator, &["approve", &id, "--as", "demo-operator"])
+            .await?;
+        view.line(indent(&approved, "    ").trim_end());
+    }
     view.line("  $ rollgate status web   (followed until the rollout ends)");
     result.leader_at_start = world.leader().await;
 
@@ -1136,8 +1142,64 @@ fn report_summary(
     Ok(())
 }
 
+/// The first story's plan is approved from Slack: the demo's operator
+/// (Slack user `U0DEMO`, listed in `slack_approvers`) clicks Approve on the
+/// message announcing it, and the leader answers over Socket Mode.
+async fn approve_from_slack(
+    world: &World,
+    view: &mut View,
+    n: u64,
+    id: &str,
+) -> anyhow::Result<()> {
+    let action = format!("rollgate:approve:{id}");
+    let button = format!("\"{action}\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ts = loop {
+        let message = world
+            .slack
+            .posts()
+            .into_iter()
+            .find(|p| p.thread_ts.is_none() && p.blocks.to_string().contains(&button));
+        if let Some(p) = message {
+            break p.ts;
+        }
+        if Instant::now() > deadline {
+            bail!("no Slack message with an Approve button for {id} within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    view.line(format!(
+        "  Slack: demo-operator clicks Approve on the message announcing {id}"
+    ));
+    world
+        .slack
+        .click(
+            &crate::slack::User::new("U0DEMO", "demo-operator"),
+            &ts,
+            &action,
+        )
+        .map_err(|e| anyhow::anyhow!("clicking Approve: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let decision = world.plan(n).await.map(|p| p["decision"].clone());
+        if let Some(d) = decision.filter(|d| d["state"] == "approved") {
+            view.line(format!(
+                "    Plan {id} approved from Slack by {}; the message now says so.",
+                d["by"].as_str().unwrap_or("?")
+            ));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("plan {id} not approved within 30s of the Slack click");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A rollgate configuration for `name` (a replica, or the CLI of a role),
-/// sending the token in `token_file`.
+/// sending the token in `token_file`. The Slack app (Socket Mode, its
+/// app-level token in a file beside the configuration) answers buttons of
+/// `ops-slack`, and the demo's operator `U0DEMO` may use them.
 #[allow(clippy::too_many_arguments)]
 fn write_config(
     path: &Path,
@@ -1152,6 +1214,10 @@ fn write_config(
     let batch = options.batch;
     let token_file = token_file.display().to_string();
     let healthy = format!("{}ms", options.healthy_deadline.as_millis());
+    let app_token_file = path.with_file_name("slack-app.token");
+    std::fs::write(&app_token_file, crate::slack::Config::default().app_token)
+        .with_context(|| format!("writing {}", app_token_file.display()))?;
+    let app_token_file = app_token_file.display().to_string();
     std::fs::write(
         path,
         format!(
@@ -1165,9 +1231,12 @@ fn write_config(
              port = {smtp_port}\ntls = \"none\"\nallow_insecure = true\nfrom = \"rollgate <rollgate@example.com>\"\n\
              to = [\"ops@example.com\"]\n\n\
              [[services]]\nname = \"web\"\nauto_scaling_group = \"{GROUP}\"\nlaunch_template = \"{GROUP}-lt\"\n\
-             artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"2s\"\n\n\
+             artifact = \"acmeinc/web\"\napproval = \"manual\"\nexpected_boot_time = \"2s\"\n\
+             slack_approvers = [\"U0DEMO\"]\n\n\
              [services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"{healthy}\"\n\
-             progress_deadline = \"2m\"\n"
+             progress_deadline = \"2m\"\n\n\
+             [coordinator.slack_app]\nreceiver = \"ops-slack\"\napp_token_file = {app_token_file:?}\n\
+             reconnect_min = \"200ms\"\nreconnect_max = \"5s\"\n"
         ),
     )
     .with_context(|| format!("writing {}", path.display()))?;
@@ -1223,5 +1292,7 @@ mod tests {
         assert!(text.contains("healthy_deadline = \"20000ms\""), "{text}");
         assert!(text.contains("replica_name = \"demo-a\""), "{text}");
         assert!(text.contains("tokens/coordinator.token"), "{text}");
+        assert!(text.contains("slack_approvers = [\"U0DEMO\"]"), "{text}");
+        assert!(dir.path().join("slack-app.token").is_file());
     }
 }

@@ -329,6 +329,8 @@ impl SlackHandle {
         let before = std::mem::replace(&mut lock(&self.shared).mode, mode);
         if mode == Mode::Refuse && before != Mode::Refuse {
             lock(&self.serving).cancel();
+            // Slack gone: its Socket Mode connections go too.
+            lock(&self.shared).socket.drop_all();
         }
         if before == Mode::Refuse && mode != Mode::Refuse {
             let mut last = None;
