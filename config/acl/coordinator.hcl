@@ -8,8 +8,8 @@
 #        token is created from the Consul role rollgate-coordinator and
 #        stored in the consul-coordinator-token secret (infra/consul-acl.tf).
 #
-# Derived from agent/src/coordinator/**, rollout/**, notify/**, alerting/**,
-# consul/lock.rs, consul/leading.rs and consul/records.rs
+# Derived from agent/src/coordinator/**, chatops/**, rollout/**, notify/**,
+# alerting/**, consul/lock.rs, consul/leading.rs and consul/records.rs
 # (agent/tests/acl_policy.rs fails when code and file drift apart). Every
 # record write is a `PUT /v1/txn`: each KV operation in it needs key:write
 # on its key, and the `check-session` operation fencing it with the leader

@@ -437,6 +437,7 @@ impl Role {
             Role::Agent => &["node/**"],
             Role::Coordinator => &[
                 "coordinator/**",
+                "chatops/**",
                 "rollout/**",
                 "notify/**",
                 "alerting/**",
