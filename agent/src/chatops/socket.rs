@@ -27,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 use super::ChatopsError;
 use super::api::SlackApi;
 
+/// How often the client pings Slack.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A connection that sent nothing (not even a pong) this long is dropped
+/// and opened again.
+const SILENT_AFTER: Duration = Duration::from_secs(65);
+
 /// One interactive envelope, acknowledged already.
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -92,14 +98,30 @@ async fn connect_once(
         c = tokio_tungstenite::connect_async(url.as_str()) => c.map_err(|e| ChatopsError::Socket(strip_url(&e.to_string(), &url)))?,
     };
     let mut hello = false;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => {
                 let _ = ws.close(None).await;
                 return Ok(Ended::Cancelled);
             }
+            _ = ping.tick() => {
+                // A connection that went silent (no frame, not even our
+                // pings' pongs) is dead without having said so.
+                if heard.elapsed() > SILENT_AFTER {
+                    tracing::warn!(silent_for = ?heard.elapsed(), "Slack Socket Mode connection went silent.");
+                    break;
+                }
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             f = ws.next() => f,
         };
+        heard = tokio::time::Instant::now();
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) | None => break,
