@@ -149,7 +149,12 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
             socket::run(
                 &api,
                 tx,
-                (Duration::from_millis(20), Duration::from_millis(200)),
+                socket::Timing {
+                    reconnect_min: Duration::from_millis(20),
+                    reconnect_max: Duration::from_millis(200),
+                    ping_every: Duration::from_millis(100),
+                    silent_after: Duration::from_millis(500),
+                },
                 &cancel,
             )
             .await
@@ -209,6 +214,29 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
         1,
         "acknowledged in time: delivered once"
     );
+
+    assert!(
+        slack
+            .wait_until(Duration::from_secs(30), |s| s.acks().contains(&id))
+            .await
+    );
+
+    // The path dies silently (no close, no pong): noticed, opened again,
+    // and clicks arrive again.
+    assert_eq!(slack.stall_sockets(), 1);
+    assert!(
+        slack
+            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 3
+                && s.socket_connections() == 1)
+            .await,
+        "a silent connection is replaced"
+    );
+    let id = slack.click(&alice, &ts, "rollgate:approve:web-1").unwrap();
+    let envelope = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(envelope.id, id);
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), run)

@@ -314,3 +314,24 @@ async fn ephemeral_messages_and_user_groups() {
     assert_eq!(r["error"], "no_such_subteam");
     slack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stalled_socket_stays_open_but_silent() {
+    let slack = SlackServer::start(Config::default()).await.unwrap();
+    let ts = post_with_buttons(&slack).await;
+    let mut ws = open(&slack).await;
+    next_json(&mut ws).await;
+    assert_eq!(slack.stall_sockets(), 1);
+    assert_eq!(slack.socket_connections(), 0, "no longer used");
+    slack
+        .click(&User::new("U0BOB", "bob"), &ts, "rollgate_approve:web-1")
+        .unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    // Nothing comes back, and the socket is not closed either.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    assert!(quiet.is_err(), "silent: {quiet:?}");
+    assert!(slack.deliveries().is_empty());
+    slack.shutdown().await;
+}

@@ -25,7 +25,6 @@ pub mod socket;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -76,7 +75,7 @@ const REMEMBERED: usize = 1024;
 pub struct ChatOps {
     api: Arc<SlackApi>,
     approvers: Arc<BTreeMap<String, Vec<String>>>,
-    reconnect: (Duration, Duration),
+    timing: socket::Timing,
 }
 
 impl ChatOps {
@@ -137,7 +136,7 @@ impl ChatOps {
         Ok(Some(Self {
             api: Arc::new(api),
             approvers: Arc::new(approvers),
-            reconnect: (app.reconnect_min, app.reconnect_max),
+            timing: socket::Timing::new(app.reconnect_min, app.reconnect_max),
         }))
     }
 
@@ -171,7 +170,7 @@ impl ChatOps {
             approvers: self.approvers.clone(),
             store,
         };
-        let connection = socket::run(&self.api, tx, self.reconnect, &cancel);
+        let connection = socket::run(&self.api, tx, self.timing, &cancel);
         tokio::pin!(connection);
         let mut answers = JoinSet::new();
         let mut seen: VecDeque<String> = VecDeque::new();

@@ -27,11 +27,33 @@ use tokio_util::sync::CancellationToken;
 use super::ChatopsError;
 use super::api::SlackApi;
 
-/// How often the client pings Slack.
-const PING_EVERY: Duration = Duration::from_secs(20);
-/// A connection that sent nothing (not even a pong) this long is dropped
-/// and opened again.
-const SILENT_AFTER: Duration = Duration::from_secs(65);
+/// The connection's pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// First wait before opening it again; doubles per failure in a row.
+    pub reconnect_min: Duration,
+    /// Longest wait before opening it again.
+    pub reconnect_max: Duration,
+    /// How often the client pings Slack.
+    pub ping_every: Duration,
+    /// A connection that sent nothing (not even a pong) this long is
+    /// dropped and opened again: a half-open TCP connection never says it
+    /// closed.
+    pub silent_after: Duration,
+}
+
+impl Timing {
+    /// `reconnect_min` and `reconnect_max` as configured; pings every 20s,
+    /// silent after 65s.
+    pub fn new(reconnect_min: Duration, reconnect_max: Duration) -> Self {
+        Self {
+            reconnect_min,
+            reconnect_max,
+            ping_every: Duration::from_secs(20),
+            silent_after: Duration::from_secs(65),
+        }
+    }
+}
 
 /// One interactive envelope, acknowledged already.
 #[derive(Debug, Clone)]
@@ -57,12 +79,12 @@ enum Ended {
 pub async fn run(
     api: &SlackApi,
     out: mpsc::Sender<Envelope>,
-    reconnect: (Duration, Duration),
+    timing: Timing,
     cancel: &CancellationToken,
 ) {
     let mut failures = 0u32;
     loop {
-        match connect_once(api, &out, cancel).await {
+        match connect_once(api, &out, &timing, cancel).await {
             Ok(Ended::Cancelled) => return,
             Ok(Ended::AfterHello) => {
                 // It worked until now: start the back-off over, but still
@@ -76,7 +98,7 @@ pub async fn run(
                 tracing::warn!(error = %e, failures, "Cannot keep the Slack Socket Mode connection; retrying.");
             }
         }
-        let pause = crate::backoff::delay(failures, reconnect.0, reconnect.1);
+        let pause = crate::backoff::delay(failures, timing.reconnect_min, timing.reconnect_max);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -87,6 +109,7 @@ pub async fn run(
 async fn connect_once(
     api: &SlackApi,
     out: &mpsc::Sender<Envelope>,
+    timing: &Timing,
     cancel: &CancellationToken,
 ) -> Result<Ended, ChatopsError> {
     let url = tokio::select! {
@@ -98,7 +121,7 @@ async fn connect_once(
         c = tokio_tungstenite::connect_async(url.as_str()) => c.map_err(|e| ChatopsError::Socket(strip_url(&e.to_string(), &url)))?,
     };
     let mut hello = false;
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(timing.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
     loop {
@@ -110,7 +133,7 @@ async fn connect_once(
             _ = ping.tick() => {
                 // A connection that went silent (no frame, not even our
                 // pings' pongs) is dead without having said so.
-                if heard.elapsed() > SILENT_AFTER {
+                if heard.elapsed() > timing.silent_after {
                     tracing::warn!(silent_for = ?heard.elapsed(), "Slack Socket Mode connection went silent.");
                     break;
                 }

@@ -250,6 +250,13 @@ impl SlackHandle {
         lock(&self.shared).socket.drop_all()
     }
 
+    /// Stalls every Socket Mode connection: the TCP connection stays open
+    /// but nothing more is read or sent, not even a pong, as when the path
+    /// to Slack dies silently. Answers how many there were.
+    pub fn stall_sockets(&self) -> usize {
+        lock(&self.shared).socket.stall_all()
+    }
+
     /// Socket Mode connections open now.
     pub fn socket_connections(&self) -> usize {
         lock(&self.shared).socket.connections()

@@ -72,6 +72,9 @@ struct Connection {
     id: u64,
     tx: mpsc::UnboundedSender<Message>,
     drop: CancellationToken,
+    /// Cancelled to stop reading and writing while keeping the TCP
+    /// connection open (a half-open connection: no pongs, no envelopes).
+    stall: CancellationToken,
 }
 
 /// Socket Mode's part of the stand-in's state.
@@ -198,6 +201,16 @@ impl SocketState {
         self.send(id, "timeout")
     }
 
+    /// Stalls every connection: kept open, but nothing is read or sent any
+    /// more, not even a pong (a network path that died silently).
+    pub(super) fn stall_all(&mut self) -> usize {
+        let n = self.connections.len();
+        for c in self.connections.drain(..) {
+            c.stall.cancel();
+        }
+        n
+    }
+
     /// Drops every connection without a close frame (a network failure).
     pub(super) fn drop_all(&mut self) -> usize {
         let n = self.connections.len();
@@ -276,6 +289,7 @@ async fn connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Cance
     let (mut sink, mut frames) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let drop = cancel.child_token();
+    let stall = CancellationToken::new();
     let id = {
         let mut s = lock(&shared);
         s.socket.opened += 1;
@@ -291,6 +305,7 @@ async fn connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Cance
             id,
             tx,
             drop: drop.clone(),
+            stall: stall.clone(),
         });
         // What waits (never sent, or unacknowledged) goes out now.
         s.socket.resend_due(Duration::ZERO);
@@ -299,6 +314,12 @@ async fn connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Cance
     loop {
         tokio::select! {
             _ = drop.cancelled() => break,
+            _ = stall.cancelled() => {
+                // Hold the connection open, silent, until dropped.
+                lock(&shared).socket.connections.retain(|c| c.id != id);
+                drop.cancelled().await;
+                return;
+            }
             out = rx.recv() => match out {
                 Some(m) => if sink.send(m).await.is_err() { break },
                 None => break,
