@@ -69,6 +69,16 @@ pub enum Interaction {
     },
 }
 
+impl Interaction {
+    /// Who asked, and the message they asked on.
+    pub fn asker(&self) -> (&SlackUser, &MessageRef) {
+        match self {
+            Interaction::Button { user, message, .. }
+            | Interaction::RejectReason { user, message, .. } => (user, message),
+        }
+    }
+}
+
 /// The modal's `private_metadata`: which plan and message it is about.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModalContext {

@@ -199,8 +199,25 @@ impl ChatOps {
                     };
                     let answerer = answerer.clone();
                     answers.spawn(async move {
-                        if let Err(e) = answerer.answer(interaction).await {
-                            tracing::warn!(envelope = %envelope.id, error = %e, "Cannot answer a Slack interaction.");
+                        let (user, message) = interaction.asker();
+                        let (user, message) = (user.clone(), message.clone());
+                        match answerer.answer(interaction).await {
+                            Ok(()) => {}
+                            // Consul failed: say so rather than leave the click
+                            // unanswered (an answer lost on the way may still
+                            // have been written: point to the record).
+                            Err(e @ ChatopsError::Store(_)) => {
+                                tracing::warn!(envelope = %envelope.id, error = %e, "Cannot answer a Slack interaction.");
+                                let text = format!(
+                                    "This may not have been recorded: {e}. See `rollgate history` or `rollgate status`, then try again."
+                                );
+                                if let Err(e) = answerer.api.tell(&message.channel, &user.id, text).await {
+                                    tracing::warn!(error = %e, "Cannot tell the Slack user.");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(envelope = %envelope.id, error = %e, "Cannot answer a Slack interaction.");
+                            }
                         }
                     });
                 }
