@@ -44,7 +44,12 @@ fn config(w: &World) -> std::path::PathBuf {
 
 /// [`config`] with `extra` appended to `[services.rollout]`.
 fn config_with(w: &World, extra: &str) -> std::path::PathBuf {
-    let path = w.config_with("a", &Endpoints::direct(w), "2m", extra);
+    replica_config(w, "a", extra)
+}
+
+/// [`config_with`] for replica `replica`.
+fn replica_config(w: &World, replica: &str, extra: &str) -> std::path::PathBuf {
+    let path = w.config_with(replica, &Endpoints::direct(w), "2m", extra);
     let app_token = w.dir.path().join("slack-app.token");
     std::fs::write(&app_token, sandbox::slack::Config::default().app_token).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -416,5 +421,59 @@ async fn a_waiting_canary_is_promoted_from_slack_by_a_listed_user_only() {
         w.slack.ephemerals()
     );
     drop(coordinator);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_answers_and_its_successor_takes_over_the_connection() {
+    let w = World::new().await;
+    let a = coordinator(&config(&w));
+    assert!(
+        w.slack
+            .wait_until(Duration::from_secs(60), |s| s.socket_connections() == 1)
+            .await,
+        "the leader opens a Socket Mode connection: {}",
+        a.log()
+    );
+    let b = coordinator(&replica_config(&w, "b", ""));
+    until("replica b running", Duration::from_secs(30), || async {
+        b.log().contains("Coordinator starting").then_some(())
+    })
+    .await;
+    w.publish(ImageSpec::new("acmeinc/web", "2.0.0")).await;
+    let msg = plan_message(&w, "web-1").await;
+    assert_eq!(
+        w.slack.socket_connections(),
+        1,
+        "a replica that does not lead opens none"
+    );
+
+    // The leader dies: the other replica leads and opens its own.
+    let opened = w.slack.sockets_opened();
+    drop(a);
+    assert!(
+        w.slack
+            .wait_until(Duration::from_secs(90), |s| s.sockets_opened() > opened
+                && s.socket_connections() == 1)
+            .await,
+        "the new leader connects: {}",
+        b.log()
+    );
+    w.slack
+        .click(&alice(), &msg.ts, "rollgate:approve:web-1")
+        .unwrap();
+    let p = decided(&w, "web-1").await;
+    assert!(
+        matches!(&p.decision, Decision::Approved { by, .. } if by == "alice (Slack U0ALICE)"),
+        "{:?}",
+        p.decision
+    );
+    let done = w.outcome(Duration::from_secs(240)).await;
+    assert!(
+        format!("{:?}", done.outcome).contains("Succeeded"),
+        "{:?}",
+        done.outcome
+    );
+    drop(b);
     w.shutdown().await;
 }
