@@ -104,6 +104,7 @@ pub fn start(consul: Arc<ServerHandle>, config: LightConfig) -> LightFleetHandle
 #[derive(Debug)]
 struct Known {
     node: String,
+    group: String,
 }
 
 async fn run(
@@ -140,6 +141,22 @@ async fn run(
                     continue;
                 }
             };
+            // moto drops a terminated instance from the group at once: one
+            // that is simply gone has left too.
+            let present: BTreeSet<&str> = members.iter().map(|m| m.instance_id.as_str()).collect();
+            let vanished: Vec<String> = known
+                .iter()
+                .filter(|(id, k)| k.group == g.group && !present.contains(id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in vanished {
+                if let Some(k) = known.remove(&id) {
+                    gone.insert(id);
+                    if let Err(e) = consul.remove_node(&k.node).await {
+                        tracing::warn!(node = %k.node, error = %e, "Light fleet: removing a node failed.");
+                    }
+                }
+            }
             for m in &members {
                 let id = &m.instance_id;
                 if m.leaving() {
@@ -183,7 +200,13 @@ async fn run(
                 .await
                 {
                     Ok(agent) => {
-                        known.insert(id.clone(), Known { node });
+                        known.insert(
+                            id.clone(),
+                            Known {
+                                node,
+                                group: g.group.clone(),
+                            },
+                        );
                         started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let http = http.clone();
                         let check = format!("{}-{id}:agent", g.service);
