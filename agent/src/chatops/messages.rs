@@ -66,35 +66,30 @@ pub fn decided_text(plan: &Plan) -> String {
     )
 }
 
-/// A decided plan's message: the blocks the user saw without their
-/// buttons, then the decision. When those blocks cannot be read back, a
-/// header and the decision alone.
+/// A decided plan's message: a header saying the decision, the decision
+/// with who and when, then the blocks the user saw without their header and
+/// buttons (none when they cannot be read back, as after the modal).
 pub fn decided_blocks(seen: &Value, plan: &Plan) -> Vec<SlackBlock> {
     let kept: Vec<Value> = seen
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|b| b["type"] != "actions")
+        .filter(|b| b["type"] != "actions" && b["type"] != "header")
         .cloned()
         .collect();
-    let mut blocks: Vec<SlackBlock> = serde_json::from_value(Value::Array(kept))
-        .ok()
-        .filter(|b: &Vec<SlackBlock>| !b.is_empty())
-        .unwrap_or_else(|| {
-            vec![
-                SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(format!("Plan {}", plan.id)))
-                    .into(),
-            ]
-        });
+    let rest: Vec<SlackBlock> = serde_json::from_value(Value::Array(kept)).unwrap_or_default();
     let emoji = match plan.decision {
         Decision::Approved { .. } => ":white_check_mark:",
         Decision::Rejected { .. } => ":no_entry:",
         _ => ":information_source:",
     };
-    blocks.truncate(48);
-    let at = blocks.len().min(1);
-    blocks.insert(
-        at,
+    let mut blocks: Vec<SlackBlock> = vec![
+        SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(format!(
+            "PLAN {} {}",
+            truncate(&plan.id, 100),
+            plan.decision.word().to_uppercase()
+        )))
+        .into(),
         SlackSectionBlock::new()
             .with_text(md!(
                 "{} *Plan {}* {}",
@@ -103,7 +98,8 @@ pub fn decided_blocks(seen: &Value, plan: &Plan) -> Vec<SlackBlock> {
                 escape(&decision_words(plan))
             ))
             .into(),
-    );
+    ];
+    blocks.extend(rest.into_iter().take(48));
     blocks
 }
 
@@ -122,5 +118,81 @@ pub fn already(plan: &Plan, now: u64) -> String {
             format!("Plan {} expired: nobody answered in time.", plan.id)
         }
         d => format!("Plan {} is already {}.", plan.id, render::decision(d)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    const PLAN: &str = include_str!("../rollout/store/testdata/plan_v1.json");
+
+    fn plan(decision: Decision) -> Plan {
+        let mut p: Plan = crate::consul::records::decode("k", PLAN.as_bytes()).unwrap();
+        p.decision = decision;
+        p
+    }
+
+    #[test]
+    fn a_decided_message_keeps_what_was_shown_and_loses_its_buttons() {
+        let p = plan(Decision::Approved {
+            by: "alice (Slack U0ALICE)".into(),
+            at: 1_795_000_000_000,
+        });
+        let seen = json!([
+            {"type": "header", "text": {"type": "plain_text", "text": "PLAN PENDING APPROVAL"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "1.0.0 -> 1.1.0"}},
+            {"type": "actions", "elements": [{"type": "button", "action_id": "rollgate:approve:web-1",
+                "text": {"type": "plain_text", "text": "Approve"}}]},
+        ]);
+        let out = serde_json::to_value(decided_blocks(&seen, &p)).unwrap();
+        let text = out.to_string();
+        assert!(!text.contains("\"actions\""), "{text}");
+        assert!(
+            text.contains("1.0.0 -&gt; 1.1.0") || text.contains("1.0.0 -> 1.1.0"),
+            "{text}"
+        );
+        assert_eq!(out[0]["type"], "header");
+        assert_eq!(out[0]["text"]["text"], "PLAN web-2 APPROVED");
+        assert!(!text.contains("PENDING"), "{text}");
+        assert!(
+            out[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("approved by alice (Slack U0ALICE)"),
+            "{text}"
+        );
+        // Nothing readable was shown (the modal): a header and the decision.
+        let out = serde_json::to_value(decided_blocks(&serde_json::Value::Null, &p)).unwrap();
+        assert_eq!(out.as_array().unwrap().len(), 2, "{out}");
+        assert!(decided_text(&p).contains("approved by alice"));
+    }
+
+    #[test]
+    fn a_late_click_is_told_what_happened() {
+        let expired = plan(Decision::Pending { expires_at: 10 });
+        assert!(
+            already(&expired, 20).contains("expired"),
+            "{}",
+            already(&expired, 20)
+        );
+        let rejected = plan(Decision::Rejected {
+            by: "bob (Slack U0BOB)".into(),
+            at: 1_795_000_000_000,
+            reason: "too risky".into(),
+        });
+        let text = already(&rejected, 20);
+        assert!(
+            text.contains("already rejected by bob (Slack U0BOB)"),
+            "{text}"
+        );
+        assert!(
+            not_allowed(ButtonAction::Approve, "web")
+                .starts_with("You are not allowed to approve web")
+        );
     }
 }
