@@ -221,12 +221,22 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
             .await
     );
 
+    // Slack asks for a refresh: the client opens a new connection.
+    assert_eq!(slack.refresh_sockets(), 1);
+    assert!(
+        slack
+            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 3
+                && s.socket_connections() == 1)
+            .await,
+        "refreshed"
+    );
+
     // The path dies silently (no close, no pong): noticed, opened again,
     // and clicks arrive again.
     assert_eq!(slack.stall_sockets(), 1);
     assert!(
         slack
-            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 3
+            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 4
                 && s.socket_connections() == 1)
             .await,
         "a silent connection is replaced"

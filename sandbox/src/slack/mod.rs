@@ -250,6 +250,12 @@ impl SlackHandle {
         lock(&self.shared).socket.drop_all()
     }
 
+    /// Sends every Socket Mode client Slack's `disconnect` envelope
+    /// (`refresh_requested`): a client should open a new connection.
+    pub fn refresh_sockets(&self) -> usize {
+        lock(&self.shared).socket.refresh_all()
+    }
+
     /// Stalls every Socket Mode connection: the TCP connection stays open
     /// but nothing more is read or sent, not even a pong, as when the path
     /// to Slack dies silently. Answers how many there were.

@@ -201,6 +201,22 @@ impl SocketState {
         self.send(id, "timeout")
     }
 
+    /// Asks every client to reconnect, as Slack does before it refreshes a
+    /// connection: `{"type":"disconnect","reason":"refresh_requested"}`.
+    /// The connection stays open until the client closes it.
+    pub(super) fn refresh_all(&self) -> usize {
+        let frame = json!({
+            "type": "disconnect",
+            "reason": "refresh_requested",
+            "debug_info": {"host": "sandbox-slack"},
+        })
+        .to_string();
+        self.connections
+            .iter()
+            .filter(|c| c.tx.send(Message::Text(frame.clone().into())).is_ok())
+            .count()
+    }
+
     /// Stalls every connection: kept open, but nothing is read or sent any
     /// more, not even a pong (a network path that died silently).
     pub(super) fn stall_all(&mut self) -> usize {
