@@ -12,8 +12,10 @@
 //! three retries), also on a connection opened later.
 //!
 //! Tests steer it through [`super::SlackHandle`]: drop every connection,
-//! deliver an envelope again although it was acknowledged (an ack lost on
-//! the way), and count connections, deliveries and acknowledgements.
+//! stall them (open but silent, not even a pong), ask the clients to
+//! reconnect (`{"type":"disconnect","reason":"refresh_requested"}`), deliver
+//! an envelope again although it was acknowledged (an ack lost on the way),
+//! and count connections, deliveries and acknowledgements.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
