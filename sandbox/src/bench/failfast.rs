@@ -25,13 +25,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::Command;
 
-use crate::acl_roles::Secret;
-use crate::consul::{Config as ConsulConfig, Journal, Server, Status};
-use crate::fleet::{Fleet, FleetConfig};
-use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
-use crate::moto::{Moto, REGION};
+use crate::consul::{Journal, Status};
+use crate::moto::REGION;
+use crate::moto::seed::{ImageSpec, register_image};
 use crate::node::Binaries;
 use crate::observe;
 
@@ -86,42 +83,9 @@ pub async fn run(
     bins: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<FailfastResults> {
-    let management = Secret::random();
-    let consul = Server::start(ConsulConfig {
-        journal_kv_prefix: Some("rollgate/".to_string()),
-        ..ConsulConfig::with_acls(management.expose())
-    })
-    .await?;
-    let roles = crate::acl_roles::create_workspace_roles(consul.http_addr(), &management).await?;
-    for role in ["coordinator", "ci"] {
-        roles.write_file(role, &dir.join(format!("{role}.token")))?;
-    }
-    let read =
-        crate::acl_roles::create_read_token(consul.http_addr(), &management, "bench reads").await?;
-    let moto = Moto::start()
-        .await
-        .context("starting moto (bash sandbox/scripts/prerequisites)")?;
-    let count = i32::try_from(settings.instances).unwrap_or(4);
-    seed_group(
-        &moto,
-        &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), count),
-    )
-    .await?;
-    let agent_token = roles
-        .secret("agent")
-        .cloned()
-        .context("no agent role token")?;
-    let fleet = Fleet::start(
-        FleetConfig::new(
-            moto.sdk_config(),
-            "web-asg",
-            consul.http_addr(),
-            bins.clone(),
-            dir.join("fleet"),
-        )
-        .with_agent_token(agent_token),
-    )?;
-    let http = crate::acl_roles::http_client(&read, Duration::from_secs(660))?;
+    let bench = super::world::consul(dir, None).await?;
+    let (moto, fleet) = super::world::web_group(bins, dir, &bench, settings.instances).await?;
+    let super::world::BenchConsul { consul, http, .. } = bench;
     let addr = consul.http_addr();
     wait_passing(&http, addr, settings.instances).await?;
     let text = |role: &str| {
@@ -139,20 +103,7 @@ pub async fn run(
     std::fs::write(&config, text("coordinator"))?;
     let ci_config = dir.join("ci.toml");
     std::fs::write(&ci_config, text("ci"))?;
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let mut coordinator = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(&config)
-        .arg("coordinator")
-        .envs(env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut coordinator = super::world::spawn_coordinator(bins, &config, None)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let publish = |version: String, spec: ImageSpec| {
@@ -160,24 +111,7 @@ pub async fn run(
         let ci_config = &ci_config;
         async move {
             let image = register_image(&moto.sdk_config(), &spec).await?;
-            let out = Command::new(&bins.rollgate)
-                .arg("--config")
-                .arg(ci_config)
-                .args([
-                    "publish",
-                    "--artifact",
-                    "acmeinc/web",
-                    "--ami",
-                    &image,
-                    "--version",
-                    &version,
-                ])
-                .envs(env)
-                .output()
-                .await?;
-            if !out.status.success() {
-                bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            super::world::publish(bins, ci_config, "acmeinc/web", &image, &version).await?;
             anyhow::Ok(())
         }
     };

@@ -11,6 +11,7 @@ pub mod rollout;
 pub mod scale;
 pub mod takeover;
 pub mod watcher;
+mod world;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -291,8 +292,11 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
     let window = r.window.as_secs_f64().max(0.001);
     let cpu_share = r.cpu.as_secs_f64() / window * 100.0;
     let rss_mib = r.peak_rss_kib as f64 / 1024.0;
-    let _ = writeln!(s, "## One coordinator, many services
-");
+    let _ = writeln!(
+        s,
+        "## One coordinator, many services
+"
+    );
     let _ = writeln!(s, "| measure | value | target | |");
     let _ = writeln!(s, "|---|---|---|---|");
     let _ = writeln!(
@@ -332,9 +336,17 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
     let _ = writeln!(
         s,
         "| rollout wall time per service, min / median / max | {:.1} s / {:.1} s / {:.1} s | | |",
-        r.durations.first().copied().unwrap_or_default().as_secs_f64(),
+        r.durations
+            .first()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64(),
         quantile(&r.durations, 0.5).as_secs_f64(),
-        r.durations.last().copied().unwrap_or_default().as_secs_f64()
+        r.durations
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
     );
     let _ = writeln!(s);
     provenance(&mut s, command);

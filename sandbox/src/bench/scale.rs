@@ -28,10 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::Command;
 
-use crate::acl_roles::Secret;
-use crate::consul::{Config as ConsulConfig, Server};
 use crate::fleet::light::{self, LightConfig, LightGroup};
 use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
 use crate::moto::{Moto, REGION};
@@ -140,15 +137,6 @@ pub async fn run(
     bins: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<ScaleResults> {
-    let management = Secret::random();
-    let consul = Arc::new(
-        Server::start(ConsulConfig {
-            journal_kv_prefix: Some("rollgate/".to_string()),
-            ..ConsulConfig::with_acls(management.expose())
-        })
-        .await?,
-    );
-    let addr = consul.http_addr();
     // The roles' policies from config/acl, widened from the one service
     // `web` to the services `svc01`... (see `for_many_services`).
     let policies = dir.join("acl");
@@ -166,11 +154,13 @@ pub async fn run(
         }
     }
     anyhow::ensure!(web_rules > 0, "config/acl names no `web` rule to widen");
-    let roles = crate::acl_roles::create_roles(addr, &management, &policies).await?;
-    for role in ["coordinator", "ci"] {
-        roles.write_file(role, &dir.join(format!("{role}.token")))?;
-    }
-    let read = crate::acl_roles::create_read_token(addr, &management, "bench reads").await?;
+    let super::world::BenchConsul {
+        consul,
+        roles,
+        http,
+    } = super::world::consul(dir, Some(&policies)).await?;
+    let consul = Arc::new(consul);
+    let addr = consul.http_addr();
     let agent_token = roles
         .secret("agent")
         .cloned()
@@ -205,7 +195,6 @@ pub async fn run(
             agent_token,
         },
     );
-    let http = crate::acl_roles::http_client(&read, Duration::from_secs(30))?;
     let total = settings.services * settings.instances;
     let started = Instant::now();
     loop {
@@ -248,20 +237,7 @@ pub async fn run(
     std::fs::write(&config, text("coordinator"))?;
     let ci_config = dir.join("ci.toml");
     std::fs::write(&ci_config, text("ci"))?;
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let mut coordinator = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(&config)
-        .arg("coordinator")
-        .envs(env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut coordinator = super::world::spawn_coordinator(bins, &config, None)?;
     let pid = coordinator.id().context("the coordinator has no PID")?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -278,31 +254,15 @@ pub async fn run(
     let window_start = Instant::now();
     let mut publishes = tokio::task::JoinSet::new();
     for (i, image) in images {
-        let mut cmd = Command::new(&bins.rollgate);
-        cmd.arg("--config")
-            .arg(&ci_config)
-            .args([
-                "publish",
-                "--artifact",
-                &format!("acmeinc/{}", service(i)),
-                "--ami",
-                &image,
-                "--version",
-                "1.1.0",
-            ])
-            .envs(env);
-        publishes.spawn(async move { (i, cmd.output().await) });
+        let bins = bins.clone();
+        let ci_config = ci_config.clone();
+        publishes.spawn(async move {
+            let artifact = format!("acmeinc/{}", service(i));
+            super::world::publish(&bins, &ci_config, &artifact, &image, "1.1.0").await
+        });
     }
     while let Some(done) = publishes.join_next().await {
-        let (i, out) = done?;
-        let out = out?;
-        if !out.status.success() {
-            bail!(
-                "publish for {} failed: {}",
-                service(i),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        done??;
     }
     let mut pending: Vec<usize> = (1..=settings.services).collect();
     let deadline = Instant::now() + Duration::from_secs(900);

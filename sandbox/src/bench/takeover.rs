@@ -26,18 +26,16 @@
 //! `config/acl/*.hcl`; the measuring reads use a `global-read-only` token.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use rand::Rng as _;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::acl_roles::Secret;
-use crate::consul::{Config as ConsulConfig, Server};
-use crate::fleet::{Fleet, FleetConfig, InstanceState};
-use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
+use crate::fleet::InstanceState;
+use crate::moto::seed::{ImageSpec, register_image};
 use crate::moto::{Moto, REGION};
 use crate::node::Binaries;
 use crate::observe;
@@ -185,19 +183,8 @@ fn spawn_replica(bins: &Binaries, dir: &Path, name: &str) -> anyhow::Result<Repl
         .create(true)
         .append(true)
         .open(dir.join(format!("coordinator-{name}.log")))?;
-    let child = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(dir.join(format!("{name}.toml")))
-        .arg("coordinator")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting coordinator {name}"))?;
+    let child =
+        super::world::spawn_coordinator(bins, &dir.join(format!("{name}.toml")), Some(log))?;
     Ok(Replica {
         name: name.to_string(),
         child,
@@ -210,38 +197,9 @@ pub async fn run(
     bins: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<TakeoverResults> {
-    let management = Secret::random();
-    let consul = Server::start(ConsulConfig::with_acls(management.expose())).await?;
-    let roles = crate::acl_roles::create_workspace_roles(consul.http_addr(), &management).await?;
-    for role in ["coordinator", "ci"] {
-        roles.write_file(role, &dir.join(format!("{role}.token")))?;
-    }
-    let read =
-        crate::acl_roles::create_read_token(consul.http_addr(), &management, "bench reads").await?;
-    let moto = Moto::start()
-        .await
-        .context("starting moto (bash sandbox/scripts/prerequisites)")?;
-    let count = i32::try_from(settings.instances).unwrap_or(6);
-    seed_group(
-        &moto,
-        &SeedSpec::new("web-asg", ImageSpec::new("acmeinc/web", "1.0.0"), count),
-    )
-    .await?;
-    let agent_token = roles
-        .secret("agent")
-        .cloned()
-        .context("no agent role token")?;
-    let fleet = Fleet::start(
-        FleetConfig::new(
-            moto.sdk_config(),
-            "web-asg",
-            consul.http_addr(),
-            bins.clone(),
-            dir.join("fleet"),
-        )
-        .with_agent_token(agent_token),
-    )?;
-    let http = crate::acl_roles::http_client(&read, Duration::from_secs(120))?;
+    let bench = super::world::consul(dir, None).await?;
+    let (moto, fleet) = super::world::web_group(bins, dir, &bench, settings.instances).await?;
+    let super::world::BenchConsul { consul, http, .. } = bench;
     let addr = consul.http_addr();
     let started = Instant::now();
     while observe::passing(&http, addr, "web").await.len() < settings.instances {
@@ -420,7 +378,7 @@ async fn follow_takeover(
 async fn publish(
     bins: &Binaries,
     moto: &Moto,
-    ci_config: &PathBuf,
+    ci_config: &Path,
     n: u64,
     boot_delay: Duration,
 ) -> anyhow::Result<()> {
@@ -428,27 +386,7 @@ async fn publish(
     let boot = format!("{}ms", boot_delay.as_millis());
     let spec = ImageSpec::new("unpublished/web", &version).tag("sandbox:boot-delay", &boot);
     let image = register_image(&moto.sdk_config(), &spec).await?;
-    let out = Command::new(&bins.rollgate)
-        .arg("--config")
-        .arg(ci_config)
-        .args([
-            "publish",
-            "--artifact",
-            "acmeinc/web",
-            "--ami",
-            &image,
-            "--version",
-            &version,
-        ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("publish failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    super::world::publish(bins, ci_config, "acmeinc/web", &image, &version).await
 }
 
 /// Waits for plan `web-<n>` to end; fails unless it succeeded.
