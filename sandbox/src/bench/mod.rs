@@ -292,11 +292,7 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
     let window = r.window.as_secs_f64().max(0.001);
     let cpu_share = r.cpu.as_secs_f64() / window * 100.0;
     let rss_mib = r.peak_rss_kib as f64 / 1024.0;
-    let _ = writeln!(
-        s,
-        "## One coordinator, many services
-"
-    );
+    let _ = writeln!(s, "## One coordinator, many services\n");
     let _ = writeln!(s, "| measure | value | target | |");
     let _ = writeln!(s, "|---|---|---|---|");
     let _ = writeln!(
