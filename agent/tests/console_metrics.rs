@@ -163,7 +163,7 @@ async fn a_followers_api_approves_and_metrics_hold_what_the_rollout_produced() {
 
     for (console, leader) in [(a_console, 1.0), (b_console, 0.0)] {
         let m = until(
-            "the new instances counted",
+            "the new instances counted, the old ones gone",
             Duration::from_secs(30),
             || async {
                 let m = scrape(console).await;
@@ -174,7 +174,17 @@ async fn a_followers_api_approves_and_metrics_hold_what_the_rollout_produced() {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
                 ));
-                (new == Some(&f64::from(INSTANCES))).then_some(m)
+                // Retired instances leave Consul's passing list once the
+                // simulator has stopped them (it polls the group): wait for
+                // that too, the figures below are then settled.
+                let old = m.get(&(
+                    "rollgate_instances_passing".to_owned(),
+                    [("generation", "old"), ("service", "web")]
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ));
+                (new == Some(&f64::from(INSTANCES)) && old == Some(&0.0)).then_some(m)
             },
         )
         .await;
