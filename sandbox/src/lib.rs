@@ -23,8 +23,12 @@
 //! - [`testkit`]: helpers for tests: locate workspace binaries, free ports.
 //! - [`smtp`]: a real SMTP server on loopback that keeps what it receives
 //!   (STARTTLS, AUTH, switches to refuse a recipient or a login).
-//! - [`slack`]: an HTTP stand-in for Slack's `chat.postMessage`, `auth.test` and
-//!   an incoming webhook, with switches to go down and come back.
+//! - [`slack`]: a stand-in for the Slack Web API rollgate uses
+//!   (`chat.postMessage` with threads, `chat.update`, `chat.postEphemeral`,
+//!   `views.open`, `usergroups.users.list`, `auth.test`), an incoming
+//!   webhook, and Socket Mode (`apps.connections.open`, envelopes to
+//!   acknowledge), with switches to go down and come back and to click a
+//!   button as a user.
 
 pub mod acl_roles;
 pub mod bench;
