@@ -146,7 +146,9 @@ impl Store {
     /// Adds to the commit journal, when it is on.
     pub fn journal_with(&mut self, f: impl FnOnce(&mut Journal)) {
         if let Some(journal) = &mut self.journal {
-            f(journal.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+            f(journal
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner));
         }
     }
 
