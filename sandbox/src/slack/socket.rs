@@ -330,7 +330,11 @@ async fn connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Cance
         id
     };
     loop {
+        // Biased: a stall removes the connection from the list, which
+        // closes `rx` at the same moment; the stall must win, or the socket
+        // would be closed instead of held silent.
         tokio::select! {
+            biased;
             _ = drop.cancelled() => break,
             _ = stall.cancelled() => {
                 // Hold the connection open, silent, until dropped.
