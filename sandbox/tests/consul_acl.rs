@@ -21,7 +21,19 @@ struct Answer {
     body: Value,
 }
 
+/// A request to the sandbox Consul's HTTP API at `path`.
 async fn call(
+    world: &World,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    call_url(world, method, &world.url(path), token, body).await
+}
+
+/// A request to `url` (a node agent's address, for instance).
+async fn call_url(
     world: &World,
     method: Method,
     url: &str,
@@ -55,23 +67,24 @@ async fn acl_world(nodes: usize) -> World {
     .await
 }
 
+/// `PUT path` with the root token and a JSON body.
+async fn root_put(world: &World, path: &str, body: Value) -> Answer {
+    call(world, Method::PUT, path, Some(ROOT), Some(body)).await
+}
+
 /// Creates a policy with `rules` and a token holding it; answers the token.
 async fn token_with(world: &World, name: &str, rules: &str) -> Value {
-    let policy = call(
+    let policy = root_put(
         world,
-        Method::PUT,
-        &world.url("/v1/acl/policy"),
-        Some(ROOT),
-        Some(json!({"Name": name, "Rules": rules})),
+        "/v1/acl/policy",
+        json!({"Name": name, "Rules": rules}),
     )
     .await;
     assert_eq!(policy.status, 200, "{}", policy.body);
-    let token = call(
+    let token = root_put(
         world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"Description": format!("{name} token"), "Policies": [{"Name": name}]})),
+        "/v1/acl/token",
+        json!({"Description": format!("{name} token"), "Policies": [{"Name": name}]}),
     )
     .await;
     assert_eq!(token.status, 200, "{}", token.body);
@@ -92,13 +105,7 @@ fn denied(token: &Value, permission: &str, name: &str) -> Value {
 #[tokio::test]
 async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let world = acl_world(0).await;
-    let policy = call(
-        &world,
-        Method::PUT,
-        &world.url("/v1/acl/policy"),
-        Some(ROOT),
-        Some(json!({"Name": "reader", "Description": "reads", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
-    )
+    let policy = root_put(&world, "/v1/acl/policy", json!({"Name": "reader", "Description": "reads", "Rules": "key_prefix \"\" { policy = \"read\" }"}))
     .await;
     assert_eq!(policy.status, 200);
     let id = policy.body["ID"].as_str().expect("an ID").to_string();
@@ -110,7 +117,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let read = call(
         &world,
         Method::GET,
-        &world.url(&format!("/v1/acl/policy/{id}")),
+        &format!("/v1/acl/policy/{id}"),
         Some(ROOT),
         None,
     )
@@ -121,12 +128,10 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     );
 
     let chosen = "6a1253d2-1785-24fd-91c2-f8e78c745511";
-    let token = call(
+    let token = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"Description": "ci", "SecretID": chosen, "Policies": [{"ID": id}]})),
+        "/v1/acl/token",
+        json!({"Description": "ci", "SecretID": chosen, "Policies": [{"ID": id}]}),
     )
     .await;
     assert_eq!(token.status, 200, "{}", token.body);
@@ -142,7 +147,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let me = call(
         &world,
         Method::GET,
-        &world.url("/v1/acl/token/self"),
+        "/v1/acl/token/self",
         Some(chosen),
         None,
     )
@@ -150,14 +155,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     assert_eq!(me.status, 200);
     assert_eq!(me.body["AccessorID"], token.body["AccessorID"]);
     assert_eq!(me.body["Description"], "ci");
-    let anonymous = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/acl/token/self"),
-        None,
-        None,
-    )
-    .await;
+    let anonymous = call(&world, Method::GET, "/v1/acl/token/self", None, None).await;
     assert_eq!(
         (anonymous.status, anonymous.body),
         (StatusCode::FORBIDDEN, json!("ACL not found")),
@@ -166,7 +164,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let missing = call(
         &world,
         Method::GET,
-        &world.url("/v1/acl/policy/00000000-0000-0000-0000-0000000000ff"),
+        "/v1/acl/policy/00000000-0000-0000-0000-0000000000ff",
         Some(ROOT),
         None,
     )
@@ -180,30 +178,19 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     );
 
     // Consul's validation texts.
-    let bad = call(
-        &world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"SecretID": "not-a-uuid"})),
-    )
-    .await;
+    let bad = root_put(&world, "/v1/acl/token", json!({"SecretID": "not-a-uuid"})).await;
     assert_eq!(bad.body, "Invalid Token: SecretID is not a valid UUID");
-    let bad = call(
+    let bad = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"Policies": [{"Name": "nope"}]})),
+        "/v1/acl/token",
+        json!({"Policies": [{"Name": "nope"}]}),
     )
     .await;
     assert_eq!(bad.body, "No such ACL policy with name \"nope\"");
-    let bad = call(
+    let bad = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/policy"),
-        Some(ROOT),
-        Some(json!({"Name": "broken", "Rules": "key \"a\" { policy = \"sometimes\" }"})),
+        "/v1/acl/policy",
+        json!({"Name": "broken", "Rules": "key \"a\" { policy = \"sometimes\" }"}),
     )
     .await;
     assert!(bad.status.is_server_error(), "{}", bad.body);
@@ -213,7 +200,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let refused = call(
         &world,
         Method::PUT,
-        &world.url("/v1/acl/policy"),
+        "/v1/acl/policy",
         Some(chosen),
         Some(json!({"Name": "mine", "Rules": ""})),
     )
@@ -230,7 +217,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
     let made = call(
         &world,
         Method::PUT,
-        &world.url("/v1/acl/policy"),
+        "/v1/acl/policy",
         Some(secret(&admin)),
         Some(json!({"Name": "by-admin", "Rules": ""})),
     )
@@ -241,14 +228,7 @@ async fn policies_and_tokens_are_created_and_tell_who_they_are() {
 #[tokio::test]
 async fn unknown_and_revoked_tokens_are_acl_not_found() {
     let world = acl_world(0).await;
-    let unknown = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/kv/a"),
-        Some("nope"),
-        None,
-    )
-    .await;
+    let unknown = call(&world, Method::GET, "/v1/kv/a", Some("nope"), None).await;
     assert_eq!(
         (unknown.status, unknown.body),
         (StatusCode::FORBIDDEN, json!("ACL not found"))
@@ -257,7 +237,7 @@ async fn unknown_and_revoked_tokens_are_acl_not_found() {
     let put = call(
         &world,
         Method::PUT,
-        &world.url("/v1/kv/a"),
+        "/v1/kv/a",
         Some(secret(&token)),
         Some(json!("v")),
     )
@@ -267,20 +247,13 @@ async fn unknown_and_revoked_tokens_are_acl_not_found() {
     let revoke = call(
         &world,
         Method::DELETE,
-        &world.url(&format!("/v1/acl/token/{accessor}")),
+        &format!("/v1/acl/token/{accessor}"),
         Some(ROOT),
         None,
     )
     .await;
     assert_eq!((revoke.status, revoke.body), (StatusCode::OK, json!(true)));
-    let after = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/kv/a"),
-        Some(secret(&token)),
-        None,
-    )
-    .await;
+    let after = call(&world, Method::GET, "/v1/kv/a", Some(secret(&token)), None).await;
     assert_eq!(
         (after.status, after.body),
         (StatusCode::FORBIDDEN, json!("ACL not found"))
@@ -288,7 +261,7 @@ async fn unknown_and_revoked_tokens_are_acl_not_found() {
     let me = call(
         &world,
         Method::GET,
-        &world.url("/v1/acl/token/self"),
+        "/v1/acl/token/self",
         Some(secret(&token)),
         None,
     )
@@ -303,14 +276,7 @@ async fn unknown_and_revoked_tokens_are_acl_not_found() {
 async fn exact_beats_prefix_longest_prefix_wins_and_deny_wins() {
     let world = acl_world(0).await;
     for key in ["app/a", "app/secret/x", "app/secret/open", "other"] {
-        let put = call(
-            &world,
-            Method::PUT,
-            &world.url(&format!("/v1/kv/{key}")),
-            Some(ROOT),
-            Some(json!(1)),
-        )
-        .await;
+        let put = root_put(&world, &format!("/v1/kv/{key}"), json!(1)).await;
         assert_eq!(put.status, 200);
     }
     let rules = r#"
@@ -321,51 +287,43 @@ async fn exact_beats_prefix_longest_prefix_wins_and_deny_wins() {
     "#;
     let token = token_with(&world, "layers", rules).await;
     // A second policy on the same token: deny wins over its write.
-    let deny = call(
+    let deny = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/policy"),
-        Some(ROOT),
-        Some(json!({"Name": "deny-a", "Rules": "key \"app/a\" { policy = \"deny\" }"})),
+        "/v1/acl/policy",
+        json!({"Name": "deny-a", "Rules": "key \"app/a\" { policy = \"deny\" }"}),
     )
     .await;
     assert_eq!(deny.status, 200);
-    let both = call(
+    let both = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"Policies": [{"Name": "layers"}, {"Name": "deny-a"}, {"Name": "write-a"}]})),
+        "/v1/acl/token",
+        json!({"Policies": [{"Name": "layers"}, {"Name": "deny-a"}, {"Name": "write-a"}]}),
     )
     .await;
     assert_eq!(both.status, 500, "an unknown policy name is refused");
-    let write_a = call(
+    let write_a = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/policy"),
-        Some(ROOT),
-        Some(json!({"Name": "write-a", "Rules": "key \"app/a\" { policy = \"write\" }"})),
+        "/v1/acl/policy",
+        json!({"Name": "write-a", "Rules": "key \"app/a\" { policy = \"write\" }"}),
     )
     .await;
     assert_eq!(write_a.status, 200);
-    let both = call(
+    let both = root_put(
         &world,
-        Method::PUT,
-        &world.url("/v1/acl/token"),
-        Some(ROOT),
-        Some(json!({"Policies": [{"Name": "layers"}, {"Name": "deny-a"}, {"Name": "write-a"}]})),
+        "/v1/acl/token",
+        json!({"Policies": [{"Name": "layers"}, {"Name": "deny-a"}, {"Name": "write-a"}]}),
     )
     .await;
     assert_eq!(both.status, 200);
 
     let t = secret(&token);
     let get = |key: &'static str, token: String| {
-        let url = world.url(&format!("/v1/kv/{key}"));
+        let url = format!("/v1/kv/{key}");
         let world = &world;
         async move { call(world, Method::GET, &url, Some(&token), None).await }
     };
     let put = |key: &'static str, token: String| {
-        let url = world.url(&format!("/v1/kv/{key}"));
+        let url = format!("/v1/kv/{key}");
         let world = &world;
         async move { call(world, Method::PUT, &url, Some(&token), Some(json!(2))).await }
     };
@@ -403,7 +361,7 @@ async fn exact_beats_prefix_longest_prefix_wins_and_deny_wins() {
         denied(&both.body, "key:read", "app/a"),
         "deny wins over write at the same rule"
     );
-    let anonymous = call(&world, Method::GET, &world.url("/v1/kv/other"), None, None).await;
+    let anonymous = call(&world, Method::GET, "/v1/kv/other", None, None).await;
     assert_eq!(
         anonymous.body,
         "Permission denied: anonymous token lacks permission 'key:read' on \"other\". \
@@ -412,7 +370,7 @@ async fn exact_beats_prefix_longest_prefix_wins_and_deny_wins() {
 }
 
 async fn register(world: &World, node: &str, name: &str) {
-    let resp = call(
+    let resp = call_url(
         world,
         Method::PUT,
         &world.agent(node, "/v1/agent/service/register"),
@@ -439,57 +397,22 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     .await;
     let t = Some(secret(&web_reader));
 
-    let health = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/health/service/web"),
-        t,
-        None,
-    )
-    .await;
+    let health = call(&world, Method::GET, "/v1/health/service/web", t, None).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.body.as_array().map(Vec::len), Some(1));
     assert!(!health.filtered, "nothing was removed");
-    let hidden = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/health/service/api"),
-        t,
-        None,
-    )
-    .await;
+    let hidden = call(&world, Method::GET, "/v1/health/service/api", t, None).await;
     assert_eq!((hidden.status, &hidden.body), (StatusCode::OK, &json!([])));
     assert!(hidden.filtered, "an empty answer says it was filtered");
 
-    let services = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/catalog/services"),
-        t,
-        None,
-    )
-    .await;
+    let services = call(&world, Method::GET, "/v1/catalog/services", t, None).await;
     let names: Vec<&String> = services.body.as_object().expect("a map").keys().collect();
     assert_eq!(names, ["web"], "consul and api are hidden");
     assert!(services.filtered);
-    let catalog = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/catalog/service/api"),
-        t,
-        None,
-    )
-    .await;
+    let catalog = call(&world, Method::GET, "/v1/catalog/service/api", t, None).await;
     assert_eq!(catalog.body, json!([]));
     assert!(catalog.filtered);
-    let state = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/health/state/any"),
-        t,
-        None,
-    )
-    .await;
+    let state = call(&world, Method::GET, "/v1/health/state/any", t, None).await;
     let ids: Vec<&str> = state
         .body
         .as_array()
@@ -503,17 +426,10 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     );
     assert!(!ids.contains(&"api-ttl"));
     assert!(state.filtered);
-    let nodes = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/catalog/nodes"),
-        t,
-        None,
-    )
-    .await;
+    let nodes = call(&world, Method::GET, "/v1/catalog/nodes", t, None).await;
     assert_eq!(nodes.body.as_array().map(Vec::len), Some(3));
     assert!(!nodes.filtered);
-    let agent = call(
+    let agent = call_url(
         &world,
         Method::GET,
         &world.agent("node-2", "/v1/agent/services"),
@@ -533,7 +449,7 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     let health = call(
         &world,
         Method::GET,
-        &world.url("/v1/health/service/web"),
+        "/v1/health/service/web",
         Some(secret(&no_nodes)),
         None,
     )
@@ -544,14 +460,7 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     );
 
     // The anonymous token is filtered too, but Consul does not say so.
-    let anonymous = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/health/service/web"),
-        None,
-        None,
-    )
-    .await;
+    let anonymous = call(&world, Method::GET, "/v1/health/service/web", None, None).await;
     assert_eq!(
         (anonymous.status, &anonymous.body),
         (StatusCode::OK, &json!([]))
@@ -559,7 +468,7 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     assert!(!anonymous.filtered);
 
     // Single-resource endpoints refuse instead.
-    let one = call(
+    let one = call_url(
         &world,
         Method::GET,
         &world.agent("node-2", "/v1/agent/service/api"),
@@ -569,7 +478,7 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     .await;
     assert_eq!(one.status, 403);
     assert_eq!(one.body, denied(&web_reader, "service:read", "api"));
-    let register = call(
+    let register = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/agent/service/register"),
@@ -578,7 +487,7 @@ async fn list_catalog_and_health_answers_are_filtered_with_the_header() {
     )
     .await;
     assert_eq!(register.body, denied(&web_reader, "service:write", "web"));
-    let session = call(
+    let session = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/session/create"),
@@ -603,7 +512,7 @@ async fn a_node_agents_policy_registers_and_updates_its_own_service_only() {
     )
     .await;
     let t = Some(secret(&agent));
-    let reg = call(
+    let reg = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/agent/service/register"),
@@ -612,7 +521,7 @@ async fn a_node_agents_policy_registers_and_updates_its_own_service_only() {
     )
     .await;
     assert_eq!(reg.status, 200, "{}", reg.body);
-    let pass = call(
+    let pass = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/agent/check/pass/web-ttl"),
@@ -621,7 +530,7 @@ async fn a_node_agents_policy_registers_and_updates_its_own_service_only() {
     )
     .await;
     assert_eq!(pass.status, 200);
-    let me = call(
+    let me = call_url(
         &world,
         Method::GET,
         &world.agent("node-1", "/v1/agent/self"),
@@ -631,7 +540,7 @@ async fn a_node_agents_policy_registers_and_updates_its_own_service_only() {
     .await;
     assert_eq!(me.status, 200);
     register(&world, "node-1", "api").await;
-    let other = call(
+    let other = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/agent/check/fail/api-ttl"),
@@ -640,7 +549,7 @@ async fn a_node_agents_policy_registers_and_updates_its_own_service_only() {
     )
     .await;
     assert_eq!(other.body, denied(&agent, "service:write", "api"));
-    let gone = call(
+    let gone = call_url(
         &world,
         Method::PUT,
         &world.agent("node-1", "/v1/agent/check/fail/nope"),
@@ -675,7 +584,7 @@ async fn txn_operations_are_checked_one_by_one() {
     let answer = call(
         &world,
         Method::PUT,
-        &world.url("/v1/txn"),
+        "/v1/txn",
         Some(secret(&token)),
         Some(ops),
     )
@@ -692,7 +601,7 @@ async fn txn_operations_are_checked_one_by_one() {
     let answer = call(
         &world,
         Method::PUT,
-        &world.url("/v1/txn"),
+        "/v1/txn",
         Some(secret(&token)),
         Some(ok),
     )
@@ -702,7 +611,7 @@ async fn txn_operations_are_checked_one_by_one() {
     let answer = call(
         &world,
         Method::PUT,
-        &world.url("/v1/txn"),
+        "/v1/txn",
         Some(secret(&token)),
         Some(tree),
     )
@@ -716,14 +625,7 @@ async fn txn_operations_are_checked_one_by_one() {
 #[tokio::test]
 async fn acl_endpoints_say_when_acls_are_off() {
     let world = World::start(0).await;
-    let answer = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/acl/token/self"),
-        None,
-        None,
-    )
-    .await;
+    let answer = call(&world, Method::GET, "/v1/acl/token/self", None, None).await;
     assert_eq!(
         (answer.status, answer.body),
         (StatusCode::UNAUTHORIZED, json!("ACL support disabled"))
@@ -734,14 +636,7 @@ async fn acl_endpoints_say_when_acls_are_off() {
 async fn kv_listings_are_filtered_even_down_to_a_404() {
     let world = acl_world(0).await;
     for key in ["app/a", "app/b", "secret/x"] {
-        let put = call(
-            &world,
-            Method::PUT,
-            &world.url(&format!("/v1/kv/{key}")),
-            Some(ROOT),
-            Some(json!(1)),
-        )
-        .await;
+        let put = root_put(&world, &format!("/v1/kv/{key}"), json!(1)).await;
         assert_eq!(put.status, 200);
     }
     let token = token_with(
@@ -751,7 +646,7 @@ async fn kv_listings_are_filtered_even_down_to_a_404() {
     )
     .await;
     let t = Some(secret(&token));
-    let all = call(&world, Method::GET, &world.url("/v1/kv/?recurse"), t, None).await;
+    let all = call(&world, Method::GET, "/v1/kv/?recurse", t, None).await;
     let keys: Vec<&str> = all
         .body
         .as_array()
@@ -760,31 +655,17 @@ async fn kv_listings_are_filtered_even_down_to_a_404() {
         .filter_map(|e| e["Key"].as_str())
         .collect();
     assert_eq!((keys, all.filtered), (vec!["app/a", "app/b"], true));
-    let hidden = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/kv/secret/?recurse"),
-        t,
-        None,
-    )
-    .await;
+    let hidden = call(&world, Method::GET, "/v1/kv/secret/?recurse", t, None).await;
     assert_eq!(
         (hidden.status, hidden.filtered),
         (StatusCode::NOT_FOUND, true)
     );
-    let listed = call(&world, Method::GET, &world.url("/v1/kv/?keys"), t, None).await;
+    let listed = call(&world, Method::GET, "/v1/kv/?keys", t, None).await;
     assert_eq!(
         (listed.body, listed.filtered),
         (json!(["app/a", "app/b"]), true)
     );
-    let mine = call(
-        &world,
-        Method::GET,
-        &world.url("/v1/kv/app/?recurse"),
-        t,
-        None,
-    )
-    .await;
+    let mine = call(&world, Method::GET, "/v1/kv/app/?recurse", t, None).await;
     assert!(!mine.filtered, "nothing removed, no header");
 }
 
