@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::socket::APP_ID;
-use super::{Shared, auth_error, lock, outage, slack_error};
+use super::{Shared, admit, auth_error, lock, outage, slack_error};
 
 /// A user of the sandbox workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,14 +224,9 @@ pub(super) async fn views_open(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = outage(&shared) {
-        return r;
-    }
-    if let Some(code) = auth_error(&shared, &headers) {
-        return slack_error(code);
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return slack_error("invalid_json");
+    let req = match admit(&shared, &headers, &body) {
+        Ok(req) => req,
+        Err(r) => return r,
     };
     let trigger = req["trigger_id"].as_str().unwrap_or("").to_string();
     if req["view"]["type"] != "modal" {
@@ -264,14 +259,9 @@ pub(super) async fn post_ephemeral(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = outage(&shared) {
-        return r;
-    }
-    if let Some(code) = auth_error(&shared, &headers) {
-        return slack_error(code);
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return slack_error("invalid_json");
+    let req = match admit(&shared, &headers, &body) {
+        Ok(req) => req,
+        Err(r) => return r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let user = req["user"].as_str().unwrap_or("").to_string();

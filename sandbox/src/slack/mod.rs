@@ -409,6 +409,19 @@ impl SlackHandle {
     }
 }
 
+/// What every Web API method with a JSON body checks first, in Slack's
+/// order: the stand-in's mode (an outage answers before anything else),
+/// the bot token, then the body. `Ok` is the parsed body.
+fn admit(shared: &Mutex<Shared>, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+    if let Some(r) = outage(shared) {
+        return Err(r);
+    }
+    if let Some(code) = auth_error(shared, headers) {
+        return Err(slack_error(code));
+    }
+    serde_json::from_slice::<Value>(body).map_err(|_| slack_error("invalid_json"))
+}
+
 /// The mode's answer, when it is not `Up`.
 fn outage(shared: &Mutex<Shared>) -> Option<Response> {
     let mut s = lock(shared);
@@ -450,14 +463,9 @@ async fn post_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = outage(&shared) {
-        return r;
-    }
-    if let Some(code) = auth_error(&shared, &headers) {
-        return slack_error(code);
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return slack_error("invalid_json");
+    let req = match admit(&shared, &headers, &body) {
+        Ok(req) => req,
+        Err(r) => return r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let mut s = lock(&shared);
@@ -501,14 +509,9 @@ async fn update_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = outage(&shared) {
-        return r;
-    }
-    if let Some(code) = auth_error(&shared, &headers) {
-        return slack_error(code);
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return slack_error("invalid_json");
+    let req = match admit(&shared, &headers, &body) {
+        Ok(req) => req,
+        Err(r) => return r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let ts = req["ts"].as_str().unwrap_or("").to_string();
