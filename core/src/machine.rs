@@ -54,7 +54,10 @@
 //! - new instances are recognised from the world (members that were not
 //!   there at start and are not accepted yet), not from what was launched;
 //! - one-shot actions (`Notify`, `RecordStable`, `MarkImageFailed`) are
-//!   emitted on a transition and deduplicated downstream.
+//!   emitted on a transition and deduplicated downstream;
+//! - the timeline ([`Progress::events`], see [`EventKind`]) is recorded in
+//!   the state the step returns, so a replay from the previous record
+//!   records each event once.
 //!
 //! # Image changes and template changes
 //!
@@ -107,6 +110,7 @@ use std::time::Duration;
 
 mod action;
 mod batch;
+mod events;
 mod finish;
 mod gate;
 mod observe;
@@ -120,6 +124,7 @@ mod time;
 mod tests;
 
 pub use action::{Action, RolloutEvent, SUSPENDED_PROCESSES};
+pub use events::{Counts, Event, EventKind, KEEP_FIRST, KEEP_LAST, REASON_LIMIT};
 pub use observe::{CheckFailure, Health, Observation, OperatorCommand};
 pub use spec::{Capacity, Change, Params, RolloutSpec, StableRef};
 pub use state::{
@@ -145,6 +150,7 @@ pub fn step(state: &Rollout, obs: &Observation, now: Timestamp) -> Step {
         obs,
         now,
         actions: Vec::new(),
+        events: Vec::new(),
     };
     if next.spec.target_template_version.is_none() && !next.is_terminal() {
         next.spec.target_template_version = obs.created_template_version;
@@ -157,6 +163,16 @@ pub fn step(state: &Rollout, obs: &Observation, now: Timestamp) -> Step {
     } else {
         advance(&mut next, current, &mut cx)
     };
+    if !cx.events.is_empty() {
+        let counts = events::counts(&next, obs);
+        for kind in std::mem::take(&mut cx.events) {
+            next.progress.record(Event {
+                at: now,
+                kind,
+                counts,
+            });
+        }
+    }
     heartbeat(state, &mut next, now);
     Step {
         next,
@@ -192,6 +208,9 @@ fn catch_up(r: &mut Rollout, cx: &mut Cx<'_>) {
     }
     r.state.shift(gap);
     cx.notify(RolloutEvent::Unobserved { gap });
+    cx.record(EventKind::Unobserved {
+        gap_ms: u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
+    });
 }
 
 /// Records `now` as the last observation when the step changed anything,
@@ -217,6 +236,9 @@ struct Cx<'a> {
     now: Timestamp,
     /// Actions so far, in order.
     actions: Vec<Action>,
+    /// Timeline events so far, in order: recorded into the next state at
+    /// the end of the step, with its instant and counts.
+    events: Vec<EventKind>,
 }
 
 impl Cx<'_> {
@@ -226,6 +248,10 @@ impl Cx<'_> {
 
     fn notify(&mut self, e: RolloutEvent) {
         self.actions.push(Action::Notify(e));
+    }
+
+    fn record(&mut self, e: EventKind) {
+        self.events.push(e);
     }
 }
 
@@ -276,6 +302,9 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                 cx.notify(RolloutEvent::Paused {
                     n: r.progress.pauses,
                 });
+                cx.record(EventKind::Paused {
+                    n: r.progress.pauses,
+                });
                 State::Paused {
                     since: cx.now,
                     prior: Box::new(s),
@@ -286,6 +315,9 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
                 let mut prior = *prior;
                 prior.shift(cx.now.since(since));
                 cx.notify(RolloutEvent::Resumed {
+                    n: r.progress.pauses,
+                });
+                cx.record(EventKind::Resumed {
                     n: r.progress.pauses,
                 });
                 prior

@@ -2,6 +2,7 @@
 //! instances, repeat; with the canary pause after the first batch.
 
 use super::action::{Action, RolloutEvent};
+use super::events::{self, EventKind};
 use super::observe::Observation;
 use super::state::{Batch, Canary, Retire, Rollout, State};
 use super::time::{Timestamp, human};
@@ -36,9 +37,11 @@ pub(super) fn next_batch(
             .filter(|id| obs.alive(id))
             .cloned()
             .collect();
+        let until = cx.now.plus(p.bake_time);
+        cx.record(EventKind::Baking { until });
         return State::Baking {
             since: cx.now,
-            until: cx.now.plus(p.bake_time),
+            until,
             watch,
         };
     }
@@ -46,8 +49,14 @@ pub(super) fn next_batch(
     let size = if canary { p.canary } else { p.batch() }.min(clamp_u32(remaining));
     let desired = r.spec.original.desired.saturating_add(clamp_i32(size));
     cx.push(raise_to(obs, desired));
+    let number = r.progress.batches_done + 1;
+    cx.record(EventKind::BatchLaunched {
+        n: number,
+        size,
+        desired,
+    });
     State::Launching(Batch {
-        number: r.progress.batches_done + 1,
+        number,
         size,
         desired,
         launched_at: cx.now,
@@ -77,11 +86,13 @@ pub(super) fn launching(r: &mut Rollout, mut b: Batch, cx: &mut Cx<'_>) -> State
         progress.initial_members.iter().any(|m| m == id)
             || progress.accepted.iter().any(|m| m == id)
     };
+    let before = b.clone();
     gate::discover(&mut b, known, obs, cx.now, p);
     let what = format!("batch {}", b.number);
     let verdict = repinned(r, obs)
         .or_else(|| gate::track(&mut b, obs, cx.now, p, &r.spec.target_image).err())
         .or_else(|| gate::overdue(&b, obs, cx.now, p, &what));
+    cx.events.extend(events::instance_changes(&before, &b));
     if let Some(reason) = verdict {
         return finish::fail(r, reason, cx);
     }
@@ -125,6 +136,7 @@ fn batch_healthy(r: &mut Rollout, b: Batch, cx: &mut Cx<'_>) -> State {
     if canary && !r.progress.promoted {
         let auto_promote_at = p.auto_promote.then(|| cx.now.plus(p.bake_time));
         cx.notify(RolloutEvent::CanaryWaiting { auto_promote_at });
+        cx.record(EventKind::CanaryPaused { auto_promote_at });
         return State::CanaryPaused(Canary {
             size: b.size,
             new: ids,
@@ -134,6 +146,7 @@ fn batch_healthy(r: &mut Rollout, b: Batch, cx: &mut Cx<'_>) -> State {
     }
     if canary {
         cx.notify(RolloutEvent::Promoted);
+        cx.record(EventKind::Promoted);
     }
     retire(r, b.number, ids, b.size, b.progress_deadline_at, cx)
 }
@@ -180,6 +193,10 @@ pub(super) fn retiring(r: &mut Rollout, rt: Retire, cx: &mut Cx<'_>) -> State {
         .cloned()
         .collect();
     if pending.is_empty() {
+        cx.record(EventKind::BatchRetired {
+            n: rt.batch,
+            count: clamp_u32(rt.terminate.len()),
+        });
         r.progress.batches_done += 1;
         return next_batch(r, rt.progress_deadline_at, cx);
     }
@@ -239,6 +256,7 @@ pub(super) fn canary(r: &mut Rollout, c: Canary, cx: &mut Cx<'_>) -> State {
         return State::CanaryPaused(c);
     }
     cx.notify(RolloutEvent::Promoted);
+    cx.record(EventKind::Promoted);
     let deadline = cx.now.plus(r.spec.params.progress_deadline);
     retire(r, 1, c.new, c.size, deadline, cx)
 }

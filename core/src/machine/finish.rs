@@ -2,6 +2,7 @@
 //! and the clean-up every end shares (capacity, protection, processes).
 
 use super::action::{Action, RolloutEvent};
+use super::events::{EventKind, short};
 use super::observe::Observation;
 use super::state::{RevertCause, Rollout, State};
 use super::time::{Timestamp, human};
@@ -57,6 +58,7 @@ fn succeed(r: &mut Rollout, cx: &mut Cx<'_>) -> State {
         version: r.spec.target_version.clone(),
     });
     cx.notify(RolloutEvent::Succeeded);
+    cx.record(EventKind::Succeeded);
     State::Succeeded { at: cx.now }
 }
 
@@ -70,6 +72,9 @@ fn succeed(r: &mut Rollout, cx: &mut Cx<'_>) -> State {
 pub(super) fn fail(r: &mut Rollout, reason: String, cx: &mut Cx<'_>) -> State {
     cx.notify(RolloutEvent::Failed {
         reason: reason.clone(),
+    });
+    cx.record(EventKind::Failed {
+        reason: short(&reason),
     });
     // A template change's image runs on every stable instance: the failure
     // is not its fault, and marking it would stop every later plan of it.

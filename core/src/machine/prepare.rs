@@ -4,6 +4,7 @@
 //! image) and pin the group to it.
 
 use super::action::{Action, RolloutEvent, SUSPENDED_PROCESSES};
+use super::events::EventKind;
 use super::state::{Rollout, State};
 use super::time::{Timestamp, human};
 use super::{Cx, batch, finish};
@@ -45,6 +46,7 @@ pub(super) fn start(r: &mut Rollout, cx: &mut Cx<'_>) -> State {
         .map(|s| (*s).to_owned())
         .collect();
     cx.notify(RolloutEvent::Started);
+    cx.record(EventKind::Started);
     State::Preparing {
         progress_deadline_at: cx.now.plus(r.spec.params.progress_deadline),
     }
@@ -101,6 +103,9 @@ pub(super) fn prepare(r: &mut Rollout, deadline: Timestamp, cx: &mut Cx<'_>) -> 
     }
 
     if waiting.is_empty() {
+        if let Some(template_version) = spec.target_template_version {
+            cx.record(EventKind::Prepared { template_version });
+        }
         return batch::next_batch(r, deadline, cx);
     }
     if cx.now >= deadline {

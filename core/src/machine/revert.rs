@@ -20,6 +20,7 @@
 
 use super::action::{Action, RolloutEvent};
 use super::batch::raise_to;
+use super::events::{self, EventKind, short};
 use super::state::{Batch, Revert, RevertCause, RevertStage, Rollout, State};
 use super::time::human;
 use super::{Cx, finish, gate};
@@ -29,6 +30,10 @@ pub(super) fn enter(r: &mut Rollout, cause: RevertCause, reason: String, cx: &mu
     if r.progress.started_at.is_none() {
         return done(reason, &cause, cx);
     }
+    cx.record(EventKind::RevertStarted {
+        reason: short(&reason),
+        aborted: matches!(cause, RevertCause::Abort { .. }),
+    });
     let obs = cx.obs;
     let terminate = obs
         .alive_ids()
@@ -146,11 +151,13 @@ pub(super) fn reverting(r: &mut Rollout, rv: Revert, cx: &mut Cx<'_>) -> State {
         }
         RevertStage::Replacing { replace, mut batch } => {
             let known = |id: &str| is_known(r, id);
+            let before = batch.clone();
             gate::discover(&mut batch, known, obs, now, &p);
             let what = "stable replacements";
             let verdict = gate::track(&mut batch, obs, now, &p, &r.spec.stable.image)
                 .err()
                 .or_else(|| gate::overdue(&batch, obs, now, &p, what));
+            cx.events.extend(events::instance_changes(&before, &batch));
             if let Some(why) = verdict {
                 return failed(r, why, &reason, cx);
             }
@@ -236,6 +243,11 @@ fn replace_or_finish(
     // for the initial members still alive to make the original capacity.
     let size = u32::try_from(original.saturating_sub(count(initial_alive)).max(0)).unwrap_or(0);
     cx.push(raise_to(obs, desired));
+    cx.record(EventKind::BatchLaunched {
+        n: 0,
+        size,
+        desired,
+    });
     let deadline_at = cx.now.plus(p.progress_deadline);
     let batch = Batch {
         number: 0,
@@ -259,6 +271,9 @@ fn done(reason: String, cause: &RevertCause, cx: &mut Cx<'_>) -> State {
     cx.notify(RolloutEvent::Reverted {
         reason: reason.clone(),
     });
+    cx.record(EventKind::Reverted {
+        reason: short(&reason),
+    });
     State::Reverted {
         reason,
         aborted: matches!(cause, RevertCause::Abort { .. }),
@@ -273,6 +288,9 @@ fn failed(r: &Rollout, why: String, cause_reason: &str, cx: &mut Cx<'_>) -> Stat
     finish::resume_processes(r, cx);
     cx.notify(RolloutEvent::Failed {
         reason: reason.clone(),
+    });
+    cx.record(EventKind::Failed {
+        reason: short(&reason),
     });
     State::Failed {
         reason,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::events::Event;
 use super::spec::RolloutSpec;
 use super::time::Timestamp;
 
@@ -53,6 +54,15 @@ pub struct Progress {
     /// nobody observed the world, and the deadlines move later by that time.
     #[serde(default)]
     pub observed_at: Option<Timestamp>,
+    /// What happened and when, for the console's timeline (see
+    /// [`EventKind`](super::EventKind)): bounded, the first and the last
+    /// events kept. Absent from records written before it existed (read
+    /// as empty).
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Events dropped from the middle of `events` to keep it bounded.
+    #[serde(default)]
+    pub events_dropped: u32,
 }
 
 /// Where a rollout is. Non-terminal states own their deadlines.

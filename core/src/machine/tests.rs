@@ -12,4 +12,5 @@ mod rollouts;
 mod serde_roundtrip;
 mod steps;
 mod template_change;
+mod timeline;
 mod world;
