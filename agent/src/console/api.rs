@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
@@ -24,7 +25,8 @@ use super::views::{self, PlanView, RolloutView, ServiceView};
 use crate::consul::QueryOptions;
 use crate::notify::outbox::Outbox;
 use crate::rollout::machine::OperatorCommand;
-use crate::rollout::plan::{Decision, Plan, now_ms, parse_plan_id};
+use crate::rollout::machine::{Rollout, StableRef};
+use crate::rollout::plan::{Decision, Millis, Plan, now_ms, parse_plan_id};
 use crate::rollout::render;
 
 /// The OpenAPI document, checked in at `docs/openapi.yaml`.
@@ -62,7 +64,7 @@ fn known<'a>(state: &'a Shared, name: &str) -> Result<&'a str, ApiError> {
 
 /// The service of a plan ID, checked: 400 when it is not a plan ID, 404
 /// when its service is not configured.
-fn plan_service<'a>(state: &'a Shared, id: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn plan_service<'a>(state: &'a Shared, id: &str) -> Result<&'a str, ApiError> {
     let Some((service, _)) = parse_plan_id(id) else {
         return Err(ApiError::BadRequest(format!(
             "{id:?} is not a plan ID (expected SERVICE-NUMBER, e.g. web-3)"
@@ -111,32 +113,65 @@ pub async fn whoami(State(state): State<Shared>, headers: HeaderMap) -> ApiResul
     )
 }
 
-async fn service_view(state: &Shared, c: &Caller, service: &str) -> Result<ServiceView, ApiError> {
-    let plans: Vec<Plan> = c
-        .store
-        .plans(service)
-        .await?
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    let rollout = c.store.rollout(service).await?.map(|(r, _)| r);
-    // The stable record is the coordinator's; an operator token may not
-    // read it (the CLI never does). Said so, not hidden.
-    let stable = match c.store.stable(service).await {
-        Ok(s) => Ok(s),
-        Err(crate::rollout::store::StoreError::Consul(
-            crate::consul::Error::PermissionDenied { body, .. },
-        )) => Err(body),
-        Err(e) => return Err(e.into()),
-    };
-    let _ = state;
-    Ok(views::service(
-        service,
-        &plans,
-        rollout.as_ref(),
-        stable,
-        now_ms(),
-    ))
+/// What the console shows of a service, read once with the caller's
+/// token: the API's views and the page are drawn from it.
+#[derive(Debug)]
+pub(crate) struct Facts {
+    /// Every plan, oldest first.
+    pub plans: Vec<Plan>,
+    /// The active rollout, if any.
+    pub rollout: Option<Rollout>,
+    /// The stable release, or why Consul refused to say.
+    pub stable: Result<Option<StableRef>, String>,
+}
+
+impl Facts {
+    /// Reads the facts of `service`.
+    pub(crate) async fn read(c: &Caller, service: &str) -> Result<Facts, ApiError> {
+        let plans: Vec<Plan> = c
+            .store
+            .plans(service)
+            .await?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let rollout = c.store.rollout(service).await?.map(|(r, _)| r);
+        // The stable record is the coordinator's; an operator token may not
+        // read it (the CLI never does). Said so, not hidden.
+        let stable = match c.store.stable(service).await {
+            Ok(s) => Ok(s),
+            Err(crate::rollout::store::StoreError::Consul(
+                crate::consul::Error::PermissionDenied { body, .. },
+            )) => Err(body),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Facts {
+            plans,
+            rollout,
+            stable,
+        })
+    }
+
+    /// The service at a glance.
+    pub(crate) fn view(&self, service: &str, now: Millis) -> ServiceView {
+        views::service(
+            service,
+            &self.plans,
+            self.rollout.as_ref(),
+            self.stable.clone(),
+            now,
+        )
+    }
+
+    /// Every plan, newest first, with its decision and outcome.
+    pub(crate) fn history(&self) -> Vec<views::HistoryEntry> {
+        views::history(&self.plans)
+    }
+}
+
+/// A service at a glance, read with the caller's token.
+pub(crate) async fn service_view(c: &Caller, service: &str) -> Result<ServiceView, ApiError> {
+    Ok(Facts::read(c, service).await?.view(service, now_ms()))
 }
 
 #[derive(Debug, Serialize)]
@@ -149,7 +184,7 @@ pub async fn services(State(state): State<Shared>, headers: HeaderMap) -> ApiRes
     let c = caller(&state, &headers).await?;
     let mut out = Vec::new();
     for s in &state.services {
-        out.push(service_view(&state, &c, &s.name).await?);
+        out.push(service_view(&c, &s.name).await?);
     }
     ok(StatusCode::OK, &Services { services: out })
 }
@@ -162,7 +197,7 @@ pub async fn service(
 ) -> ApiResult {
     let svc = known(&state, &service)?;
     let c = caller(&state, &headers).await?;
-    ok(StatusCode::OK, &service_view(&state, &c, svc).await?)
+    ok(StatusCode::OK, &service_view(&c, svc).await?)
 }
 
 #[derive(Debug, Serialize)]
@@ -220,6 +255,27 @@ struct ActiveRollout {
     rollout: Option<RolloutView>,
 }
 
+/// The active rollout of `svc` in full (its instances from Consul's
+/// health answer), `None` when none runs.
+pub(crate) async fn rollout_view(c: &Caller, svc: &str) -> Result<Option<RolloutView>, ApiError> {
+    let Some((rollout, _)) = c.store.rollout(svc).await? else {
+        return Ok(None);
+    };
+    let plan = c.store.plan(&rollout.spec.id).await.ok().map(|(p, _)| p);
+    let health = c
+        .store
+        .client()
+        .health_service(svc, false, None, &QueryOptions::default())
+        .await?;
+    Ok(Some(RolloutView::new(
+        &rollout,
+        plan.as_ref(),
+        &health.value,
+        health.meta.filtered_by_acls,
+        now_ms(),
+    )))
+}
+
 /// `GET /v1/services/{service}/rollout`: the active rollout (`null` when
 /// none), each instance with its checks.
 pub async fn rollout(
@@ -229,28 +285,8 @@ pub async fn rollout(
 ) -> ApiResult {
     let svc = known(&state, &service)?;
     let c = caller(&state, &headers).await?;
-    let Some((rollout, _)) = c.store.rollout(svc).await? else {
-        return ok(StatusCode::OK, &ActiveRollout { rollout: None });
-    };
-    let plan = c.store.plan(&rollout.spec.id).await.ok().map(|(p, _)| p);
-    let health = c
-        .store
-        .client()
-        .health_service(svc, false, None, &QueryOptions::default())
-        .await?;
-    let view = RolloutView::new(
-        &rollout,
-        plan.as_ref(),
-        &health.value,
-        health.meta.filtered_by_acls,
-        now_ms(),
-    );
-    ok(
-        StatusCode::OK,
-        &ActiveRollout {
-            rollout: Some(view),
-        },
-    )
+    let rollout = rollout_view(&c, svc).await?;
+    ok(StatusCode::OK, &ActiveRollout { rollout })
 }
 
 #[derive(Debug, Serialize)]
@@ -267,15 +303,20 @@ pub async fn history(
 ) -> ApiResult {
     let svc = known(&state, &service)?;
     let c = caller(&state, &headers).await?;
-    let mut history: Vec<_> = c
+    let history = history_of(&c, svc).await?;
+    ok(StatusCode::OK, &History { history })
+}
+
+/// Every plan of `svc`, newest first, with its decision and outcome.
+async fn history_of(c: &Caller, svc: &str) -> Result<Vec<views::HistoryEntry>, ApiError> {
+    let plans: Vec<Plan> = c
         .store
         .plans(svc)
         .await?
-        .iter()
-        .map(|(p, _)| views::HistoryEntry::of(p))
+        .into_iter()
+        .map(|(p, _)| p)
         .collect();
-    history.reverse();
-    ok(StatusCode::OK, &History { history })
+    Ok(views::history(&plans))
 }
 
 /// `GET /v1/plans/{plan}`: one plan and its diff.
@@ -323,14 +364,17 @@ struct Decided {
     plan: PlanView,
 }
 
-async fn decide(
+/// Decides plan `id` as `c`: approves it, or rejects it with `reject`'s
+/// reason. The one path of every decision in the console (API and page):
+/// the store's check-and-set with the caller's token, so Consul's ACLs
+/// decide, and a plan already decided (or expired) is a 409 naming how.
+pub(crate) async fn decide_plan(
     state: &Shared,
-    headers: &HeaderMap,
+    c: &Caller,
     id: &str,
     reject: Option<String>,
-) -> ApiResult {
+) -> Result<Plan, ApiError> {
     plan_service(state, id)?;
-    let c = caller(state, headers).await?;
     let now = now_ms();
     let decision = match reject {
         None => Decision::Approved {
@@ -347,14 +391,7 @@ async fn decide(
         Ok(plan) => {
             tracing::info!(plan = %plan.id, by = %c.who, decision = plan.decision.word(),
                 "Plan decided in the console.");
-            let message = format!("Plan {} {}.", plan.id, render::decision(&plan.decision));
-            ok(
-                StatusCode::OK,
-                &Decided {
-                    message,
-                    plan: PlanView::new(plan, now),
-                },
-            )
+            Ok(plan)
         }
         Err(plan) => {
             let state = match &plan.decision {
@@ -367,6 +404,25 @@ async fn decide(
             )))
         }
     }
+}
+
+async fn decide(
+    state: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    reject: Option<String>,
+) -> ApiResult {
+    plan_service(state, id)?;
+    let c = caller(state, headers).await?;
+    let plan = decide_plan(state, &c, id, reject).await?;
+    let message = format!("Plan {} {}.", plan.id, render::decision(&plan.decision));
+    ok(
+        StatusCode::OK,
+        &Decided {
+            message,
+            plan: PlanView::new(plan, now_ms()),
+        },
+    )
 }
 
 /// `POST /v1/plans/{plan}/approve`.
@@ -399,120 +455,116 @@ struct Queued {
     message: String,
 }
 
-async fn command(
+/// An operator command on a service's active rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop at the next safe point.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+    /// Go on past a canary wait.
+    Promote,
+    /// Revert to the stable release (with a reason).
+    Abort,
+}
+
+impl Command {
+    /// The last segment of its route (`/v1/services/{service}/pause`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+        }
+    }
+
+    /// The stored command, from `by` with `reason` (abort only; empty: a
+    /// default naming the console).
+    fn stored(self, by: &str, reason: String) -> OperatorCommand {
+        match self {
+            Command::Pause => OperatorCommand::Pause,
+            Command::Resume => OperatorCommand::Resume,
+            Command::Promote => OperatorCommand::Promote,
+            Command::Abort => OperatorCommand::Abort {
+                by: by.to_string(),
+                reason: if reason.is_empty() {
+                    "aborted in the console".to_string()
+                } else {
+                    reason
+                },
+            },
+        }
+    }
+}
+
+/// Queues `command` for `service`'s active rollout as `c`, answering what
+/// was asked. The one path of every command in the console (API and
+/// page): the store's create-only write with the caller's token.
+pub(crate) async fn queue(
     state: &Shared,
-    headers: &HeaderMap,
+    c: &Caller,
     service: &str,
-    make: impl FnOnce(&Caller) -> OperatorCommand,
-    word: &str,
-) -> ApiResult {
+    command: Command,
+    reason: String,
+) -> Result<String, ApiError> {
     let svc = known(state, service)?;
-    let c = caller(state, headers).await?;
     let Some((rollout, _)) = c.store.rollout(svc).await? else {
         return Err(ApiError::Conflict(format!(
             "no rollout in progress for {svc}; GET /v1/services/{svc}/history shows the last one"
         )));
     };
-    c.store.push_command(svc, &make(&c)).await?;
+    let word = command.word();
+    c.store
+        .push_command(svc, &command.stored(&c.who, reason))
+        .await?;
     tracing::info!(service = %svc, rollout = %rollout.spec.id, by = %c.who, command = word,
         "Operator command queued from the console.");
-    ok(
-        StatusCode::ACCEPTED,
-        &Queued {
-            message: format!(
-                "Asked rollout {} of {svc} (now {}) to {word}; the leader applies it on its next step.",
-                rollout.spec.id,
-                rollout.state.name()
-            ),
+    Ok(format!(
+        "Asked rollout {} of {svc} (now {}) to {word}; the leader applies it on its next step.",
+        rollout.spec.id,
+        rollout.state.name()
+    ))
+}
+
+/// The handler of `POST /v1/services/{service}/<command>` (abort takes an
+/// optional `{"reason": "..."}`; the others no body).
+pub fn command(command: Command) -> MethodRouter<Shared> {
+    post(
+        move |State(state): State<Shared>,
+              Path(service): Path<String>,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            let result: ApiResult = async {
+                let why = if command == Command::Abort {
+                    reason(&body)?
+                } else {
+                    String::new()
+                };
+                known(&state, &service)?;
+                let c = caller(&state, &headers).await?;
+                let message = queue(&state, &c, &service, command, why).await?;
+                ok(StatusCode::ACCEPTED, &Queued { message })
+            }
+            .await;
+            result
         },
     )
 }
 
-/// `POST /v1/services/{service}/pause`.
-pub async fn pause(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    command(
-        &state,
-        &headers,
-        &service,
-        |_| OperatorCommand::Pause,
-        "pause",
-    )
-    .await
-}
-
-/// `POST /v1/services/{service}/resume`.
-pub async fn resume(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    command(
-        &state,
-        &headers,
-        &service,
-        |_| OperatorCommand::Resume,
-        "resume",
-    )
-    .await
-}
-
-/// `POST /v1/services/{service}/promote`.
-pub async fn promote(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    command(
-        &state,
-        &headers,
-        &service,
-        |_| OperatorCommand::Promote,
-        "promote",
-    )
-    .await
-}
-
-/// `POST /v1/services/{service}/abort`, optionally with `{"reason": "..."}`.
-pub async fn abort(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let why = reason(&body)?;
-    let why = if why.is_empty() {
-        "aborted in the console".to_string()
-    } else {
-        why
-    };
-    command(
-        &state,
-        &headers,
-        &service,
-        |c| OperatorCommand::Abort {
-            by: c.who.clone(),
-            reason: why,
-        },
-        "abort (revert)",
-    )
-    .await
-}
-
+/// The alert outbox as operators read it.
 #[derive(Debug, Serialize)]
-struct OutboxView {
-    depth: usize,
-    receivers: BTreeMap<String, views::ReceiverCounts>,
-    entries: Vec<views::OutboxEntry>,
+pub struct OutboxView {
+    /// Entries not yet delivered to every receiver.
+    pub depth: usize,
+    /// Per receiver, its copies pending, delivered and failing.
+    pub receivers: BTreeMap<String, views::ReceiverCounts>,
+    /// Every entry, newest first.
+    pub entries: Vec<views::OutboxEntry>,
 }
 
-/// `GET /v1/outbox`: every entry, and per receiver its copies pending,
-/// delivered and failing.
-pub async fn outbox(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
-    let c = caller(&state, &headers).await?;
+/// Reads the outbox with the caller's token.
+pub(crate) async fn outbox_view(state: &Shared, c: &Caller) -> Result<OutboxView, ApiError> {
     let outbox = Outbox::new(c.store.client().clone(), &state.prefix, &Default::default());
     // Through the records' list, which refuses an answer Consul filtered.
     let listed = outbox
@@ -543,12 +595,16 @@ pub async fn outbox(State(state): State<Shared>, headers: HeaderMap) -> ApiResul
         entries.push(view);
     }
     entries.sort_by_key(|e| std::cmp::Reverse(e.enqueued_at));
-    ok(
-        StatusCode::OK,
-        &OutboxView {
-            depth,
-            receivers,
-            entries,
-        },
-    )
+    Ok(OutboxView {
+        depth,
+        receivers,
+        entries,
+    })
+}
+
+/// `GET /v1/outbox`: every entry, and per receiver its copies pending,
+/// delivered and failing.
+pub async fn outbox(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+    let c = caller(&state, &headers).await?;
+    ok(StatusCode::OK, &outbox_view(&state, &c).await?)
 }

@@ -2,9 +2,10 @@
 //! Consul ACL token, and the console acts with that token, so the
 //! operator policy (`config/acl/operator.hcl`) is what allows an approval.
 //!
-//! The token is taken from the first of [`SOURCES`] the request has (the
-//! API's headers today; the page's cookie is one more variant of
-//! [`TokenSource`]). `GET /v1/acl/token/self` then tells who it is: the
+//! The API's token is taken from the first of [`SOURCES`] the request
+//! has; the page's token is given once in its login form
+//! ([`Caller::identify`]) and kept server-side in the session
+//! (`page::session`), which [`Caller::resume`] acts with. `GET /v1/acl/token/self` then tells who it is: the
 //! decision records its Description and AccessorID, never the secret.
 //!
 //! With Consul's ACLs off (a development Consul answers token/self with
@@ -109,6 +110,19 @@ impl Caller {
         headers: &HeaderMap,
     ) -> Result<Caller, ApiError> {
         let token = token(headers)?;
+        Self::identify(base, prefix, token, Via::Headers, || operator_name(headers)).await
+    }
+
+    /// Asks Consul who `token` is (`GET /v1/acl/token/self`); with Consul's
+    /// ACLs off, `operator` names the caller instead. `via` says how the
+    /// caller gave the token, so a refusal tells them what to send.
+    pub async fn identify(
+        base: &Client,
+        prefix: &str,
+        token: Option<Secret>,
+        via: Via,
+        operator: impl FnOnce() -> Result<String, ApiError>,
+    ) -> Result<Caller, ApiError> {
         let has_token = token.is_some();
         let client = base.clone().with_token(token).for_role("operator");
         let answer = client
@@ -126,7 +140,7 @@ impl Caller {
             }
             Err(consul::Error::Status {
                 status: 401, body, ..
-            }) if body.contains("ACL support disabled") => (operator_name(headers)?, false),
+            }) if body.contains("ACL support disabled") => (operator()?, false),
             Err(consul::Error::PermissionDenied { body, .. }) if body.contains("ACL not found") => {
                 return Err(if has_token {
                     ApiError::Forbidden(
@@ -135,12 +149,16 @@ impl Caller {
                             .into(),
                     )
                 } else {
-                    ApiError::Unauthenticated(
-                        "no Consul token: send your Consul ACL token in X-Consul-Token or \
-                         Authorization: Bearer (the operator policy, config/acl/operator.hcl, \
-                         grants what the console's actions need)"
+                    ApiError::Unauthenticated(match via {
+                        Via::Headers => "no Consul token: send your Consul ACL token in \
+                             X-Consul-Token or Authorization: Bearer (the operator policy, \
+                             config/acl/operator.hcl, grants what the console's actions need)"
                             .into(),
-                    )
+                        Via::Form => "no Consul token: enter your Consul ACL token (the \
+                             operator policy, config/acl/operator.hcl, grants what the \
+                             console's actions need)"
+                            .into(),
+                    })
                 });
             }
             Err(e) => return Err(e.into()),
@@ -151,6 +169,59 @@ impl Caller {
             store: Store::new(client, prefix),
         })
     }
+
+    /// The caller of a page session, identified at login: no new question
+    /// to Consul (every read and write still goes with the token, so a
+    /// token deleted since is refused by Consul).
+    pub fn resume(
+        base: &Client,
+        prefix: &str,
+        token: Option<Secret>,
+        who: &str,
+        acls: bool,
+    ) -> Self {
+        let client = base.clone().with_token(token).for_role("operator");
+        Caller {
+            who: who.to_string(),
+            acls,
+            store: Store::new(client, prefix),
+        }
+    }
+}
+
+/// How the caller gave their token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The API's headers.
+    Headers,
+    /// The page's login form.
+    Form,
+}
+
+/// Whether Consul's ACLs are on: `token/self` without a token answers
+/// `401 ACL support disabled` when they are off.
+pub async fn acls_enabled(base: &Client) -> Result<bool, ApiError> {
+    let client = base.clone().with_token(None).for_role("operator");
+    match client
+        .read::<TokenInfo>("/v1/acl/token/self", &[], &QueryOptions::default())
+        .await
+    {
+        Err(consul::Error::Status {
+            status: 401, body, ..
+        }) if body.contains("ACL support disabled") => Ok(false),
+        Ok(_) | Err(consul::Error::PermissionDenied { .. }) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `name` may name an operator with ACLs off: letters, digits,
+/// spaces, '.', '_', '@', '-'; at most 64.
+pub fn valid_operator(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ._@-".contains(c))
 }
 
 /// The operator's name with ACLs off.
@@ -169,12 +240,11 @@ fn operator_name(headers: &HeaderMap) -> Result<String, ApiError> {
         .map_err(|_| missing())?
         .trim()
         .to_string();
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " ._@-".contains(c));
-    if ok { Ok(name) } else { Err(missing()) }
+    if valid_operator(&name) {
+        Ok(name)
+    } else {
+        Err(missing())
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The operator's console on every coordinator replica: a JSON API under
+//! The operator's console on every coordinator replica: a web page at `/`
+//! (log in with a Consul token, live service pages), a JSON API under
 //! `/v1/`, its OpenAPI document, and Prometheus metrics at `/metrics`.
 //!
 //! - [`config`]: the `[http]` section (listen address, TLS, public URL).
@@ -7,13 +8,16 @@
 //! - [`auth`]: who is asking, decided by Consul from the caller's token.
 //! - [`api`]: the handlers; [`views`]: what they answer; [`error`]: the
 //!   JSON errors and their statuses.
+//! - [`page`]: the web page (sessions, CSRF, HTML, the event stream); its
+//!   actions go through [`api`]'s own functions.
 //! - [`metrics`]: the registry and the call hooks; [`refresh`]: the state
 //!   figures brought up to date from Consul.
 //!
 //! Every replica serves the console, leader or not: the state is in Consul
 //! KV, and every action is a check-and-set write by the caller's token
 //! through the same store functions the CLI uses. The console holds no
-//! state of its own and never acts with the coordinator's token on an
+//! state of its own (but the page's login sessions, in memory, per
+//! replica) and never acts with the coordinator's token on an
 //! operator's behalf (only `/metrics`, which has no caller, reads with it).
 //!
 //! The node agent never starts it: nothing here runs or is allocated unless
@@ -24,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod page;
 pub mod refresh;
 pub mod server;
 pub mod views;
@@ -89,6 +94,10 @@ pub async fn start(
             .collect(),
         replica: replica.to_string(),
         metrics,
+        sessions: page::session::Sessions::new(
+            config.http.tls() || config.http.public_url.starts_with("https://"),
+        ),
+        max_wait: config.consul.max_wait,
     });
     let mut running = server::serve(&config.http, router(state.clone()), cancel.clone()).await?;
     running.beside(tokio::spawn(refresh::follow(
@@ -100,7 +109,7 @@ pub async fn start(
         address = %running.addr,
         tls = running.tls,
         public_url = %config.http.public_url,
-        "Console listening (API under /v1/, metrics at /metrics)."
+        "Console listening (web page at /, API under /v1/, metrics at /metrics)."
     );
     Ok(running)
 }

@@ -23,6 +23,8 @@ use super::api;
 use super::config::HttpConfig;
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::page;
+use super::page::session::Sessions;
 use crate::consul::Client;
 use crate::coordinator::config::ServiceConfig;
 
@@ -42,6 +44,10 @@ pub struct AppState {
     pub replica: String,
     /// The process's metrics.
     pub metrics: &'static Metrics,
+    /// The web page's login sessions (this replica's own).
+    pub sessions: Sessions,
+    /// `consul.max_wait`: the `wait` of the page's blocking queries.
+    pub max_wait: Duration,
 }
 
 /// Shared state of the handlers.
@@ -67,10 +73,17 @@ impl Routes {
         self.router = self.router.route(path, route);
         self
     }
+
+    /// A route of the web page (HTML, forms, its assets and event
+    /// streams): served, but not part of the API's OpenAPI document.
+    fn page(mut self, path: &'static str, route: MethodRouter<Shared>) -> Self {
+        self.router = self.router.route(path, route);
+        self
+    }
 }
 
 /// Every route of the console: the API under `/v1/`, its OpenAPI document,
-/// `/metrics`.
+/// `/metrics`, and the web page (HTML, its assets and event streams).
 pub fn routes() -> Routes {
     Routes::new()
         .add(Method::GET, "/v1/openapi.yaml", get(api::openapi))
@@ -96,32 +109,61 @@ pub fn routes() -> Routes {
         .add(
             Method::POST,
             "/v1/services/{service}/pause",
-            post(api::pause),
+            api::command(api::Command::Pause),
         )
         .add(
             Method::POST,
             "/v1/services/{service}/resume",
-            post(api::resume),
+            api::command(api::Command::Resume),
         )
         .add(
             Method::POST,
             "/v1/services/{service}/abort",
-            post(api::abort),
+            api::command(api::Command::Abort),
         )
         .add(
             Method::POST,
             "/v1/services/{service}/promote",
-            post(api::promote),
+            api::command(api::Command::Promote),
         )
         .add(Method::GET, "/v1/plans/{plan}", get(api::plan))
         .add(Method::POST, "/v1/plans/{plan}/approve", post(api::approve))
         .add(Method::POST, "/v1/plans/{plan}/reject", post(api::reject))
         .add(Method::GET, "/v1/outbox", get(api::outbox))
         .add(Method::GET, "/metrics", get(api::metrics))
+        // The web page.
+        .page("/", get(page::index))
+        .page("/login", get(page::login_form).post(page::login))
+        .page("/logout", post(page::logout))
+        .page("/assets/console.css", get(page::css))
+        .page("/assets/console.js", get(page::js))
+        .page("/outbox", get(page::outbox))
+        .page("/services/{service}", get(page::service))
+        .page("/services/{service}/events", get(page::live::events))
+        .page(
+            "/services/{service}/pause",
+            page::command(api::Command::Pause),
+        )
+        .page(
+            "/services/{service}/resume",
+            page::command(api::Command::Resume),
+        )
+        .page(
+            "/services/{service}/abort",
+            page::command(api::Command::Abort),
+        )
+        .page(
+            "/services/{service}/promote",
+            page::command(api::Command::Promote),
+        )
+        .page("/plans/{plan}", get(page::plan))
+        .page("/plans/{plan}/approve", page::decide(false))
+        .page("/plans/{plan}/reject", page::decide(true))
 }
 
-/// The (method, path) of every route, as axum spells paths
-/// (`/v1/plans/{plan}`).
+/// The (method, path) of every documented route, as axum spells paths
+/// (`/v1/plans/{plan}`): what `docs/openapi.yaml` describes. The page's
+/// HTML routes ([`Routes::page`]) are not in it.
 pub fn route_list() -> Vec<(Method, &'static str)> {
     routes().list
 }

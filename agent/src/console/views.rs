@@ -213,6 +213,11 @@ impl HistoryEntry {
     }
 }
 
+/// The history of `plans` (oldest first): newest first.
+pub fn history(plans: &[Plan]) -> Vec<HistoryEntry> {
+    plans.iter().rev().map(HistoryEntry::of).collect()
+}
+
 /// One Consul check of an instance.
 #[derive(Debug, Serialize)]
 pub struct CheckView {
@@ -342,40 +347,12 @@ impl RolloutView {
             State::Baking { watch, .. } => new_ids.extend(watch.iter().map(String::as_str)),
             _ => {}
         }
-        let mut instances: Vec<InstanceView> = health
-            .iter()
-            .map(|e| {
-                let meta = e.service.meta.clone().unwrap_or_default();
-                let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
-                let id = get(META_INSTANCE_ID);
-                let image = get("ami_id");
-                let new = new_ids.contains(id.as_str())
-                    || (!image.is_empty() && image == r.spec.target_image);
-                let checks: Vec<CheckView> = e
-                    .checks
-                    .iter()
-                    .map(|c| CheckView {
-                        check_id: c.check_id.clone(),
-                        name: c.name.clone(),
-                        status: c.status.map_or("unknown", |s| s.as_str()),
-                        output: c.output.clone(),
-                    })
-                    .collect();
-                InstanceView {
-                    passing: !checks.is_empty() && checks.iter().all(|c| c.status == "passing"),
-                    health_timer: timers.remove(&id),
-                    instance_id: id,
-                    node: e.node.node.clone(),
-                    version: get("version"),
-                    zone: get("az"),
-                    generation: if new { "new" } else { "old" },
-                    image,
-                    checks,
-                }
-            })
-            .collect();
-        instances
-            .sort_by(|a, b| (a.generation, &a.instance_id).cmp(&(b.generation, &b.instance_id)));
+        let target = r.spec.target_image.as_str();
+        let instances = instances(
+            health,
+            |id, image| new_ids.contains(id) || (!image.is_empty() && image == target),
+            timers,
+        );
         let p = &r.progress;
         Self {
             plan: r.spec.id.clone(),
@@ -395,6 +372,49 @@ impl RolloutView {
             state: r.state.clone(),
         }
     }
+}
+
+/// The instances of Consul's health answer, `new` when `is_new(instance
+/// ID, image)`, each with its checks and (from `timers`) its health timer;
+/// old ones first, then by instance ID.
+pub fn instances(
+    health: &[ServiceEntry],
+    is_new: impl Fn(&str, &str) -> bool,
+    mut timers: BTreeMap<String, HealthTimer>,
+) -> Vec<InstanceView> {
+    let mut instances: Vec<InstanceView> = health
+        .iter()
+        .map(|e| {
+            let meta = e.service.meta.clone().unwrap_or_default();
+            let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
+            let id = get(META_INSTANCE_ID);
+            let image = get("ami_id");
+            let new = is_new(&id, &image);
+            let checks: Vec<CheckView> = e
+                .checks
+                .iter()
+                .map(|c| CheckView {
+                    check_id: c.check_id.clone(),
+                    name: c.name.clone(),
+                    status: c.status.map_or("unknown", |s| s.as_str()),
+                    output: c.output.clone(),
+                })
+                .collect();
+            InstanceView {
+                passing: !checks.is_empty() && checks.iter().all(|c| c.status == "passing"),
+                health_timer: timers.remove(&id),
+                instance_id: id,
+                node: e.node.node.clone(),
+                version: get("version"),
+                zone: get("az"),
+                generation: if new { "new" } else { "old" },
+                image,
+                checks,
+            }
+        })
+        .collect();
+    instances.sort_by(|a, b| (a.generation, &a.instance_id).cmp(&(b.generation, &b.instance_id)));
+    instances
 }
 
 /// A receiver's copies by state.
