@@ -28,6 +28,34 @@ fn receiver(slack: &SlackHandle, bot: &str) -> SlackReceiver {
     }
 }
 
+/// Alice clicks Approve on the plan's message: the envelope reaches the
+/// handler's channel, the one Slack sent. Answers its ID and the envelope.
+async fn click_arrives(
+    slack: &SlackHandle,
+    alice: &User,
+    ts: &str,
+    rx: &mut mpsc::Receiver<socket::Envelope>,
+) -> (String, socket::Envelope) {
+    let id = slack.click(alice, ts, "rollgate:approve:web-1").unwrap();
+    let envelope = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(envelope.id, id);
+    (id, envelope)
+}
+
+/// Waits until the client has opened `n` sockets in all, one open now.
+async fn opened(slack: &SlackHandle, n: u64, what: &str) {
+    assert!(
+        slack
+            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == n
+                && s.socket_connections() == 1)
+            .await,
+        "{what}"
+    );
+}
+
 fn no_env(_: &str) -> Option<String> {
     None
 }
@@ -177,12 +205,7 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
 
     // A click: acknowledged by the client and handed over.
     let alice = User::new("U0ALICE", "alice");
-    let id = slack.click(&alice, &ts, "rollgate:approve:web-1").unwrap();
-    let envelope = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(envelope.id, id);
+    let (id, envelope) = click_arrives(&slack, &alice, &ts, &mut rx).await;
     assert_eq!(envelope.payload["user"]["id"], "U0ALICE");
     assert!(
         slack
@@ -192,19 +215,8 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
 
     // Dropped: opened again, and the next click arrives.
     slack.drop_sockets();
-    assert!(
-        slack
-            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 2
-                && s.socket_connections() == 1)
-            .await,
-        "re-opened"
-    );
-    let id = slack.click(&alice, &ts, "rollgate:approve:web-1").unwrap();
-    let envelope = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(envelope.id, id);
+    opened(&slack, 2, "re-opened").await;
+    let (id, _) = click_arrives(&slack, &alice, &ts, &mut rx).await;
     assert_eq!(
         slack
             .deliveries()
@@ -223,30 +235,13 @@ async fn envelopes_are_acknowledged_at_once_and_the_connection_comes_back() {
 
     // Slack asks for a refresh: the client opens a new connection.
     assert_eq!(slack.refresh_sockets(), 1);
-    assert!(
-        slack
-            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 3
-                && s.socket_connections() == 1)
-            .await,
-        "refreshed"
-    );
+    opened(&slack, 3, "refreshed").await;
 
     // The path dies silently (no close, no pong): noticed, opened again,
     // and clicks arrive again.
     assert_eq!(slack.stall_sockets(), 1);
-    assert!(
-        slack
-            .wait_until(Duration::from_secs(30), |s| s.sockets_opened() == 4
-                && s.socket_connections() == 1)
-            .await,
-        "a silent connection is replaced"
-    );
-    let id = slack.click(&alice, &ts, "rollgate:approve:web-1").unwrap();
-    let envelope = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(envelope.id, id);
+    opened(&slack, 4, "a silent connection is replaced").await;
+    click_arrives(&slack, &alice, &ts, &mut rx).await;
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), run)
