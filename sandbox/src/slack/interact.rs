@@ -226,7 +226,7 @@ pub(super) async fn views_open(
 ) -> Response {
     let req = match admit(&shared, &headers, &body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let trigger = req["trigger_id"].as_str().unwrap_or("").to_string();
     if req["view"]["type"] != "modal" {
@@ -261,7 +261,7 @@ pub(super) async fn post_ephemeral(
 ) -> Response {
     let req = match admit(&shared, &headers, &body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let user = req["user"].as_str().unwrap_or("").to_string();

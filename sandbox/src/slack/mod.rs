@@ -412,14 +412,14 @@ impl SlackHandle {
 /// What every Web API method with a JSON body checks first, in Slack's
 /// order: the stand-in's mode (an outage answers before anything else),
 /// the bot token, then the body. `Ok` is the parsed body.
-fn admit(shared: &Mutex<Shared>, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+fn admit(shared: &Mutex<Shared>, headers: &HeaderMap, body: &[u8]) -> Result<Value, Box<Response>> {
     if let Some(r) = outage(shared) {
-        return Err(r);
+        return Err(Box::new(r));
     }
     if let Some(code) = auth_error(shared, headers) {
-        return Err(slack_error(code));
+        return Err(Box::new(slack_error(code)));
     }
-    serde_json::from_slice::<Value>(body).map_err(|_| slack_error("invalid_json"))
+    serde_json::from_slice::<Value>(body).map_err(|_| Box::new(slack_error("invalid_json")))
 }
 
 /// The mode's answer, when it is not `Up`.
@@ -465,7 +465,7 @@ async fn post_message(
 ) -> Response {
     let req = match admit(&shared, &headers, &body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let mut s = lock(&shared);
@@ -511,7 +511,7 @@ async fn update_message(
 ) -> Response {
     let req = match admit(&shared, &headers, &body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let channel = req["channel"].as_str().unwrap_or("").to_string();
     let ts = req["ts"].as_str().unwrap_or("").to_string();
