@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod page;
 pub mod refresh;
 pub mod server;
+pub mod timeline;
 pub mod views;
 
 use std::sync::Arc;
@@ -98,6 +99,7 @@ pub async fn start(
             config.http.tls() || config.http.public_url.starts_with("https://"),
         ),
         max_wait: config.consul.max_wait,
+        cancel: cancel.clone(),
     });
     let mut running = server::serve(&config.http, router(state.clone()), cancel.clone()).await?;
     running.beside(tokio::spawn(refresh::follow(

@@ -48,6 +48,9 @@ pub struct AppState {
     pub sessions: Sessions,
     /// `consul.max_wait`: the `wait` of the page's blocking queries.
     pub max_wait: Duration,
+    /// Fires when the console shuts down: ends the page's event streams
+    /// (which would otherwise hold the graceful shutdown open).
+    pub cancel: CancellationToken,
 }
 
 /// Shared state of the handlers.
@@ -159,6 +162,11 @@ pub fn routes() -> Routes {
         .page("/plans/{plan}", get(page::plan))
         .page("/plans/{plan}/approve", page::decide(false))
         .page("/plans/{plan}/reject", page::decide(true))
+        .add(
+            Method::GET,
+            "/services/{service}/timeline.svg",
+            get(super::timeline::timeline),
+        )
 }
 
 /// The (method, path) of every documented route, as axum spells paths
