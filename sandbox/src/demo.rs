@@ -216,6 +216,8 @@ struct World {
     recorder: Recorder,
     /// Coordinator replicas still running, by replica name.
     replicas: Vec<(String, Child)>,
+    /// Each replica's console address (`[http] listen`), by replica name.
+    consoles: Vec<(String, SocketAddr)>,
     /// Sends the read token (see the module docs).
     http: reqwest::Client,
 }
@@ -469,15 +471,25 @@ async fn start_world(
 
     // Each process reads the configuration of its role: the replicas a and
     // b (coordinator), ci and operator (the CLI).
+    // Each replica serves its console on a port of its own.
+    let consoles: Vec<(String, SocketAddr)> = ["a", "b"]
+        .into_iter()
+        .map(|r| (format!("demo-{r}"), crate::testkit::free_addr()))
+        .collect();
     for (name, role) in [
         ("a", "coordinator"),
         ("b", "coordinator"),
         ("ci", "ci"),
         ("operator", "operator"),
     ] {
+        let console = consoles
+            .iter()
+            .find(|(replica, _)| *replica == format!("demo-{name}"))
+            .map(|(_, addr)| *addr);
         write_config(
             &work.join(format!("{name}.toml")),
             name,
+            console,
             &work.join("tokens").join(format!("{role}.token")),
             &consul.http_addr(),
             moto.endpoint(),
@@ -510,6 +522,11 @@ async fn start_world(
     view.line(
         "  two rollgate coordinator replicas: demo-a and demo-b (one leads through the Consul lock)",
     );
+    view.line(format!(
+        "  console (every replica serves it): {}; log in with the operator token in {}",
+        console_list(&consoles),
+        work.join("tokens").join("operator.token").display()
+    ));
     let world = World {
         bins,
         work: work.to_path_buf(),
@@ -521,6 +538,7 @@ async fn start_world(
         load,
         recorder,
         replicas,
+        consoles,
         http,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -918,12 +936,20 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let fleet = account(&world, options.instances, &final_version).await;
 
     if options.keep_running && !shutdown.is_cancelled() {
+        let live: Vec<(String, SocketAddr)> = world
+            .consoles
+            .iter()
+            .filter(|(name, _)| world.replicas.iter().any(|(r, _)| r == name))
+            .cloned()
+            .collect();
         view.line(format!(
             "\nKeeping the world running (Consul http://{}, AWS {}); `rollgate --config {} status web` \
-             works against it. Ctrl-C to stop.",
+             works against it, and so does the console: {} (the operator token is in {}). Ctrl-C to stop.",
             world.consul.http_addr(),
             world.moto.endpoint(),
-            world.config("operator").display()
+            world.config("operator").display(),
+            console_list(&live),
+            world.work.join("tokens").join("operator.token").display()
         ));
         shutdown.cancelled().await;
     }
@@ -1201,9 +1227,20 @@ async fn approve_from_slack(
 /// app-level token in a file beside the configuration) answers buttons of
 /// `ops-slack`, and the demo's operator `U0DEMO` may use them.
 #[allow(clippy::too_many_arguments)]
+/// `http://ADDR (replica), ...`.
+fn console_list(consoles: &[(String, SocketAddr)]) -> String {
+    consoles
+        .iter()
+        .map(|(name, addr)| format!("http://{addr} ({name})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_config(
     path: &Path,
     name: &str,
+    console: Option<SocketAddr>,
     token_file: &Path,
     consul: &SocketAddr,
     moto: &str,
@@ -1218,10 +1255,14 @@ fn write_config(
     std::fs::write(&app_token_file, crate::slack::Config::default().app_token)
         .with_context(|| format!("writing {}", app_token_file.display()))?;
     let app_token_file = app_token_file.display().to_string();
+    // A replica's console, and links to it in its alerts.
+    let http = console.map_or(String::new(), |addr| {
+        format!("[http]\nlisten = \"{addr}\"\npublic_url = \"http://{addr}\"\n\n")
+    });
     std::fs::write(
         path,
         format!(
-            "[consul]\naddress = \"http://{consul}\"\ntoken_file = {token_file:?}\n\n[log]\nlevel = \"info\"\n\n\
+            "[consul]\naddress = \"http://{consul}\"\ntoken_file = {token_file:?}\n\n[log]\nlevel = \"info\"\n\n{http}\
              [coordinator]\nregistry_poll = \"30s\"\nreplica_name = \"demo-{name}\"\nlock_ttl = \"10s\"\n\
              lock_delay = \"1s\"\naws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n\n\
              [notify]\ndefault_receivers = [\"ops-slack\", \"ops-email\"]\n\n\
@@ -1279,6 +1320,7 @@ mod tests {
         write_config(
             &path,
             "a",
+            Some(SocketAddr::from(([127, 0, 0, 1], 9181))),
             &dir.path().join("tokens/coordinator.token"),
             &SocketAddr::from(([127, 0, 0, 1], 8500)),
             "http://127.0.0.1:5000",
@@ -1293,6 +1335,11 @@ mod tests {
         assert!(text.contains("replica_name = \"demo-a\""), "{text}");
         assert!(text.contains("tokens/coordinator.token"), "{text}");
         assert!(text.contains("slack_approvers = [\"U0DEMO\"]"), "{text}");
+        assert!(text.contains("[http]\nlisten = \"127.0.0.1:9181\""), "{text}");
+        assert!(
+            text.contains("public_url = \"http://127.0.0.1:9181\""),
+            "{text}"
+        );
         assert!(dir.path().join("slack-app.token").is_file());
     }
 }

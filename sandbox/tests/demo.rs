@@ -221,6 +221,33 @@ async fn the_demo_tells_three_stories_with_zero_failed_requests() {
             summary_path.to_str().unwrap(),
         ],
     );
+    // Every replica's console answers at the address the demo prints.
+    demo.wait_for_line(
+        "console (every replica serves it):",
+        Duration::from_secs(120),
+    )
+    .await;
+    let printed = demo.output();
+    let line = printed
+        .lines()
+        .find(|l| l.contains("console (every replica serves it):"))
+        .unwrap_or_default()
+        .to_string();
+    let consoles: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://127.0.0.1:"))
+        .map(|w| w.trim_end_matches([',', ';']))
+        .collect();
+    assert_eq!(consoles.len(), 2, "two consoles in {line:?}");
+    for console in consoles {
+        let metrics = reqwest::get(format!("{console}/metrics"))
+            .await
+            .unwrap_or_else(|e| panic!("{console}/metrics: {e}"));
+        assert_eq!(metrics.status(), 200, "{console}/metrics");
+        let text = metrics.text().await.unwrap_or_default();
+        assert!(text.contains("rollgate_"), "{console}/metrics:\n{text}");
+    }
+
     let status = demo.wait(Duration::from_secs(280)).await;
     let output = demo.output();
     assert!(status.success(), "the demo failed: {status}\n{output}");
