@@ -611,6 +611,150 @@ async fn cli_work(config: &Path, client: &Client, role: Role) -> Result<(), Stri
         .map_err(|e| format!("publish trigger: {e}"))
 }
 
+/// The console as an operator uses it: a console started as a
+/// coordinator replica starts it, every `GET /v1/...` route read with the
+/// operator's token (`X-Consul-Token`), each answering 200 with nothing
+/// hidden (the stable version, the outbox's entries, the instances'
+/// checks); then the writes the operator must not make are refused.
+async fn console_work(acl: &Acl, token: &Secret) -> Result<(), String> {
+    // What the pages show: a stable version, an outbox entry and a `web`
+    // instance whose checks Consul filters without service:read and
+    // node:read.
+    let admin = Store::new(acl.admin(), PREFIX);
+    admin
+        .set_stable(
+            "web",
+            &rollgate::rollout::machine::StableRef {
+                template_version: 3,
+                image: "ami-0stable".into(),
+                version: "1.0.0".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut notify = NotifyConfig::default();
+    notify.default_receivers = vec!["ops".into()];
+    Outbox::new(acl.admin(), PREFIX, &notify)
+        .enqueue(Event::meta(
+            MetaNotice {
+                kind: MetaKind::NoLeader,
+                status: AlertStatus::Firing,
+                since_ms: 1,
+                detail: String::new(),
+            },
+            now_ms(),
+        ))
+        .await
+        .unwrap();
+    acl.register_services();
+
+    let mut config = rollgate::config::Config::default();
+    config.consul.address = format!("http://{}", acl.consul.http_addr());
+    config.services = vec![rollgate::coordinator::config::ServiceConfig {
+        name: "web".into(),
+        auto_scaling_group: "web".into(),
+        launch_template: "web".into(),
+        artifact: "acmeinc/web".into(),
+        ..Default::default()
+    }];
+    config.http.listen = "127.0.0.1:0".into();
+    let cancel = CancellationToken::new();
+    // The replica's own token only serves /metrics; every route below
+    // reads with the operator's.
+    let console = rollgate::console::start(&config, &acl.admin(), "acl-test", cancel.clone())
+        .await
+        .unwrap();
+    let result = console_reads(console.addr, token).await;
+    cancel.cancel();
+    rollgate::console::stopped(Some(console)).await;
+    result?;
+
+    // Reads only: what the coordinator and the watcher write stays theirs.
+    let operator = acl.client(token);
+    for key in [
+        "rollgate/services/web/stable",
+        "rollgate/services/web/rollout",
+        "rollgate/outbox/forged",
+        "rollgate/leader",
+    ] {
+        let written = operator.kv_put(key, b"{}", &PutOptions::default()).await;
+        assert!(
+            written.is_err(),
+            "the operator policy lets an operator write {key}: {written:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Every `GET /v1/...` route of the console, with `web` and plan `web-1`.
+async fn console_reads(addr: SocketAddr, token: &Secret) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let routes: Vec<String> = rollgate::console::route_list()
+        .into_iter()
+        .filter(|(method, path)| {
+            *method == reqwest::Method::GET
+                && path.starts_with("/v1/")
+                && *path != "/v1/openapi.yaml"
+        })
+        .map(|(_, path)| path.replace("{service}", "web").replace("{plan}", "web-1"))
+        .collect();
+    assert!(routes.len() >= 8, "the console's read routes: {routes:?}");
+    for path in routes {
+        let r = http
+            .get(format!("http://{addr}{path}"))
+            .header("X-Consul-Token", token.expose())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let json = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        // An event stream does not end: its status is the answer.
+        let body: serde_json::Value = if json {
+            tokio::time::timeout(Duration::from_secs(10), r.json())
+                .await
+                .map_err(|_| format!("GET {path}: no answer within 10s"))?
+                .unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
+        if status != 200 {
+            return Err(format!("console GET {path}: {status} {body}"));
+        }
+        let services = match path.as_str() {
+            "/v1/services" => body["services"].as_array().cloned().unwrap_or_default(),
+            "/v1/services/web" => vec![body.clone()],
+            _ => Vec::new(),
+        };
+        for s in services {
+            if let Some(refused) = s["stable_refused"].as_str() {
+                return Err(format!("console GET {path}: the stable version: {refused}"));
+            }
+            if s["stable"]["version"] != "1.0.0" {
+                return Err(format!("console GET {path}: no stable version in {s}"));
+            }
+        }
+        if path == "/v1/outbox" && body["entries"].as_array().is_none_or(Vec::is_empty) {
+            return Err(format!(
+                "console GET {path}: the seeded entry is missing: {body}"
+            ));
+        }
+        if path == "/v1/services/web/rollout" {
+            let rollout = &body["rollout"];
+            if rollout["filtered_by_acls"] != false {
+                return Err(format!(
+                    "console GET {path}: Consul filtered the health of web \
+                     (X-Consul-Results-Filtered-By-ACLs): the token lacks service:read on \
+                     \"web\" or node:read on its node: {rollout}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn cli_role(role: Role) {
     let rules = policy_rules(role);
     let dir = tempfile::tempdir().unwrap();
@@ -627,7 +771,10 @@ async fn cli_role(role: Role) {
         seed(&acl, role == Role::Operator, role == Role::Ci).await;
         let token = acl.token(&format!("{role}-{name}"), &hcl_of(&rules)).await;
         let config = cli_config(dir.path(), &acl, &token, &format!("{role}-{name}"));
-        let result = cli_work(&config, &acl.client(&token), role).await;
+        let result = match cli_work(&config, &acl.client(&token), role).await {
+            Ok(()) if role == Role::Operator => console_work(&acl, &token).await,
+            other => other,
+        };
         match (removed, result) {
             (None, r) => {
                 r.unwrap_or_else(|e| panic!("the {role} with exactly {}: {e}", role.policy_file()))

@@ -236,14 +236,25 @@ async fn reads_answer_with_the_callers_token_and_commands_reach_the_rollout() {
     let web = &a.body["services"][0];
     assert_eq!(web["name"], "web");
     assert_eq!(web["pending_plans"], json!([plan.clone()]));
-    // The operator policy does not grant the coordinator's stable record:
-    // said so, not shown as "no stable version".
+    // The operator policy reads the stable record (none recorded yet).
+    assert!(web["stable_refused"].is_null(), "{web}");
+    // A token without that read (the CI role's) is told so, not shown
+    // "no stable version".
+    let ci = w.roles.secret("ci").unwrap().expose().to_owned();
+    let a = call(
+        addr,
+        Method::GET,
+        "/v1/services",
+        Auth::ConsulHeader(&ci),
+        None,
+    )
+    .await;
     assert!(
-        web["stable_refused"]
+        a.body["services"][0]["stable_refused"]
             .as_str()
             .unwrap_or_default()
             .contains("key:read"),
-        "{web}"
+        "{a:?}"
     );
 
     let a = call(
@@ -313,9 +324,9 @@ async fn reads_answer_with_the_callers_token_and_commands_reach_the_rollout() {
         "{abort}"
     );
 
-    // The outbox is the coordinator's: the operator policy does not grant
-    // reading it. Consul filters the list rather than refusing it; the
-    // console says so instead of showing an empty outbox.
+    // The operator policy reads the outbox; a token without that read (the
+    // CI role's) is filtered rather than refused by Consul, and the console
+    // says so instead of showing an empty outbox.
     let coordinator_client = w.client("coordinator");
     assert!(
         coordinator_client
@@ -328,6 +339,16 @@ async fn reads_answer_with_the_callers_token_and_commands_reach_the_rollout() {
             .unwrap()
     );
     let a = call(addr, Method::GET, "/v1/outbox", op.clone(), None).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["depth"], 0, "{a:?}");
+    let a = call(
+        addr,
+        Method::GET,
+        "/v1/outbox",
+        Auth::ConsulHeader(&ci),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 403, "{a:?}");
     assert!(a.error().contains("rollgate/outbox/"), "{a:?}");
     assert!(

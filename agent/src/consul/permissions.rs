@@ -453,9 +453,18 @@ impl Role {
                 "consul/leading.rs",
                 "consul/records.rs",
             ],
-            Role::Operator | Role::Ci => {
-                &["ops.rs", "ops/**", "rollout/store.rs", "consul/records.rs"]
-            }
+            // The console reads and writes with the operator's own token
+            // (console/auth.rs makes the caller's client, console/api.rs
+            // reads through it).
+            Role::Operator => &[
+                "ops.rs",
+                "ops/**",
+                "rollout/store.rs",
+                "consul/records.rs",
+                "console/api.rs",
+                "console/auth.rs",
+            ],
+            Role::Ci => &["ops.rs", "ops/**", "rollout/store.rs", "consul/records.rs"],
         }
     }
 
@@ -581,6 +590,10 @@ const OPERATOR: &[Grant] = &[
     g("kv_list", Key, PREFIX, "{prefix}/services/{service}/failed/", Read, "publish, rollback: images that failed"),
     g("kv_get", Key, EXACT, "{prefix}/services/{service}/seq", Read, "rollback, publish --force: the plan ID"),
     g("txn", Key, EXACT, "{prefix}/services/{service}/seq", Write, "rollback, publish --force: the plan ID"),
+    g("kv_get", Key, EXACT, "{prefix}/services/{service}/stable", Read, "console: the stable version of a service"),
+    g("kv_list", Key, PREFIX, "{prefix}/outbox/", Read, "console: the alert outbox and its deliveries"),
+    g("health_service", Service, EXACT, "{service}", Read, "console: each instance's checks in a rollout"),
+    g("health_service", Node, PREFIX, "", Read, "console: each instance's node (checks are filtered by it)"),
 ];
 
 #[rustfmt::skip]
