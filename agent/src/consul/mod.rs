@@ -136,6 +136,14 @@ impl Client {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("rollgate/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(90));
+        if config.ca_file.is_none() && is_plain_http(&base) {
+            // Plain HTTP (the node agent's loopback Consul agent): no trust
+            // roots. The default builder reads and parses the system's whole
+            // CA bundle, code and heap that would stay resident for the
+            // process's life to verify certificates it never sees (Consul
+            // does not redirect to `https`; were it to, verification fails).
+            builder = builder.tls_certs_only(std::iter::empty());
+        }
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
                 Error::Config(format!("consul.ca_file = {ca:?} cannot be read: {e}"))
@@ -464,4 +472,36 @@ pub(crate) fn path_segment(s: &str, keep_slash: bool) -> String {
         }
     }
     out
+}
+
+/// Whether `url` is plain `http://` (any case): the client then needs no
+/// trust roots.
+fn is_plain_http(url: &str) -> bool {
+    url.get(.."http://".len())
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_http_address_needs_no_trust_roots_and_https_keeps_them() {
+        assert!(is_plain_http("http://127.0.0.1:8500"));
+        assert!(is_plain_http("HTTP://consul.local:8500"));
+        assert!(!is_plain_http("https://consul.local:8501"));
+        assert!(!is_plain_http("http:/"));
+        for address in [
+            "127.0.0.1:8500",
+            "http://127.0.0.1:8500",
+            "https://127.0.0.1:8501",
+        ] {
+            let config = ConsulConfig {
+                address: address.into(),
+                ..ConsulConfig::default()
+            };
+            let client = Client::new(&config).expect("a client for a valid address");
+            assert!(client.address().contains("127.0.0.1:850"), "{address}");
+        }
+    }
 }
