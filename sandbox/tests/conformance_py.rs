@@ -28,7 +28,7 @@ fn require_packages(python: &str) {
         .stdin(Stdio::null())
         .output();
     let hint = format!(
-        "install them with `bash sandbox/scripts/prerequisites` or `{python} -m pip install -r {}`",
+        "install them with `bash sandbox/scripts/prerequisites --tests` or `{python} -m pip install -r {}`",
         suite_dir().join("requirements.txt").display()
     );
     match probe {
