@@ -462,11 +462,50 @@ async fn the_service_page_shows_the_rollout_and_its_forms_queue_the_apis_command
     );
 
     w.active_rollout(&plan).await;
+    // One instance of the new image in Consul, its check failing.
+    let target = w
+        .store()
+        .rollout("web")
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .spec
+        .target_image;
+    w.consul.add_node("node-1").await.unwrap();
+    w.consul
+        .register_services(
+            "node-1",
+            &[serde_json::json!({
+                "ID": "web-i-0new", "Name": "web", "Port": 8080,
+                "Meta": {"instance_id": "i-0new", "ami_id": target, "version": "2.0.0", "az": "eu-west-1a"},
+                "Check": {"CheckID": "web-health", "Name": "web health", "TTL": "60s",
+                          "Status": "critical", "Notes": "GET /health"},
+            })],
+        )
+        .unwrap();
     let p = b.get("/services/web").await;
     assert_eq!(p.text_of("rollout-phase").unwrap(), "pending");
     assert!(
-        p.text_of("rollout-batch").unwrap().ends_with("/3") || p.text_of("rollout-batch").is_some()
+        p.body
+            .contains("<tr data-instance=\"i-0new\" class=\"new\">"),
+        "{}",
+        p.body
     );
+    assert!(p.body.contains("eu-west-1a") && p.body.contains("web health"));
+    assert!(
+        p.body.contains("<li class=\"check critical\">"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("id=\"bar\" data-old=\"0\" data-new=\"1\" data-passing=\"0\""),
+        "{}",
+        p.body
+    );
+    // Batches proven / the plan's batches.
+    assert_eq!(p.text_of("rollout-batch").unwrap(), "0/1");
     assert!(p.body.contains("id=\"bar\" data-old="), "{}", p.body);
     assert!(p.body.contains("id=\"instances\""));
     assert!(

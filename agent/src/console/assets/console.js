@@ -13,19 +13,13 @@
     return "in " + (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
   }
 
-  // Deadlines are server times; the offset to this clock is taken from
-  // the render time the server wrote beside them.
-  var skew = 0;
+  // Deadlines are the server's times (ms since the epoch): the countdown
+  // trusts this machine's clock to be set.
   function tick() {
     var els = document.querySelectorAll("[data-deadline]");
     for (var i = 0; i < els.length; i++) {
       var el = els[i];
-      var now = Number(el.getAttribute("data-now"));
-      if (now && !el.hasAttribute("data-skewed")) {
-        skew = now - Date.now();
-        el.setAttribute("data-skewed", "");
-      }
-      el.textContent = fmt(Number(el.getAttribute("data-deadline")) - (Date.now() + skew));
+      el.textContent = fmt(Number(el.getAttribute("data-deadline")) - Date.now());
     }
   }
   setInterval(tick, 1000);

@@ -343,11 +343,11 @@ fn active(b: &mut String, csrf: &str, live: &Live<'_>, r: &RolloutView) {
         r.batches
     );
     if let Some(at) = r.next_deadline_at {
+        // The same text for the same state (an update is sent only when
+        // the section changed); the script turns it into a countdown.
         let _ = write!(
             b,
-            " · next deadline <span id=\"countdown\" data-deadline=\"{at}\" data-now=\"{}\">{}</span> ({})",
-            live.now,
-            countdown(at, live.now),
+            " · next deadline <span id=\"countdown\" data-deadline=\"{at}\">at {}</span>",
             esc(&render::time(at))
         );
     }
@@ -389,7 +389,7 @@ fn active(b: &mut String, csrf: &str, live: &Live<'_>, r: &RolloutView) {
         let _ = writeln!(b, "<div class=\"actions\">{forms}</div>");
     }
     timeline(b, live.service);
-    instances(b, &r.instances);
+    instances(b, &r.instances, live.now);
     b.push_str("</section>\n");
 }
 
@@ -419,7 +419,7 @@ fn ended(b: &mut String, service: &str, e: &Ended<'_>) {
     }
     bar(b, &e.instances);
     timeline(b, service);
-    instances(b, &e.instances);
+    instances(b, &e.instances, 0);
     b.push_str("</section>\n");
 }
 
@@ -457,7 +457,7 @@ fn bar(b: &mut String, list: &[InstanceView]) {
     );
 }
 
-fn instances(b: &mut String, list: &[InstanceView]) {
+fn instances(b: &mut String, list: &[InstanceView], now: Millis) {
     b.push_str(
         "<table id=\"instances\"><thead><tr><th>Instance</th><th></th><th>Image</th><th>Version</th>\
          <th>Zone</th><th>Checks</th><th>Health timer</th></tr></thead><tbody>\n",
@@ -497,10 +497,13 @@ fn instances(b: &mut String, list: &[InstanceView]) {
                     let _ = write!(b, "proven healthy at {}", esc(&render::time(at)));
                 }
                 (None, Some(ms)) => {
+                    // Passing since + min_healthy_time: the same for the
+                    // same state.
+                    let at = now.saturating_add(ms);
                     let _ = write!(
                         b,
-                        "healthy in {}",
-                        humantime::format_duration(std::time::Duration::from_secs(ms / 1000))
+                        "counts healthy <span data-deadline=\"{at}\">at {}</span> if it keeps passing",
+                        esc(&render::time(at))
                     );
                 }
                 (None, None) => {
@@ -546,17 +549,6 @@ fn history(b: &mut String, list: &[HistoryEntry]) {
         );
     }
     b.push_str("</tbody></table></section>\n");
-}
-
-/// "in 4m 30s", "now" once passed.
-fn countdown(at: Millis, now: Millis) -> String {
-    if at <= now {
-        return "now".into();
-    }
-    format!(
-        "in {}",
-        humantime::format_duration(std::time::Duration::from_secs((at - now).div_ceil(1000)))
-    )
 }
 
 /// `/plans/{plan}`: the diff, and Approve / Reject or who decided.
@@ -670,11 +662,5 @@ mod tests {
         assert!(!page.contains("<img src=x"), "{page}");
         assert!(page.contains("id=\"action-error\""));
         assert_eq!(seg("a/b c"), "a%2Fb%20c");
-    }
-
-    #[test]
-    fn the_countdown_reads_in_seconds() {
-        assert_eq!(countdown(10_000, 10_000), "now");
-        assert_eq!(countdown(100_500, 10_000), "in 1m 31s");
     }
 }

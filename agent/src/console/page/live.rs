@@ -9,11 +9,15 @@
 //! stream costs three or four held requests until something changes.
 //!
 //! On every change the live section is rendered again ([`super::live_html`])
-//! and sent as the data of an `update` event; the script swaps it in. A
+//! and, when it differs from the last one sent, sent as the data of an
+//! `update` event; the script swaps it in. Each watch runs in a task of
+//! its own (so one change never restarts the others' held queries), and
+//! the stream holds a guard that stops them all when it is dropped. A
 //! comment goes out every [`KEEPALIVE`] so proxies keep the connection
-//! open and a client that left is noticed. The queries live inside the
-//! stream: when the client disconnects, the server drops the stream and
-//! with it the in-flight requests to Consul.
+//! open and a client that left is noticed: when the client disconnects,
+//! the server drops the stream, whose guard stops the watches and with
+//! them their in-flight requests to Consul. The console's shutdown ends
+//! every stream.
 //!
 //! A read Consul refuses (the token was deleted since login, say) is sent
 //! as a `problem` event with the reason; the stream goes on (the watches
@@ -26,11 +30,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use std::future::Future;
+
 use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::super::auth::Caller;
 use super::super::server::Shared;
 use crate::consul::watch::{Watch, WatchConfig};
+use crate::consul::{Error, QueryOptions, Response as ConsulResponse};
 
 /// The gap between keepalive comments.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -58,9 +68,17 @@ pub async fn events(
             .into_response();
     }
     let c = super::caller(&state, &s);
-    let mut r = Sse::new(updates(c, &state.prefix, service, s.csrf, state.max_wait))
-        .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
-        .into_response();
+    let stop = state.cancel.clone();
+    let mut r = Sse::new(updates(
+        c,
+        &state.prefix,
+        service,
+        s.csrf,
+        state.max_wait,
+        stop,
+    ))
+    .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
+    .into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
@@ -68,13 +86,15 @@ pub async fn events(
     r
 }
 
-/// The stream of `update` events of `service` as `c` sees it.
+/// The stream of `update` events of `service` as `c` sees it, until the
+/// client leaves or `stop` fires (the console shuts down).
 pub fn updates(
     c: Caller,
     prefix: &str,
     service: String,
     csrf: String,
     wait: Duration,
+    stop: CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + use<> {
     let config = WatchConfig {
         wait,
@@ -82,82 +102,91 @@ pub fn updates(
     };
     let client = c.store.client().clone();
     let base = format!("{prefix}/services/{service}");
-    let plans = {
+    // A change is a signal; a signal waiting to be rendered absorbs the
+    // next ones (the render reads everything afresh).
+    let (tx, rx) = mpsc::channel::<()>(1);
+    let watches = stop.child_token();
+    {
         let (client, key) = (client.clone(), format!("{base}/plans/"));
-        Watch::new("console plans", config.clone(), move |opts| {
+        let w = Watch::new("console plans", config.clone(), move |opts| {
             let (client, key) = (client.clone(), key.clone());
             async move { client.kv_list(&key, &opts).await }
-        })
-    };
-    let keys = {
-        // The rollout record and the stable release: one watch per key.
-        let (client, rollout, stable) = (
-            client.clone(),
-            format!("{base}/rollout"),
-            format!("{base}/stable"),
-        );
-        (
-            Watch::new("console rollout", config.clone(), {
-                let client = client.clone();
-                move |opts| {
-                    let (client, key) = (client.clone(), rollout.clone());
-                    async move { client.kv_get(&key, &opts).await }
-                }
-            }),
-            Watch::new("console stable", config.clone(), move |opts| {
-                let (client, key) = (client.clone(), stable.clone());
-                async move { client.kv_get(&key, &opts).await }
-            }),
-        )
-    };
-    let health = {
+        });
+        follow(w, tx.clone(), watches.clone());
+    }
+    for key in ["rollout", "stable"] {
+        let (client, key) = (client.clone(), format!("{base}/{key}"));
+        let w = Watch::new("console key", config.clone(), move |opts| {
+            let (client, key) = (client.clone(), key.clone());
+            async move { client.kv_get(&key, &opts).await }
+        });
+        follow(w, tx.clone(), watches.clone());
+    }
+    {
         let (client, name) = (client, service.clone());
-        Watch::new("console health", config, move |opts| {
+        let w = Watch::new("console health", config, move |opts| {
             let (client, name) = (client.clone(), name.clone());
             async move { client.health_service(&name, false, None, &opts).await }
-        })
-    };
-    let (rollout, stable) = keys;
+        });
+        follow(w, tx, watches.clone());
+    }
     let start = Follow {
         c,
         service,
         csrf,
-        first: true,
+        last: None,
+        changes: rx,
+        stop,
+        _watches: watches.drop_guard(),
     };
-    futures::stream::unfold(
-        (start, plans, rollout, stable, health),
-        |(f, mut plans, mut rollout, mut stable, mut health)| async move {
-            if f.first {
-                // The first answers come at once: one update for all of
-                // them (the page may have changed since it was rendered).
-                let _ = plans.next().await;
-                let _ = rollout.next().await;
-                let _ = stable.next().await;
-                let _ = health.next().await;
-            } else {
-                loop {
-                    let changed = tokio::select! {
-                        r = plans.next() => r.map(|_| ()),
-                        r = rollout.next() => r.map(|_| ()),
-                        r = stable.next() => r.map(|_| ()),
-                        r = health.next() => r.map(|_| ()),
-                    };
-                    match changed {
-                        Ok(()) => break,
-                        // The watch waits out its back-off on its next call.
-                        Err(e) => tracing::debug!(watch = %e.name, error = %e.source,
-                            retry_in = ?e.retry_in, "Console event stream: Consul read failed; retrying."),
-                    }
-                }
+    futures::stream::unfold(start, |mut f| async move {
+        loop {
+            tokio::select! {
+                _ = f.stop.cancelled() => return None,
+                signal = f.changes.recv() => signal?,
             }
-            let event = match super::live_html(&f.c, &f.service, &f.csrf).await {
-                Ok(html) => Event::default().event("update").data(html),
-                Err(e) => Event::default().event("problem").data(e.to_string()),
+            let (kind, data) = match super::live_html(&f.c, &f.service, &f.csrf).await {
+                Ok(html) => ("update", html),
+                Err(e) => ("problem", e.to_string()),
             };
-            let next = Follow { first: false, ..f };
-            Some((Ok(event), (next, plans, rollout, stable, health)))
-        },
-    )
+            // Consul answers a change that this page does not show (a
+            // check's output it already had, say): nothing to send.
+            if f.last.as_deref() == Some(data.as_str()) {
+                continue;
+            }
+            let event = Event::default().event(kind).data(&data);
+            f.last = Some(data);
+            return Some((Ok(event), f));
+        }
+    })
+}
+
+/// Runs `watch` in a task that signals every change on `changed`, until
+/// `stop` fires (the stream was dropped: its guard cancels it) or nobody
+/// listens. Its in-flight query to Consul is dropped with it.
+fn follow<T, F, Fut>(mut watch: Watch<T, F>, changed: mpsc::Sender<()>, stop: CancellationToken)
+where
+    T: PartialEq + Clone + Send + Sync + 'static,
+    F: FnMut(QueryOptions) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<ConsulResponse<T>, Error>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = watch.next() => match next {
+                    Ok(_) => {
+                        if let Err(TrySendError::Closed(())) = changed.try_send(()) {
+                            return;
+                        }
+                    }
+                    // The watch waits out its back-off on its next call.
+                    Err(e) => tracing::debug!(watch = %e.name, error = %e.source,
+                        retry_in = ?e.retry_in, "Console event stream: Consul read failed; retrying."),
+                },
+            }
+        }
+    });
 }
 
 /// What a stream renders with.
@@ -168,6 +197,12 @@ struct Follow {
     service: String,
     /// The session's CSRF token, for the forms of the section.
     csrf: String,
-    /// Whether no update was sent yet.
-    first: bool,
+    /// The data of the last event sent.
+    last: Option<String>,
+    /// A signal per change seen by the watches.
+    changes: mpsc::Receiver<()>,
+    /// The console's shutdown.
+    stop: CancellationToken,
+    /// Stops the watches when the stream is dropped.
+    _watches: DropGuard,
 }
