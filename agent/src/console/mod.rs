@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod page;
 pub mod refresh;
 pub mod server;
+pub mod timeline;
 pub mod views;
 
 use std::sync::Arc;

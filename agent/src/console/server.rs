@@ -162,6 +162,11 @@ pub fn routes() -> Routes {
         .page("/plans/{plan}", get(page::plan))
         .page("/plans/{plan}/approve", page::decide(false))
         .page("/plans/{plan}/reject", page::decide(true))
+        .add(
+            Method::GET,
+            "/services/{service}/timeline.svg",
+            get(super::timeline::timeline),
+        )
 }
 
 /// The (method, path) of every documented route, as axum spells paths
