@@ -21,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::{self, Caller};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::server::Shared;
 use crate::consul::records::{RecordError, Records};
@@ -521,9 +521,9 @@ pub async fn for_caller(
     Ok(answer(body))
 }
 
-/// `GET /services/{service}/timeline.svg`: the token as the API takes it,
-/// or else the page's login session (the page embeds the chart as an
-/// image, which carries the session cookie, not a token). Errors are the
+/// `GET /services/{service}/timeline.svg`: the page's login session (the
+/// page embeds the chart as an image, which carries the session cookie,
+/// not a token), or else the token as the API takes it. Errors are the
 /// API's JSON errors (404 for an unknown service, 401 without a token or
 /// session, 403 when Consul refuses the token).
 pub async fn timeline(
@@ -536,20 +536,7 @@ pub async fn timeline(
             "no service {service:?} in [[services]]"
         )));
     };
-    let session = match auth::token(&headers)? {
-        Some(_) => None,
-        None => state.sessions.get(&headers),
-    };
-    let c = match session {
-        Some(s) => Caller::resume(
-            &state.client,
-            &state.prefix,
-            s.token.clone(),
-            &s.who,
-            s.acls,
-        ),
-        None => Caller::authenticate(&state.client, &state.prefix, &headers).await?,
-    };
+    let c = super::page::reader(&state, &headers).await?;
     let now = Timestamp::from_millis(crate::rollout::plan::now_ms());
     for_caller(&c, &state.prefix, &svc.name, now).await
 }
