@@ -122,20 +122,6 @@ impl Browser {
     }
 }
 
-/// Nothing was recorded: the plan still pending, no command queued.
-async fn nothing_recorded(w: &ConsoleWorld, plan: &str) {
-    let (p, _) = w.store().plan(plan).await.unwrap();
-    assert!(
-        matches!(p.decision, Decision::Pending { .. }),
-        "the plan is still pending: {:?}",
-        p.decision
-    );
-    assert!(
-        w.store().commands("web").await.unwrap().is_empty(),
-        "no command queued"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_a_strict_cookie_a_bad_token_is_refused_and_no_page_shows_the_token() {
     let w = ConsoleWorld::new().await;
@@ -272,7 +258,7 @@ async fn a_post_without_or_with_a_stale_csrf_token_is_refused_and_records_nothin
             let e = p.text_of("action-error").unwrap();
             assert!(e.contains("CSRF") && e.contains("nothing was done"), "{e}");
         }
-        nothing_recorded(&w, &plan).await;
+        w.nothing_recorded(&plan).await;
     }
     // Another browser, without a session, with the right token: refused.
     let mut other = Browser::new(addr);
@@ -281,7 +267,7 @@ async fn a_post_without_or_with_a_stale_csrf_token_is_refused_and_records_nothin
         .await;
     assert_eq!(p.status, 403, "{p:?}");
     assert!(p.text_of("action-error").unwrap().contains("log in again"));
-    nothing_recorded(&w, &plan).await;
+    w.nothing_recorded(&plan).await;
     // The session is still good.
     assert_eq!(b.get("/").await.status, 200);
     w.shutdown().await;
@@ -415,7 +401,7 @@ async fn an_operator_without_the_policy_sees_consuls_refusal_and_nothing_changes
     assert!(!p.body.contains(&ci), "never the secret");
     // The page still offers the decision: nothing was recorded.
     assert!(p.body.contains("id=\"approve\""));
-    nothing_recorded(&w, &plan).await;
+    w.nothing_recorded(&plan).await;
 
     w.active_rollout(&plan).await;
     let p = b.post("/services/web/pause", &[("csrf", &csrf)]).await;
@@ -425,7 +411,7 @@ async fn an_operator_without_the_policy_sees_consuls_refusal_and_nothing_changes
             .unwrap()
             .contains("Consul refused")
     );
-    nothing_recorded(&w, &plan).await;
+    w.nothing_recorded(&plan).await;
     w.shutdown().await;
 }
 

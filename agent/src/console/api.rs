@@ -349,13 +349,19 @@ fn reason(body: &Bytes) -> Result<String, ApiError> {
             "the body must be JSON like {{\"reason\": \"why\"}}: {e}"
         ))
     })?;
-    let reason = r.reason.trim().to_string();
+    checked_reason(&r.reason)
+}
+
+/// A reason as given (API body or page form): trimmed, at most 1000
+/// characters.
+pub(crate) fn checked_reason(text: &str) -> Result<String, ApiError> {
+    let reason = text.trim();
     if reason.chars().count() > 1000 {
         return Err(ApiError::BadRequest(
             "the reason is longer than 1000 characters".into(),
         ));
     }
-    Ok(reason)
+    Ok(reason.to_string())
 }
 
 #[derive(Debug, Serialize)]

@@ -135,6 +135,21 @@ impl ConsoleWorld {
         assert!(self.store().save_rollout(&r, 0).await.unwrap().is_some());
     }
 
+    /// Asserts that nothing was recorded for `plan`: still pending, no
+    /// command queued for `web`.
+    pub async fn nothing_recorded(&self, plan: &str) {
+        let (p, _) = self.store().plan(plan).await.unwrap();
+        assert!(
+            matches!(p.decision, Decision::Pending { .. }),
+            "the plan is still pending: {:?}",
+            p.decision
+        );
+        assert!(
+            self.store().commands("web").await.unwrap().is_empty(),
+            "no command queued"
+        );
+    }
+
     /// The configuration of a coordinator replica whose console listens on
     /// a free loopback port.
     pub fn config(&self) -> Config {

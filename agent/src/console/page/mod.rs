@@ -21,7 +21,7 @@ pub mod session;
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, post};
@@ -247,14 +247,7 @@ pub async fn login(State(state): State<Shared>, body: Bytes) -> Response {
 }
 
 /// `POST /logout` (CSRF-checked): forgets the session and the cookie.
-pub async fn logout(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let f = fields(&body);
-    if let Err(e) = state
-        .sessions
-        .check_csrf(&headers, f.get("csrf").map(String::as_str))
-    {
-        return csrf_refused(state.sessions.get(&headers).as_ref(), &e);
-    }
+pub async fn logout(State(state): State<Shared>, headers: HeaderMap, _: Posted) -> Response {
     state.sessions.remove(&headers);
     let mut r = see_other("/login");
     r.headers_mut()
@@ -411,40 +404,52 @@ async fn plan_page(
     }
 }
 
+/// A logged-in operator's form post: the session whose CSRF token the
+/// form carries (checked before anything else, so a refused post reads
+/// and writes nothing), and its `reason` field (trimmed, checked).
+#[derive(Debug)]
+pub struct Posted {
+    /// The session.
+    session: Session,
+    /// `reason=`, trimmed; empty when absent.
+    reason: String,
+}
+
+impl FromRequest<Shared> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Shared) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let f = fields(&body);
+        let session = state
+            .sessions
+            .check_csrf(&headers, f.get("csrf").map(String::as_str))
+            .map_err(|e| csrf_refused(state.sessions.get(&headers).as_ref(), &e))?;
+        let reason = api::checked_reason(f.get("reason").map_or("", String::as_str))
+            .map_err(|e| failed(Some(&session), true, &e))?;
+        Ok(Posted { session, reason })
+    }
+}
+
 /// `POST /plans/{plan}/approve` and `/reject` (`reason=`), `csrf=`.
 pub fn decide(reject: bool) -> MethodRouter<Shared> {
     post(
-        move |State(state): State<Shared>,
-              Path(id): Path<String>,
-              headers: HeaderMap,
-              body: Bytes| async move {
-            let f = fields(&body);
-            let s = match state
-                .sessions
-                .check_csrf(&headers, f.get("csrf").map(String::as_str))
-            {
-                Ok(s) => s,
-                Err(e) => return csrf_refused(state.sessions.get(&headers).as_ref(), &e),
-            };
-            let reason = f
-                .get("reason")
-                .map(|r| r.trim().to_string())
-                .unwrap_or_default();
-            let result = if reject && reason.is_empty() {
+        move |State(state): State<Shared>, Path(id): Path<String>, p: Posted| async move {
+            let s = &p.session;
+            let result = if reject && p.reason.is_empty() {
                 Err(ApiError::BadRequest(
                     "a rejection needs a reason: write why in the field beside Reject".into(),
                 ))
-            } else if reason.chars().count() > 1000 {
-                Err(ApiError::BadRequest(
-                    "the reason is longer than 1000 characters".into(),
-                ))
             } else {
-                let c = caller(&state, &s);
-                api::decide_plan(&state, &c, &id, reject.then_some(reason)).await
+                let c = caller(&state, s);
+                api::decide_plan(&state, &c, &id, reject.then_some(p.reason.clone())).await
             };
             match result {
                 Ok(plan) => see_other(&format!("/plans/{}", plan.id)),
-                Err(e) => plan_page(&state, &s, &id, Some(&e.to_string()), e.status()).await,
+                Err(e) => plan_page(&state, s, &id, Some(&e.to_string()), e.status()).await,
             }
         },
     )
@@ -453,38 +458,15 @@ pub fn decide(reject: bool) -> MethodRouter<Shared> {
 /// `POST /services/{service}/<command>`, `csrf=` (abort: `reason=`).
 pub fn command(command: Command) -> MethodRouter<Shared> {
     post(
-        move |State(state): State<Shared>,
-              Path(service): Path<String>,
-              headers: HeaderMap,
-              body: Bytes| async move {
-            let f = fields(&body);
-            let s = match state
-                .sessions
-                .check_csrf(&headers, f.get("csrf").map(String::as_str))
-            {
-                Ok(s) => s,
-                Err(e) => return csrf_refused(state.sessions.get(&headers).as_ref(), &e),
-            };
+        move |State(state): State<Shared>, Path(service): Path<String>, p: Posted| async move {
+            let s = &p.session;
             if let Err(e) = known(&state, &service) {
-                return failed(Some(&s), true, &e);
+                return failed(Some(s), true, &e);
             }
-            let reason = f
-                .get("reason")
-                .map(|r| r.trim().to_string())
-                .unwrap_or_default();
-            let result = if reason.chars().count() > 1000 {
-                Err(ApiError::BadRequest(
-                    "the reason is longer than 1000 characters".into(),
-                ))
-            } else {
-                let c = caller(&state, &s);
-                api::queue(&state, &c, &service, command, reason).await
-            };
-            match result {
+            let c = caller(&state, s);
+            match api::queue(&state, &c, &service, command, p.reason.clone()).await {
                 Ok(_) => see_other(&format!("/services/{service}")),
-                Err(e) => {
-                    service_page(&state, &s, &service, Some(&e.to_string()), e.status()).await
-                }
+                Err(e) => service_page(&state, s, &service, Some(&e.to_string()), e.status()).await,
             }
         },
     )
