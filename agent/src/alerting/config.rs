@@ -62,6 +62,12 @@ pub struct WatcherConfig {
     /// Take the leader lock (`<kv_prefix>/watch/leader`) so only one
     /// `rollgate watch` replica alerts. Turn off only when one replica runs.
     pub leader_lock: bool,
+    /// `IP:PORT` where `rollgate watch` serves Prometheus metrics at
+    /// `/metrics` (check transitions, deliveries, alert latency, its
+    /// Consul calls); empty (the default): no listener, no metrics kept. A
+    /// coordinator ignores it: its console serves `/metrics` on
+    /// `http.listen`, its embedded watcher's figures included.
+    pub metrics_listen: String,
 }
 
 impl Default for WatcherConfig {
@@ -79,6 +85,7 @@ impl Default for WatcherConfig {
             leader_check_interval: Duration::from_secs(30),
             stall_after: Duration::from_secs(900),
             leader_lock: true,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -137,6 +144,15 @@ impl WatcherConfig {
             s(3600),
         );
         p.duration_in("watch.stall_after", self.stall_after, ms(1), s(86_400));
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            p.push(
+                "watch.metrics_listen",
+                &self.metrics_listen,
+                "must be IP:PORT (an IP address, not a host name), e.g. \"127.0.0.1:9181\", or empty for no metrics",
+            );
+        }
         let mut seen = self.group_by.clone();
         seen.sort();
         seen.dedup();

@@ -29,7 +29,7 @@ use crate::consul::leading::{Round, RoundContext, run_while_leading};
 use crate::consul::lock::{LeaderLock, LockConfig};
 use crate::consul::{self, Client};
 use crate::notify::route::Router;
-use crate::notify::{NotifyError, Outbox, Receivers, Sender};
+use crate::notify::{Links, NotifyError, Outbox, Receivers, Sender};
 use crate::shutdown::Shutdown;
 
 /// `rollgate watch` could not run.
@@ -55,7 +55,9 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingErro
     let client = Client::new(&config.consul)
         .map_err(AlertingError::Consul)?
         .for_role("watcher");
-    let receivers = Receivers::from_config(&config.notify)?;
+    // Rollout notices it delivers link to the console's pages.
+    let receivers =
+        Receivers::from_config(&config.notify)?.with_links(Links::new(&config.http.public_url));
     let prefix = config.consul.kv_prefix.trim_end_matches('/');
     let outbox = Outbox::new(client.clone(), prefix, &config.notify);
     let cancel = shutdown.requested.clone();
@@ -64,11 +66,39 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), AlertingErro
         LockConfig::new(format!("{prefix}/watch/leader"), holder()),
     );
     let lock = config.watch.leader_lock.then_some(&lock);
-    run_while_leading(lock, "watcher", &cancel, |cx, round| {
+    let metrics_stop = cancel.child_token();
+    let metrics = serve_metrics(&config.watch.metrics_listen, metrics_stop.clone()).await;
+    let done = run_while_leading(lock, "watcher", &cancel, |cx, round| {
         spawn_round(round, &cx, config, &client, &outbox, &receivers);
     })
     .await
-    .map_err(AlertingError::Lock)
+    .map_err(AlertingError::Lock);
+    metrics_stop.cancel();
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
+    done
+}
+
+/// `watch.metrics_listen`, when set: the registry installed and `/metrics`
+/// served until `cancel`. An address that cannot be bound is logged, and
+/// the watcher runs on without metrics: alerts never depend on them.
+async fn serve_metrics(
+    listen: &str,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = listen.parse::<std::net::SocketAddr>().ok()?;
+    match crate::console::metrics::serve(addr, cancel).await {
+        Ok((bound, task)) => {
+            tracing::info!(address = %bound, "Watcher metrics at /metrics.");
+            Some(task)
+        }
+        Err(e) => {
+            tracing::error!(listen = %listen, error = %e,
+                "Cannot listen on watch.metrics_listen; the watcher runs on without metrics.");
+            None
+        }
+    }
 }
 
 /// Starts a round's health watcher (its state fenced by the round's lock,

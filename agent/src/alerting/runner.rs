@@ -359,6 +359,7 @@ fn log_transition(
     from: Option<crate::consul::types::CheckStatus>,
     to: Option<crate::consul::types::CheckStatus>,
 ) {
+    crate::console::metrics::watch_transition(from, to);
     let word =
         |s: Option<crate::consul::types::CheckStatus>| s.map(|s| s.as_str()).unwrap_or("absent");
     tracing::info!(node = %key.node, check = %key.check_id, from = word(from), to = word(to),

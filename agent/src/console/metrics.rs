@@ -15,9 +15,16 @@
 //!   reaction and approval wait are observed once per rollout, batch or
 //!   plan the first time this process sees it finished.
 //!
+//! - **events**, counted where they happen in the health watcher and the
+//!   outbox sender ([`watch_transition`], [`delivery`]): check status
+//!   transitions, delivery attempts by receiver and result, and alert
+//!   latency. `rollgate watch` installs the registry and serves it on its
+//!   own listener ([`serve`], `watch.metrics_listen`) only when configured.
+//!
 //! Labels are bounded: service names and receivers come from the
-//! configuration, operations from fixed vocabularies, outcomes and phases
-//! from enums. No instance ID, plan ID, key or token ever becomes a label.
+//! configuration, operations from fixed vocabularies, outcomes, phases and
+//! check statuses from enums. No instance ID, plan ID, check ID, key or
+//! token ever becomes a label.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
@@ -31,6 +38,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::consul::types::CheckStatus;
 use crate::rollout::machine::{Rollout, State};
 use crate::rollout::plan::{Decision, Millis, Plan};
 
@@ -111,6 +119,30 @@ struct ReceiverState {
     state: &'static str,
 }
 
+/// Labels of a check status change seen by the health watcher.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckTransition {
+    /// `untracked` (first seen, or passing and so not tracked), else the
+    /// status word (`passing`, `warning`, `critical`, `unknown`).
+    from: &'static str,
+    /// The status word, or `gone` (deregistered, or its node left).
+    to: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabel {
+    /// A receiver of `[notify]`, or `unconfigured`.
+    receiver: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverResult {
+    /// A receiver of `[notify]`, or `unconfigured`.
+    receiver: String,
+    /// `delivered`, `retryable_error`, `error`.
+    result: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -121,6 +153,11 @@ fn latency() -> Histogram {
 fn long() -> Histogram {
     // 1 s .. ~9 h.
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+fn alert() -> Histogram {
+    // 10 ms .. ~1.5 h: retries and fallbacks can take a while.
+    Histogram::new(exponential_buckets(0.01, 2.0, 20))
 }
 
 fn reaction() -> Histogram {
@@ -168,6 +205,9 @@ pub struct Metrics {
     approval_seconds: Histograms<ServiceLabel>,
     outbox_depth: Gauge,
     deliveries: Family<ReceiverState, Gauge>,
+    transitions: Family<CheckTransition, Counter>,
+    delivery_attempts: Family<ReceiverResult, Counter>,
+    alert_seconds: Histograms<ReceiverLabel>,
     /// What was already observed into the histograms and counters: plan
     /// IDs with an outcome or a decision, the batch being proven. Grows
     /// with the history kept in KV, not with time.
@@ -206,6 +246,9 @@ impl Metrics {
             approval_seconds: Family::new_with_constructor(long),
             outbox_depth: Gauge::default(),
             deliveries: Family::default(),
+            transitions: Family::default(),
+            delivery_attempts: Family::default(),
+            alert_seconds: Family::new_with_constructor(alert),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -299,6 +342,21 @@ impl Metrics {
             "outbox_deliveries",
             "Alert outbox copies per receiver: pending, delivered, failing (last attempt failed)",
             m.deliveries.clone(),
+        );
+        r.register(
+            "watch_check_transitions",
+            "Check status changes the health watcher acted on, by status before (untracked: first seen, or passing) and after (gone: deregistered or its node left)",
+            m.transitions.clone(),
+        );
+        r.register(
+            "outbox_delivery_attempts",
+            "Attempts to deliver an outbox entry to a receiver, by receiver and result (delivered, retryable_error, error)",
+            m.delivery_attempts.clone(),
+        );
+        r.register(
+            "alert_latency_seconds",
+            "From an event being raised (a health notice, a rollout stage) to its delivery to a receiver, retries and fallbacks included",
+            m.alert_seconds.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -574,6 +632,87 @@ pub fn consul_call(
             })
             .observe(elapsed.as_secs_f64());
     }
+}
+
+/// Hook of the health watcher: it acted on a check's change of status
+/// (`None`: untracked before, gone after).
+pub fn watch_transition(from: Option<CheckStatus>, to: Option<CheckStatus>) {
+    let Some(m) = get() else {
+        return;
+    };
+    m.transitions
+        .get_or_create(&CheckTransition {
+            from: from.map_or("untracked", CheckStatus::as_str),
+            to: to.map_or("gone", CheckStatus::as_str),
+        })
+        .inc();
+}
+
+/// Hook of the outbox sender: one attempt to deliver an event raised at
+/// `raised_ms` to `receiver` ended (`Err(retryable)` when it failed).
+/// `configured`: the receiver is in `[notify]` (else it is counted as
+/// `unconfigured`, so a stray name in KV never becomes a label).
+pub fn delivery(receiver: &str, configured: bool, result: Result<(), bool>, raised_ms: u64) {
+    let Some(m) = get() else {
+        return;
+    };
+    let receiver = if configured {
+        receiver.to_string()
+    } else {
+        "unconfigured".to_string()
+    };
+    let word = match result {
+        Ok(()) => "delivered",
+        Err(true) => "retryable_error",
+        Err(false) => "error",
+    };
+    m.delivery_attempts
+        .get_or_create(&ReceiverResult {
+            receiver: receiver.clone(),
+            result: word,
+        })
+        .inc();
+    if result.is_ok() {
+        let now = crate::rollout::plan::now_ms();
+        m.alert_seconds
+            .get_or_create(&ReceiverLabel { receiver })
+            .observe(seconds(now.saturating_sub(raised_ms)));
+    }
+}
+
+/// The content type `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A listener of its own serving `GET /metrics` (for `rollgate watch`,
+/// which has no console): installs the registry, binds `listen`, serves
+/// until `cancel` fires. Answers the bound address and the server's task.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let metrics = install();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    metrics.encode(),
+                )
+            }),
+        )
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only /metrics here\n") });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "The metrics listener failed.");
+        }
+    });
+    Ok((addr, task))
 }
 
 /// Hook of `aws::retry::Retrying`: one attempt of `operation` ended.

@@ -99,7 +99,8 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
         .for_role("coordinator");
     let prefix = config.consul.kv_prefix.trim_end_matches('/').to_string();
     let store = Store::new(client.clone(), &prefix);
-    let mut receivers = Receivers::from_config(&config.notify)?;
+    let mut receivers = Receivers::from_config(&config.notify)?
+        .with_links(crate::notify::Links::new(&config.http.public_url));
     // Approvals from Slack: its receiver's messages carry buttons.
     crate::chatops::ChatOps::show_buttons(config, &mut receivers)?;
     let chatops = crate::chatops::ChatOps::from_config(config)?.map(Arc::new);

@@ -1,8 +1,9 @@
 //! The Slack Block Kit layout of an event: a header with the title, a
 //! section of fields (status, service, node, instance, versions, time), one
 //! section per check (status, name, output) or the rollout's plan or failure
-//! reason, and a context line with the dedup key. Pure; shared by the Web
-//! API and webhook notifiers.
+//! reason, a link to the console's page when there is one, and a context
+//! line with the dedup key. Pure; shared by the Web API and webhook
+//! notifiers.
 //!
 //! Slack's limits are respected here (header 150 chars, a section's text
 //! 3,000, at most 10 fields, 50 blocks), and `&`, `<`, `>` are escaped as
@@ -11,6 +12,7 @@
 use slack_morphism::prelude::*;
 
 use super::Event;
+use super::links::Link;
 use super::render;
 
 /// Escapes text for Slack mrkdwn.
@@ -38,8 +40,9 @@ fn emoji(event: &Event) -> &'static str {
     }
 }
 
-/// The blocks of `event`.
-pub fn blocks(event: &Event) -> Vec<SlackBlock> {
+/// The blocks of `event`, with `link` (the console's page) right under
+/// its fields.
+pub fn blocks(event: &Event, link: Option<&Link>) -> Vec<SlackBlock> {
     let mut out: Vec<SlackBlock> = Vec::new();
     let header = render::truncate(&render::title(event), 145);
     out.push(SlackHeaderBlock::new(pt!(header)).into());
@@ -55,6 +58,13 @@ pub fn blocks(event: &Event) -> Vec<SlackBlock> {
             .with_fields(fields)
             .into(),
     );
+    if let Some(l) = link {
+        out.push(
+            SlackSectionBlock::new()
+                .with_text(md!(":link: <{}|{}>", escape(&l.url), escape(&l.label)))
+                .into(),
+        );
+    }
 
     for (heading, checks, more) in render::check_sections(event) {
         out.push(SlackDividerBlock::new().into());
@@ -114,8 +124,8 @@ pub fn blocks(event: &Event) -> Vec<SlackBlock> {
 /// The blocks of a story's first message once `event` followed it: the
 /// event's blocks, saying that this is the current state and that every
 /// notice is in the thread.
-pub fn current_state(event: &Event) -> Vec<SlackBlock> {
-    let mut out = blocks(event);
+pub fn current_state(event: &Event, link: Option<&Link>) -> Vec<SlackBlock> {
+    let mut out = blocks(event, link);
     out.truncate(49);
     out.insert(
         1,
@@ -258,8 +268,8 @@ pub fn with_buttons(event: &Event, mut blocks: Vec<SlackBlock>) -> Vec<SlackBloc
 
 /// The plain-text fallback Slack shows in notifications and to clients that
 /// cannot render blocks.
-pub fn fallback_text(event: &Event) -> String {
-    render::truncate(&render::text(event), 3500)
+pub fn fallback_text(event: &Event, link: Option<&Link>) -> String {
+    render::truncate(&render::text(event, link), 3500)
 }
 
 #[cfg(test)]
@@ -280,7 +290,7 @@ mod tests {
             Vec::new(),
             0,
         );
-        let json = serde_json::to_value(with_buttons(&e, blocks(&e))).expect("serialises");
+        let json = serde_json::to_value(with_buttons(&e, blocks(&e, None))).expect("serialises");
         let actions = json
             .as_array()
             .expect("an array")
@@ -322,7 +332,7 @@ mod tests {
             },
             0,
         );
-        let json = serde_json::to_value(blocks(&e)).expect("serialises");
+        let json = serde_json::to_value(blocks(&e, None)).expect("serialises");
         assert_eq!(json[0]["type"], "header");
         assert_eq!(json[0]["text"]["type"], "plain_text");
         assert_eq!(json[1]["type"], "section");

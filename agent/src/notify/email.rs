@@ -23,7 +23,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{EmailReceiver, TlsMode, resolve_secret};
-use super::{Event, Notifier, NotifyError, Sent, Thread, render};
+use super::{Event, Links, Notifier, NotifyError, Sent, Thread, render};
 
 /// The `Message-ID` of the notice whose outbox key is `notice`, for a sender
 /// whose address is in `domain`: `<rollgate.KEY@DOMAIN>`, with every byte of
@@ -150,7 +150,13 @@ impl EmailNotifier {
 
     /// The message of `event`: its stable `Message-ID` and, for a follow-up,
     /// `In-Reply-To` and `References`; answers the `Message-ID` too.
-    fn message(&self, event: &Event, thread: &Thread) -> Result<(Message, String), NotifyError> {
+    fn message(
+        &self,
+        event: &Event,
+        thread: &Thread,
+        links: &Links,
+    ) -> Result<(Message, String), NotifyError> {
+        let link = links.of(event);
         let id = message_id(&thread.notice, &self.domain);
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -172,8 +178,8 @@ impl EmailNotifier {
         }
         let msg = b
             .multipart(MultiPart::alternative_plain_html(
-                render::text(event),
-                render::html(event),
+                render::text(event, link.as_ref()),
+                render::html(event, link.as_ref()),
             ))
             .map_err(|e| NotifyError::Config {
                 receiver: self.name.clone(),
@@ -249,9 +255,10 @@ impl Notifier for EmailNotifier {
         &'a self,
         event: &'a Event,
         thread: &'a Thread,
+        links: &'a Links,
     ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
-            let (msg, id) = self.message(event, thread)?;
+            let (msg, id) = self.message(event, thread, links)?;
             self.transport
                 .send(msg)
                 .await

@@ -4,7 +4,8 @@
 //! - [`event`]: the [`Event`] model (health, rollout, meta) with dedup keys;
 //! - [`route`]: which receivers an event goes to (pure);
 //! - [`render`]: subject, text and HTML of an event (pure); [`blocks`]: its
-//!   Slack Block Kit layout (pure);
+//!   Slack Block Kit layout (pure); [`links`]: the console page a message
+//!   links to, when `[http] public_url` is set (pure);
 //! - the [`Notifier`] trait and its implementations: [`slack`] (Web API
 //!   through slack-morphism), [`webhook`] (Slack incoming webhooks),
 //!   [`email`] (SMTP through lettre);
@@ -21,6 +22,7 @@ pub mod blocks;
 pub mod config;
 pub mod email;
 pub mod event;
+pub mod links;
 pub mod outbox;
 pub mod render;
 pub mod route;
@@ -38,6 +40,7 @@ pub use self::event::{
     AlertStatus, CheckInfo, Event, EventBody, HealthNotice, MetaKind, MetaNotice, RolloutNotice,
     RolloutStage, Severity, UnixMillis, now_ms,
 };
+pub use self::links::{Link, Links};
 pub use self::outbox::{Enqueued, Outbox, OutboxError};
 pub use self::sender::Sender;
 
@@ -96,11 +99,13 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// `slack`, `webhook` or `email`.
     fn channel(&self) -> &'static str;
-    /// Delivers one event, threaded as `thread` says.
+    /// Delivers one event, threaded as `thread` says, with a link to its
+    /// console page when `links` makes one.
     fn send<'a>(
         &'a self,
         event: &'a Event,
         thread: &'a Thread,
+        links: &'a Links,
     ) -> BoxFuture<'a, Result<Sent, NotifyError>>;
 }
 
@@ -216,6 +221,8 @@ impl NotifyError {
 pub struct Receivers {
     by_name: BTreeMap<String, Arc<dyn Notifier>>,
     fallback: BTreeMap<String, String>,
+    /// The console's pages, linked from messages (`[http] public_url`).
+    links: Links,
 }
 
 impl Receivers {
@@ -240,6 +247,13 @@ impl Receivers {
             out.insert(build(r, getenv)?, r.fallback.clone());
         }
         Ok(out)
+    }
+
+    /// The same receivers, their messages linking to the console's pages
+    /// under `links` (`[http] public_url`).
+    pub fn with_links(mut self, links: Links) -> Self {
+        self.links = links;
+        self
     }
 
     /// Adds a notifier under its name, with an optional fallback receiver.
@@ -293,7 +307,7 @@ impl Receivers {
                 receiver: receiver.into(),
             });
         };
-        match tokio::time::timeout(timeout, n.send(event, thread)).await {
+        match tokio::time::timeout(timeout, n.send(event, thread, &self.links)).await {
             Ok(r) => r,
             Err(_) => Err(NotifyError::Timeout {
                 receiver: receiver.into(),

@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::event::{
     AlertStatus, CheckInfo, Event, EventBody, HealthNotice, MetaNotice, RolloutNotice, UnixMillis,
 };
+use super::links::Link;
 
 /// Longest check output shown in a message.
 pub const MAX_OUTPUT: usize = 500;
@@ -309,11 +310,15 @@ pub fn details(event: &Event) -> Vec<(&'static str, String)> {
     }
 }
 
-/// The plain-text body.
-pub fn text(event: &Event) -> String {
+/// The plain-text body, with `link` (the console's page) on a line of its
+/// own after the facts.
+pub fn text(event: &Event, link: Option<&Link>) -> String {
     let mut t = format!("{}\n\n", title(event));
     for (k, v) in facts(event) {
         let _ = writeln!(t, "{k}: {v}");
+    }
+    if let Some(l) = link {
+        let _ = writeln!(t, "\n{}: {}", l.label, l.url);
     }
     for (heading, checks, more) in check_sections(event) {
         let _ = writeln!(t, "\n{heading}:");
@@ -339,8 +344,8 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The HTML body.
-pub fn html(event: &Event) -> String {
+/// The HTML body, with `link` (the console's page) after the facts.
+pub fn html(event: &Event, link: Option<&Link>) -> String {
     let mut h = format!(
         "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">\n<h2>{}</h2>\n<table>\n",
         escape(&title(event))
@@ -353,6 +358,14 @@ pub fn html(event: &Event) -> String {
         );
     }
     h.push_str("</table>\n");
+    if let Some(l) = link {
+        let _ = writeln!(
+            h,
+            "<p><a href=\"{}\">{}</a></p>",
+            escape(&l.url),
+            escape(&l.label)
+        );
+    }
     for (heading, checks, more) in check_sections(event) {
         let _ = writeln!(h, "<h3>{heading}</h3>\n<ul>");
         for c in checks {
@@ -466,7 +479,7 @@ mod tests {
             subject(&terminated),
             "[rollgate] RESOLVED web: instance i-0abc terminated (2 checks gone) on node-3"
         );
-        assert!(text(&terminated).contains("terminated"));
+        assert!(text(&terminated, None).contains("terminated"));
         let deregistered = health(AlertStatus::Resolved, vec![], vec![gone(false)]);
         assert_eq!(
             subject(&deregistered),
@@ -494,9 +507,9 @@ mod tests {
             vec![check("node-3", "a", CheckStatus::Critical)],
             vec![],
         );
-        assert!(text(&e).contains("503 <oops>"));
-        assert!(html(&e).contains("503 &lt;oops&gt;"));
-        assert!(text(&e).contains("Instance: i-0abc"));
+        assert!(text(&e, None).contains("503 <oops>"));
+        assert!(html(&e, None).contains("503 &lt;oops&gt;"));
+        assert!(text(&e, None).contains("Instance: i-0abc"));
     }
 
     #[test]
@@ -520,7 +533,24 @@ mod tests {
             s.starts_with("[rollgate] ROLLOUT FAILED web: 1.0.0 -> 1.1.0: instance i-1"),
             "{s}"
         );
-        assert!(text(&e).contains("Reason:\ninstance i-1"));
+        assert!(text(&e, None).contains("Reason:\ninstance i-1"));
+    }
+
+    #[test]
+    fn a_link_is_a_line_of_text_and_an_anchor_in_html() {
+        let e = health(AlertStatus::Firing, vec![], vec![]);
+        let link = Link {
+            label: "Open web's rollout in the console".into(),
+            url: "https://r.example.com/services/web?a=1&b=2".into(),
+        };
+        assert!(text(&e, Some(&link)).contains(
+            "\nOpen web's rollout in the console: https://r.example.com/services/web?a=1&b=2\n"
+        ));
+        assert!(
+            html(&e, Some(&link))
+                .contains("<a href=\"https://r.example.com/services/web?a=1&amp;b=2\">")
+        );
+        assert!(!text(&e, None).contains("console"));
     }
 
     #[test]

@@ -227,6 +227,12 @@ impl Sender {
             .deliver(&receiver, &entry.event, &thread, self.send_timeout)
             .await;
         let outcome = Attempt::of(&result, now_ms());
+        crate::console::metrics::delivery(
+            &receiver,
+            self.receivers.get(&receiver).is_some(),
+            result.as_ref().map(|_| ()).map_err(|e| e.retryable()),
+            entry.event.at_ms,
+        );
         let attempt = entry
             .deliveries
             .get(&receiver)

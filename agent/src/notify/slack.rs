@@ -28,7 +28,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
 use super::config::{SlackReceiver, is_loopback_http, resolve_secret};
-use super::{Event, Notifier, NotifyError, Sent, Thread, blocks};
+use super::{Event, Links, Notifier, NotifyError, Sent, Thread, blocks};
 
 /// A Slack message as the outbox records it: `channel/ts`.
 pub fn reference(channel: &str, ts: &str) -> String {
@@ -281,16 +281,19 @@ impl Notifier for SlackNotifier {
         &'a self,
         event: &'a Event,
         thread: &'a Thread,
+        links: &'a Links,
     ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
+            let link = links.of(event);
+            let link = link.as_ref();
             let session = self.client.open_session(&self.token);
             let root = thread.root.as_deref().and_then(parse_reference);
             if let Some((channel, ts)) = root {
                 // The first message shows the current state; repeating this
                 // is harmless, so it goes first.
                 let content = SlackMessageContent::new()
-                    .with_text(blocks::fallback_text(event))
-                    .with_blocks(self.maybe_buttons(event, blocks::current_state(event)));
+                    .with_text(blocks::fallback_text(event, link))
+                    .with_blocks(self.maybe_buttons(event, blocks::current_state(event, link)));
                 let req = SlackApiChatUpdateRequest::new(
                     SlackChannelId(channel.into()),
                     content,
@@ -318,8 +321,8 @@ impl Notifier for SlackNotifier {
                 }
             }
             let content = SlackMessageContent::new()
-                .with_text(blocks::fallback_text(event))
-                .with_blocks(self.maybe_buttons(event, blocks::blocks(event)));
+                .with_text(blocks::fallback_text(event, link))
+                .with_blocks(self.maybe_buttons(event, blocks::blocks(event, link)));
             let mut req =
                 SlackApiChatPostMessageRequest::new(SlackChannelId(self.channel.clone()), content)
                     .with_unfurl_links(false);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::config::{WebhookReceiver, is_loopback_http, resolve_secret};
-use super::{Event, Notifier, NotifyError, Sent, Thread, blocks};
+use super::{Event, Links, Notifier, NotifyError, Sent, Thread, blocks};
 use crate::config::Secret;
 
 /// A Slack incoming webhook.
@@ -78,11 +78,13 @@ impl Notifier for WebhookNotifier {
         &'a self,
         event: &'a Event,
         _thread: &'a Thread,
+        links: &'a Links,
     ) -> BoxFuture<'a, Result<Sent, NotifyError>> {
         Box::pin(async move {
+            let link = links.of(event);
             let body = serde_json::json!({
-                "text": blocks::fallback_text(event),
-                "blocks": blocks::blocks(event),
+                "text": blocks::fallback_text(event, link.as_ref()),
+                "blocks": blocks::blocks(event, link.as_ref()),
             });
             let resp = self
                 .http
