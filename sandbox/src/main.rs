@@ -132,6 +132,10 @@ enum Scenario {
     /// out at once: gate reaction, coordinator CPU and memory, Consul
     /// requests per second.
     Scale,
+    /// The operator's console: the service page of 50 instances with an
+    /// active rollout (p50/p99), a KV change to an open event stream, the
+    /// coordinator's CPU with 50 idle event streams.
+    Console,
 }
 
 #[derive(Args)]
@@ -338,6 +342,15 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 let section = sandbox::bench::failfast::section(&results, &command);
                 print!("{section}");
                 sandbox::bench::write_section(&args.write, "failfast", &section)
+                    .with_context(|| format!("writing {}", args.write.display()))?;
+            }
+            Scenario::Console => {
+                tracing::info!("Running the console benchmark.");
+                let settings = sandbox::bench::console::ConsoleBench::default();
+                let results = sandbox::bench::console::run(settings, &bins, dir.path()).await?;
+                let section = sandbox::bench::console::section(&results, &command);
+                print!("{section}");
+                sandbox::bench::write_section(&args.write, "console", &section)
                     .with_context(|| format!("writing {}", args.write.display()))?;
             }
             Scenario::Takeover => {

@@ -6,6 +6,7 @@
 //! command. Timing is measured here, never asserted in tests.
 
 pub mod agent;
+pub mod console;
 pub mod failfast;
 pub mod rollout;
 pub mod scale;
