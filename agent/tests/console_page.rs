@@ -122,6 +122,19 @@ impl Browser {
     }
 }
 
+/// A browser logged in to the console at `addr` with a new operator token
+/// described as `name`; answers it, the token and its AccessorID.
+async fn logged_in(
+    w: &ConsoleWorld,
+    addr: SocketAddr,
+    name: &str,
+) -> (Browser, sandbox::acl_roles::Secret, String) {
+    let (token, accessor) = w.operator_token(name).await;
+    let mut b = Browser::new(addr);
+    b.login(token.expose()).await;
+    (b, token, accessor)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_a_strict_cookie_a_bad_token_is_refused_and_no_page_shows_the_token() {
     let w = ConsoleWorld::new().await;
@@ -225,9 +238,7 @@ async fn a_post_without_or_with_a_stale_csrf_token_is_refused_and_records_nothin
     let plan = w.pending_plan(1).await;
     w.active_rollout(&plan).await;
     let addr = w.console("a").await;
-    let (alice, _) = w.operator_token("alice").await;
-    let mut b = Browser::new(addr);
-    b.login(alice.expose()).await;
+    let (mut b, alice, _) = logged_in(&w, addr, "alice").await;
     let stale = b.get(&format!("/plans/{plan}")).await.csrf();
     // Log out and in again: the old page's token is stale.
     b.post("/logout", &[("csrf", &stale)]).await;
@@ -279,9 +290,7 @@ async fn approve_by_form_records_the_tokens_description_and_a_second_decision_is
     let plan = w.pending_plan(1).await;
     let other = w.pending_plan(2).await;
     let addr = w.console("a").await;
-    let (alice, alice_id) = w.operator_token("alice").await;
-    let mut b = Browser::new(addr);
-    b.login(alice.expose()).await;
+    let (mut b, _, alice_id) = logged_in(&w, addr, "alice").await;
 
     let page = b.get(&format!("/plans/{plan}")).await;
     assert_eq!(page.status, 200);
@@ -420,9 +429,7 @@ async fn the_service_page_shows_the_rollout_and_its_forms_queue_the_apis_command
     let w = ConsoleWorld::new().await;
     let plan = w.pending_plan(1).await;
     let addr = w.console("a").await;
-    let (alice, _) = w.operator_token("alice").await;
-    let mut b = Browser::new(addr);
-    b.login(alice.expose()).await;
+    let (mut b, _, _) = logged_in(&w, addr, "alice").await;
 
     let p = b.get("/services/web").await;
     assert_eq!(p.status, 200, "{p:?}");
@@ -586,9 +593,7 @@ async fn the_event_stream_sends_an_update_when_the_plans_change_in_consul() {
     let w = ConsoleWorld::new().await;
     let plan = w.pending_plan(1).await;
     let addr = w.console("a").await;
-    let (alice, _) = w.operator_token("alice").await;
-    let mut b = Browser::new(addr);
-    b.login(alice.expose()).await;
+    let (b, alice, _) = logged_in(&w, addr, "alice").await;
 
     // Without a session: no stream.
     let anon = reqwest::get(format!("http://{addr}/services/web/events"))
@@ -681,9 +686,7 @@ async fn an_idle_stream_asks_consul_nothing_and_its_queries_end_when_the_client_
     let w = ConsoleWorld::new().await;
     w.pending_plan(1).await;
     let addr = w.console("a").await;
-    let (alice, _) = w.operator_token("alice").await;
-    let mut b = Browser::new(addr);
-    b.login(alice.expose()).await;
+    let (b, _, _) = logged_in(&w, addr, "alice").await;
     // Health changes (an instance of web registered) wake the stream's
     // health query and no other reader: the console's metrics follow KV.
     w.consul.add_node("node-1").await.unwrap();
@@ -739,5 +742,40 @@ async fn an_idle_stream_asks_consul_nothing_and_its_queries_end_when_the_client_
         }
     }
     assert!(ended, "the stream's queries ended with the client");
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_cookie_is_secure() {
+    let w = ConsoleWorld::new().await;
+    let (alice, _) = w.operator_token("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let mut config = w.config();
+    config.http.tls_cert_file = Some(dir.path().join("cert.pem"));
+    config.http.tls_key_file = Some(dir.path().join("key.pem"));
+    let running =
+        rollgate::console::start(&config, &w.client("coordinator"), "tls", w.cancel.clone())
+            .await
+            .unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = https
+        .post(format!("https://localhost:{}/login", running.addr.port()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", alice.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
     w.shutdown().await;
 }

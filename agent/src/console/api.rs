@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
@@ -60,6 +61,29 @@ fn known<'a>(state: &'a Shared, name: &str) -> Result<&'a str, ApiError> {
                     .join(", ")
             ))
         })
+}
+
+/// The caller of a `/v1/services/{service}/...` read, the service
+/// checked first (404 before any question to Consul).
+#[derive(Debug)]
+pub struct ForService {
+    /// The configured service.
+    svc: String,
+    /// Who asks.
+    c: Caller,
+}
+
+impl FromRequestParts<Shared> for ForService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let Path(service) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let svc = known(state, &service)?.to_string();
+        let c = caller(state, &parts.headers).await?;
+        Ok(Self { svc, c })
+    }
 }
 
 /// The service of a plan ID, checked: 400 when it is not a plan ID, 404
@@ -190,13 +214,8 @@ pub async fn services(State(state): State<Shared>, headers: HeaderMap) -> ApiRes
 }
 
 /// `GET /v1/services/{service}`.
-pub async fn service(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let svc = known(&state, &service)?;
-    let c = caller(&state, &headers).await?;
+pub async fn service(ForService { svc, c }: ForService) -> ApiResult {
+    let svc = svc.as_str();
     ok(StatusCode::OK, &service_view(&c, svc).await?)
 }
 
@@ -206,13 +225,8 @@ struct Plans {
 }
 
 /// `GET /v1/services/{service}/plans`: newest first, each with its diff.
-pub async fn plans(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let svc = known(&state, &service)?;
-    let c = caller(&state, &headers).await?;
+pub async fn plans(ForService { svc, c }: ForService) -> ApiResult {
+    let svc = svc.as_str();
     let now = now_ms();
     let mut plans: Vec<PlanView> = c
         .store
@@ -232,13 +246,8 @@ struct Decisions {
 
 /// `GET /v1/services/{service}/decisions`: every plan's decision, newest
 /// first.
-pub async fn decisions(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let svc = known(&state, &service)?;
-    let c = caller(&state, &headers).await?;
+pub async fn decisions(ForService { svc, c }: ForService) -> ApiResult {
+    let svc = svc.as_str();
     let mut decisions: Vec<_> = c
         .store
         .plans(svc)
@@ -278,13 +287,8 @@ pub(crate) async fn rollout_view(c: &Caller, svc: &str) -> Result<Option<Rollout
 
 /// `GET /v1/services/{service}/rollout`: the active rollout (`null` when
 /// none), each instance with its checks.
-pub async fn rollout(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let svc = known(&state, &service)?;
-    let c = caller(&state, &headers).await?;
+pub async fn rollout(ForService { svc, c }: ForService) -> ApiResult {
+    let svc = svc.as_str();
     let rollout = rollout_view(&c, svc).await?;
     ok(StatusCode::OK, &ActiveRollout { rollout })
 }
@@ -296,13 +300,8 @@ struct History {
 
 /// `GET /v1/services/{service}/history`: every plan, newest first, with
 /// its decision and outcome.
-pub async fn history(
-    State(state): State<Shared>,
-    Path(service): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let svc = known(&state, &service)?;
-    let c = caller(&state, &headers).await?;
+pub async fn history(ForService { svc, c }: ForService) -> ApiResult {
+    let svc = svc.as_str();
     let history = history_of(&c, svc).await?;
     ok(StatusCode::OK, &History { history })
 }
