@@ -6,6 +6,7 @@
 //! command. Timing is measured here, never asserted in tests.
 
 pub mod agent;
+pub mod aws_tap;
 pub mod console;
 pub mod failfast;
 pub mod rollout;
@@ -59,6 +60,14 @@ fn provenance(s: &mut String, command: &str) {
     let _ = writeln!(s, "- Command: `{command}`");
     let _ = writeln!(s, "- Machine: {}", machine());
     let _ = writeln!(s, "- Date: {}", today());
+}
+
+/// The wall clock in milliseconds since the epoch, as the coordinator
+/// stamps its records (`plan::now_ms`).
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Samples as whole milliseconds, comma-separated.
@@ -192,6 +201,64 @@ pub fn agent_section(r: &agent::AgentResults, command: &str) -> String {
     s
 }
 
+/// p50 / p99 of `values`, sorted here.
+fn p50_p99(mut values: Vec<Duration>) -> String {
+    values.sort();
+    format!(
+        "{} / {}",
+        ms(quantile(&values, 0.5)),
+        ms(quantile(&values, 0.99))
+    )
+}
+
+/// The rows that take the gate reaction apart (see
+/// [`rollout::GateParts`]), for the rollout and scale sections.
+fn gate_parts_rows(s: &mut String, parts: &[rollout::GateParts]) {
+    if parts.is_empty() {
+        return;
+    }
+    let col = |f: fn(&rollout::GateParts) -> Duration| p50_p99(parts.iter().map(f).collect());
+    let waited = parts.iter().filter(|p| !p.describes.is_zero()).count();
+    let _ = writeln!(
+        s,
+        "| of which: health commit → the coordinator's health read seeing it, p50 / p99 ({} batches) | {} | | |",
+        parts.len(),
+        col(|p| p.seen)
+    );
+    let _ = writeln!(
+        s,
+        "| **coordinator's reaction**: gate → its first acting request (`SetInstanceProtection`) at the AWS tap, p50 / p99 | {} | | |",
+        col(|p| p.coordinator)
+    );
+    let _ = writeln!(
+        s,
+        "| of which: AWS describe calls it waited for ({waited} of {} gates waited for one), p50 / p99 | {} | | |",
+        parts.len(),
+        col(|p| p.describes)
+    );
+    let _ = writeln!(
+        s,
+        "| moto answering that request, p50 / p99 | {} | | |",
+        col(|p| p.moto)
+    );
+    let _ = writeln!(
+        s,
+        "| moto's answer → the record's commit (notice enqueued, fenced write), p50 / p99 | {} | | |",
+        col(|p| p.record)
+    );
+}
+
+/// The Method text's definition of the gate reaction and its parts.
+const GATE_DEFINITION: &str = "Gate: the commit at which the batch's last new instance's last check \
+    turned passing, plus min_healthy_time (the machine accepts an instance that has passed that long). \
+    Gate reaction: from the gate to the commit of the rollout record's move from `launching` to `retiring`. \
+    It is taken apart with an AWS tap (`sandbox/src/bench/aws_tap.rs`, a pass-through proxy in front of moto \
+    that only the coordinator uses; it timestamps each request's arrival and moto's answer): the health commit → \
+    the coordinator's health read that first saw the batch passing (the record's `passing_since`, the \
+    coordinator's clock); the **coordinator's reaction**, from the gate to the arrival at the tap of its first \
+    request acting on it (`SetInstanceProtection` of the batch), including any AWS describe it waited for \
+    first; moto answering that request; and from moto's answer to the record's commit.";
+
 /// Markdown for the rollout scenario.
 pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
     let mut s = String::new();
@@ -234,6 +301,7 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
         "| gate reaction max | {} | | |",
         ms(r.reactions.last().copied().unwrap_or_default())
     );
+    gate_parts_rows(&mut s, &r.parts);
     let _ = writeln!(
         s,
         "| rollout wall time, median of {} | {:.1} s | | |",
@@ -267,9 +335,7 @@ pub fn rollout_section(r: &rollout::RolloutResults, command: &str) -> String {
         "- Method: {} instances, batch {}, app boot delay {}, min_healthy_time {}, one coordinator (auto approval), \
          the fleet simulator (real `web` and `rollgate agent` per instance, checks every 1 s) against moto and the sandbox Consul. \
          Every time is a commit time from the sandbox Consul's journal (when the index of the write was published, \
-         taken under the store's lock), not a poll. Gate: the commit at which the batch's last new instance's last check \
-         turned passing, plus min_healthy_time; reaction: until the commit of the rollout record's move from `launching` \
-         to `retiring` (the coordinator saw the change through its blocking query, waited, protected the batch, then wrote). \
+         taken under the store's lock), not a poll. {GATE_DEFINITION} \
          Wall time: from the rollout record's first commit to the commit of the plan's outcome. Floor: per batch, its boot \
          as measured (from the commit that put the batch in `launching` to its gate commit: the app's boot delay, \
          the simulator starting the processes, and the first round of the HTTP and TTL checks, which run every 1 s) plus \
@@ -313,6 +379,7 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
         "| gate reaction max | {} | | |",
         ms(r.reactions.last().copied().unwrap_or_default())
     );
+    gate_parts_rows(&mut s, &r.parts);
     let _ = writeln!(
         s,
         "| coordinator CPU over the window ({:.0} s) | {cpu_share:.1} % of one core ({:.1} CPU s) | ≤ 50 % | {} |",
@@ -345,7 +412,15 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
             .unwrap_or_default()
             .as_secs_f64()
     );
-    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "\nThe coordinator's AWS calls over the window (count, mean time in moto): {}\n",
+        r.aws_calls
+            .iter()
+            .map(|(a, n, mean)| format!("{a} {n} ({})", ms(*mean)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     provenance(&mut s, command);
     let _ = writeln!(
         s,
@@ -353,8 +428,8 @@ pub fn scale_section(r: &scale::ScaleResults, command: &str) -> String {
          one real `rollgate coordinator` with auto approval for all of them; every service's new image published at the \
          same moment. Instances are light (`sandbox/src/fleet/light.rs`): a Consul node and the registration \
          `rollgate agent` makes (same IDs and Meta, a TTL check starting at warning, turned passing after the boot \
-         delay) without processes. Gate reactions come from the sandbox Consul's commit journal as in the rollout \
-         scenario. CPU: utime+stime of the coordinator from the first publish to the last outcome. Consul requests: \
+         delay) without processes. Every time is a commit time from the sandbox Consul's journal. {GATE_DEFINITION} \
+         CPU: utime+stime of the coordinator from the first publish to the last outcome. Consul requests: \
          every `/v1/` request in that window, from every client (the coordinator, the simulator, the bench's polling \
          every 500 ms).",
         st.services,

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use super::aws_tap::{AwsCall, AwsTap};
 use crate::consul::{Journal, Status};
 use crate::moto::REGION;
 use crate::moto::seed::{ImageSpec, register_image};
@@ -67,6 +68,9 @@ pub struct RolloutResults {
     /// first seen passing (boot delay + process start + the first passing
     /// check of both checks).
     pub boots: Vec<Vec<Duration>>,
+    /// Every batch's gate reaction taken apart (the coordinator's AWS
+    /// calls through [`AwsTap`]).
+    pub parts: Vec<GateParts>,
 }
 
 impl RolloutResults {
@@ -89,6 +93,10 @@ pub async fn run(
     let (moto, fleet) = super::world::web_group(bins, dir, &bench, settings.instances).await?;
     let super::world::BenchConsul { consul, http, .. } = bench;
     let addr = consul.http_addr();
+    // The coordinator's AWS calls go through the tap; the simulator's and
+    // the bench's own go to moto directly.
+    let tap = AwsTap::start(moto.endpoint()).await?;
+    let anchor = (Instant::now(), super::wall_ms());
     let started = Instant::now();
     while observe::passing(&http, addr, "web").await.len() < settings.instances {
         if started.elapsed() > Duration::from_secs(90) {
@@ -104,7 +112,7 @@ pub async fn run(
              auto_scaling_group = \"web-asg\"\nlaunch_template = \"web-asg-lt\"\nartifact = \"acmeinc/web\"\n\
              approval = \"auto\"\n\n[services.rollout]\nbatch_size = {batch}\nmin_healthy_time = \"{mh}ms\"\n\
              healthy_deadline = \"2m\"\nprogress_deadline = \"5m\"\n",
-            moto = moto.endpoint(),
+            moto = tap.endpoint(),
             batch = settings.batch,
             mh = settings.min_healthy.as_millis(),
             token = dir.join(format!("{role}.token")).display().to_string(),
@@ -119,14 +127,16 @@ pub async fn run(
     let mut reactions = Vec::new();
     let mut durations = Vec::new();
     let mut boots = Vec::new();
+    let mut parts = Vec::new();
     for run in 1..=settings.runs {
         let version = format!("1.{run}.0");
         let boot = format!("{}ms", settings.boot_delay.as_millis());
         let spec = ImageSpec::new("unpublished/web", &version).tag("sandbox:boot-delay", &boot);
         let image = register_image(&moto.sdk_config(), &spec).await?;
         super::world::publish(bins, &ci_config, "acmeinc/web", &image, &version).await?;
-        let followed = follow(&http, &consul, run as u64, &settings).await?;
+        let followed = follow(&http, &consul, run as u64, &settings, &tap, anchor).await?;
         reactions.extend(followed.reactions);
+        parts.extend(followed.parts);
         durations.push(followed.duration);
         boots.push(followed.boots);
     }
@@ -143,6 +153,7 @@ pub async fn run(
         reactions,
         durations,
         boots,
+        parts,
     })
 }
 
@@ -154,6 +165,9 @@ pub(crate) struct Followed {
     /// `launching` to the commit of its last new instance's last check
     /// turning passing.
     pub(crate) boots: Vec<Duration>,
+    /// Per batch, when the coordinator's AWS calls were tapped: its gate
+    /// reaction taken apart.
+    pub(crate) parts: Vec<GateParts>,
 }
 
 /// Waits until rollout `web-<n>` has an outcome (polling, 100 ms: the
@@ -164,6 +178,8 @@ async fn follow(
     consul: &crate::consul::ServerHandle,
     n: u64,
     settings: &RolloutBench,
+    tap: &AwsTap,
+    anchor: (Instant, u64),
 ) -> anyhow::Result<Followed> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -179,7 +195,13 @@ async fn follow(
                 let journal = consul
                     .journal()
                     .context("the bench's Consul runs without its journal")?;
-                return measure(&journal, "web", n, settings.min_healthy);
+                let calls = tap.calls();
+                let taps = Taps {
+                    calls: &calls,
+                    group: "web-asg",
+                    anchor,
+                };
+                return measure(&journal, "web", n, settings.min_healthy, Some(&taps));
             }
         }
         if Instant::now() > deadline {
@@ -194,6 +216,56 @@ struct RecordWrite {
     index: u64,
     state: String,
     new: Vec<String>,
+    /// Per new instance (as `new`), its `passing_since`: the coordinator's
+    /// clock (ms since the epoch) at the health read that first saw it
+    /// passing.
+    passing_since: Vec<Option<u64>>,
+}
+
+/// What the coordinator's AWS calls and clock add to a measurement: the
+/// tap's record of its calls and its group, and a moment read on both
+/// clocks (the bench's `Instant`, wall-clock ms) to place the record's
+/// `passing_since` on the journal's clock.
+pub(crate) struct Taps<'a> {
+    /// Every call the coordinator made, in order of arrival.
+    pub(crate) calls: &'a [AwsCall],
+    /// The service's Auto Scaling group.
+    pub(crate) group: &'a str,
+    /// `(Instant::now(), wall ms)` taken together.
+    pub(crate) anchor: (Instant, u64),
+}
+
+impl Taps<'_> {
+    /// The wall-clock `ms` on the bench's clock (±1 ms).
+    fn instant(&self, ms: u64) -> Instant {
+        let (at, wall) = self.anchor;
+        if ms >= wall {
+            at + Duration::from_millis(ms - wall)
+        } else {
+            at.checked_sub(Duration::from_millis(wall - ms))
+                .unwrap_or(at)
+        }
+    }
+}
+
+/// A gate reaction taken apart (see [`Followed::parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GateParts {
+    /// Health commit → the coordinator's health read that first saw the
+    /// batch's last instance passing (its `passing_since`).
+    pub seen: Duration,
+    /// Gate (health commit + `min_healthy_time`) → the coordinator's first
+    /// request acting on it (`SetInstanceProtection` of the batch) arriving
+    /// at the tap: the coordinator's own reaction.
+    pub coordinator: Duration,
+    /// Of `coordinator`, the AWS describe calls of this group it waited
+    /// for (arrived after the gate, answered before the acting request).
+    pub describes: Duration,
+    /// The acting request's time in moto (arrival at the tap → answer).
+    pub moto: Duration,
+    /// moto's answer → the commit of the record's move to `retiring`
+    /// (the notice enqueued, the fenced write).
+    pub record: Duration,
 }
 
 /// Measures rollout `<service>-<n>` from the journal: per batch, the gate
@@ -206,6 +278,7 @@ pub(crate) fn measure(
     service: &str,
     n: u64,
     min_healthy: Duration,
+    taps: Option<&Taps<'_>>,
 ) -> anyhow::Result<Followed> {
     let id = format!("{service}-{n}");
     let rollout_key = format!("rollgate/services/{service}/rollout");
@@ -224,6 +297,15 @@ pub(crate) fn measure(
                     .map(|a| {
                         a.iter()
                             .filter_map(|i| i["id"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                passing_since: v["state"]["new"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|i| i["id"].is_string())
+                            .map(|i| i["passing_since"].as_u64())
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -251,6 +333,7 @@ pub(crate) fn measure(
     let duration = at(outcome.index)?.saturating_duration_since(at(first.index)?);
     let mut reactions = Vec::new();
     let mut boots = Vec::new();
+    let mut parts = Vec::new();
     for pair in writes.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);
         if before.state != "launching" || after.state != "retiring" || before.new.is_empty() {
@@ -270,13 +353,67 @@ pub(crate) fn measure(
             continue;
         };
         let passing_at = at(passing)?;
-        reactions.push(at(after.index)?.saturating_duration_since(passing_at + min_healthy));
+        let committed = at(after.index)?;
+        reactions.push(committed.saturating_duration_since(passing_at + min_healthy));
         boots.push(passing_at.saturating_duration_since(at(launched)?));
+        if let Some(taps) = taps {
+            if let Some(p) = take_apart(taps, before, passing_at, min_healthy, committed) {
+                parts.push(p);
+            }
+        }
     }
     Ok(Followed {
         reactions,
         duration,
         boots,
+        parts,
+    })
+}
+
+/// One batch's gate reaction taken apart with the tap's record: `before`
+/// is the last record write in `launching`, `passing_at` the health
+/// commit, `committed` the commit of the move to `retiring`. `None` when
+/// the record or the tap lacks a piece (no `passing_since`, no protection
+/// call in the window).
+fn take_apart(
+    taps: &Taps<'_>,
+    before: &RecordWrite,
+    passing_at: Instant,
+    min_healthy: Duration,
+    committed: Instant,
+) -> Option<GateParts> {
+    let seen_ms = before
+        .passing_since
+        .iter()
+        .copied()
+        .collect::<Option<Vec<u64>>>()?;
+    let seen = taps.instant(seen_ms.into_iter().max()?);
+    let gate = passing_at + min_healthy;
+    let ours = |c: &&AwsCall| {
+        c.group.as_deref() == Some(taps.group) || c.instances.iter().any(|i| before.new.contains(i))
+    };
+    let act = taps.calls.iter().filter(ours).find(|c| {
+        c.action == "SetInstanceProtection"
+            && c.protect == Some(true)
+            && c.arrived >= passing_at
+            && c.arrived <= committed
+            && c.instances.iter().any(|i| before.new.contains(i))
+    })?;
+    let describes = taps
+        .calls
+        .iter()
+        .filter(ours)
+        .filter(|c| {
+            c.action.starts_with("Describe") && c.arrived >= gate && c.answered <= act.arrived
+        })
+        .map(|c| c.answered.saturating_duration_since(c.arrived))
+        .sum();
+    Some(GateParts {
+        seen: seen.saturating_duration_since(passing_at),
+        coordinator: act.arrived.saturating_duration_since(gate),
+        describes,
+        moto: act.answered.saturating_duration_since(act.arrived),
+        record: committed.saturating_duration_since(act.answered),
     })
 }
 

@@ -34,6 +34,8 @@ use crate::moto::seed::{ImageSpec, SeedSpec, register_image, seed_group};
 use crate::moto::{Moto, REGION};
 use crate::node::Binaries;
 
+use super::aws_tap::AwsTap;
+use super::rollout::{GateParts, Taps};
 use super::{cpu_ticks, proc_status_kib};
 
 /// Settings of the scale benchmark.
@@ -80,6 +82,12 @@ pub struct ScaleResults {
     pub peak_rss_kib: u64,
     /// Consul `/v1/` requests over the window, every client.
     pub consul_requests: u64,
+    /// Every batch's gate reaction taken apart (the coordinator's AWS
+    /// calls through [`AwsTap`]).
+    pub parts: Vec<GateParts>,
+    /// The coordinator's AWS calls over the window, by action, with their
+    /// mean time in moto.
+    pub aws_calls: Vec<(String, usize, Duration)>,
 }
 
 /// The name of service `i` (from 1).
@@ -213,12 +221,16 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // The coordinator's AWS calls go through the tap; the simulator's and
+    // the bench's own go to moto directly.
+    let tap = AwsTap::start(moto.endpoint()).await?;
+    let anchor = (Instant::now(), super::wall_ms());
     let config = dir.join("coordinator.toml");
     let text = |role: &str| {
         let mut t = format!(
             "[consul]\naddress = \"http://{addr}\"\ntoken_file = {token:?}\n\n[coordinator]\nregistry_poll = \"1h\"\n\
              aws_region = \"{REGION}\"\naws_endpoint = \"{moto}\"\n",
-            moto = moto.endpoint(),
+            moto = tap.endpoint(),
             token = dir.join(format!("{role}.token")).display().to_string(),
         );
         for i in 1..=settings.services {
@@ -298,13 +310,33 @@ pub async fn run(
     let journal = consul
         .journal()
         .context("the bench's Consul runs without its journal")?;
+    let calls = tap.calls();
     let mut reactions = Vec::new();
     let mut durations = Vec::new();
+    let mut parts = Vec::new();
     for i in 1..=settings.services {
-        let m = super::rollout::measure(&journal, &service(i), 1, settings.min_healthy)?;
+        let group = format!("{}-asg", service(i));
+        let taps = Taps {
+            calls: &calls,
+            group: &group,
+            anchor,
+        };
+        let m =
+            super::rollout::measure(&journal, &service(i), 1, settings.min_healthy, Some(&taps))?;
         reactions.extend(m.reactions);
         durations.push(m.duration);
+        parts.extend(m.parts);
     }
+    let mut by_action: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
+    for c in calls.iter().filter(|c| c.arrived >= window_start) {
+        let e = by_action.entry(c.action.clone()).or_default();
+        e.0 += 1;
+        e.1 += c.answered.saturating_duration_since(c.arrived);
+    }
+    let aws_calls = by_action
+        .into_iter()
+        .map(|(a, (n, total))| (a, n, total / u32::try_from(n.max(1)).unwrap_or(u32::MAX)))
+        .collect();
     reactions.sort();
     durations.sort();
 
@@ -323,6 +355,8 @@ pub async fn run(
         cpu,
         peak_rss_kib,
         consul_requests,
+        parts,
+        aws_calls,
     })
 }
 
