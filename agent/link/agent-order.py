@@ -22,8 +22,11 @@ Needs valgrind and the release `sandbox` binary:
     cargo build --profile dist -p rollgate -p web     # links with the new list
 
 A stale list is safe: names it lacks (new or renamed functions) are placed
-after the listed ones, as without a list; only the footprint grows. Rerun it
-when the agent bench shows `rollgate code` growing.
+after the listed ones, as without a list; only the footprint grows. Most
+names hold across code changes; about 4% carry a number LLVM adds to make a
+local name unique (`...box_new_uninit.9683`), which any change to the code
+may renumber, each costing up to 64 KiB until the list is regenerated. Rerun
+it when the agent bench shows `rollgate code` growing.
 """
 
 import argparse
