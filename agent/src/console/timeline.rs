@@ -82,6 +82,17 @@ fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// An instant in RFC 3339 (UTC), or in milliseconds since the epoch
+/// beyond the year 9999, which RFC 3339 cannot write.
+fn instant(t: Timestamp) -> String {
+    const YEAR_10000: u64 = 253_402_300_800_000;
+    if t.as_millis() < YEAR_10000 {
+        t.to_string()
+    } else {
+        format!("{} ms after the epoch", t.as_millis())
+    }
+}
+
 /// How the rollout ended, and when; `None` while it runs.
 fn ended(r: &Rollout) -> Option<(&'static str, Timestamp)> {
     match &r.state {
@@ -174,7 +185,8 @@ struct Scale {
 impl Scale {
     fn x(&self, t: Timestamp) -> f64 {
         let t = t.0.clamp(self.t0, self.t1);
-        X0 + (t - self.t0) as f64 * (X1 - X0) / (self.t1 - self.t0) as f64
+        let span = (self.t1 - self.t0).max(1);
+        X0 + (t - self.t0) as f64 * (X1 - X0) / span as f64
     }
 
     fn y(&self, v: u32) -> f64 {
@@ -230,7 +242,7 @@ pub fn svg(rollout: &Rollout, now: Timestamp) -> String {
         .max(events.last().map_or(t0, |e| e.at));
     let scale = Scale {
         t0: t0.0,
-        t1: t1.0.max(t0.0 + 1000),
+        t1: t1.0.max(t0.0.saturating_add(1000)),
         top: events
             .iter()
             .map(|e| e.counts.old.max(e.counts.new))
@@ -267,8 +279,11 @@ pub fn svg(rollout: &Rollout, now: Timestamp) -> String {
         o,
         "<text x=\"{X0}\" y=\"38\" fill=\"#57606a\">{}</text>",
         esc(&format!(
-            "started {t0} · {} → {} · batches done: {}",
-            spec.stable.image, spec.target_image, rollout.progress.batches_done
+            "started {} · {} → {} · batches done: {}",
+            instant(t0),
+            spec.stable.image,
+            spec.target_image,
+            rollout.progress.batches_done
         ))
     );
     legend(&mut o);
@@ -397,7 +412,8 @@ fn grid(o: &mut String, s: &Scale) {
         );
     }
     for i in 0..=4u64 {
-        let t = s.t0 + (s.t1 - s.t0) * i / 4;
+        // In u128: a record with absurd instants must not overflow.
+        let t = s.t0 + u64::try_from(u128::from(s.t1 - s.t0) * u128::from(i) / 4).unwrap_or(0);
         let x = s.x(Timestamp(t));
         let anchor = match i {
             0 => "start",

@@ -244,3 +244,21 @@ fn dropped_events_are_counted_under_the_chart() {
     let doc = svg(&r, later());
     assert!(doc.contains(">41 events in the middle were not kept"));
 }
+
+#[test]
+fn absurd_instants_draw_without_a_panic() {
+    let mut r = load(REVERTED);
+    r.progress.started_at = Some(Timestamp(u64::MAX - 10));
+    if let Some(e) = r.progress.events.last_mut() {
+        e.at = Timestamp(u64::MAX);
+    }
+    r.progress.events[1].at = Timestamp(0);
+    let doc = svg(&r, Timestamp(0));
+    well_formed(&doc).unwrap();
+    let mut r = load(SUCCEEDED);
+    r.progress.started_at = Some(Timestamp(0));
+    r.state = Phase::Succeeded {
+        at: Timestamp(u64::MAX),
+    };
+    well_formed(&svg(&r, Timestamp(0))).unwrap();
+}
