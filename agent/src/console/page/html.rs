@@ -442,7 +442,8 @@ fn bar(b: &mut String, list: &[InstanceView]) {
         .count();
     let total = list.len().max(1);
     let w = |n: usize| n * 100 / total;
-    let (wo, wn) = (w(old), w(new - passing));
+    let waiting = new - passing;
+    let (wo, wn) = (w(old), w(waiting));
     let wp = if passing > 0 { 100 - wo - wn } else { 0 };
     let _ = writeln!(
         b,
@@ -451,8 +452,8 @@ fn bar(b: &mut String, list: &[InstanceView]) {
          <rect class=\"old\" x=\"0\" y=\"0\" width=\"{wo}\" height=\"6\"/>\
          <rect class=\"new\" x=\"{wo}\" y=\"0\" width=\"{wn}\" height=\"6\"/>\
          <rect class=\"passing\" x=\"{}\" y=\"0\" width=\"{wp}\" height=\"6\"/></svg>\
-         <p><span class=\"key old\"></span>{old} old · <span class=\"key new\"></span>{new} new · \
-         <span class=\"key passing\"></span>{passing} new passing</p></div>",
+         <p><span class=\"key old\"></span>{old} old · <span class=\"key new\"></span>{waiting} new, not yet passing · \
+         <span class=\"key passing\"></span>{passing} new, passing</p></div>",
         wo + wn,
     );
 }
