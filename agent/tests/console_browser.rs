@@ -3,7 +3,7 @@
 //! Consul's ACLs on (see `rollout_support`): a real `rollgate coordinator`
 //! serving its console, moto, and the fleet of real `web` and `rollgate
 //! agent` processes. Each step leaves a screenshot under
-//! `target/tmp/console-screenshots/`; with `ROLLGATE_UPDATE_SCREENSHOT=1`
+//! `target/tmp/console-screenshots/`; with `UPDATE_README_SCREENSHOT=1`
 //! the live rollout page is also copied to `docs/console.png` (the
 //! README's picture).
 
@@ -254,9 +254,11 @@ async fn click_approve(b: &Browser, plan: &str) {
     }
 }
 
-/// With `ROLLGATE_UPDATE_SCREENSHOT=1`, the README's picture.
+/// With `UPDATE_README_SCREENSHOT=1`, the README's picture. (Not a
+/// `ROLLGATE_` variable: the fleet's agents inherit the test's environment
+/// and would read it as configuration, and refuse it.)
 fn update_readme_screenshot(shot: &std::path::Path) {
-    if std::env::var("ROLLGATE_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+    if std::env::var("UPDATE_README_SCREENSHOT").as_deref() == Ok("1") {
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console.png");
         std::fs::copy(shot, &docs).unwrap();
         eprintln!("README screenshot: {}", docs.display());
@@ -427,8 +429,8 @@ async fn an_operator_approves_in_the_browser_and_watches_the_rollout_succeed_liv
             } else {
                 &phase
             };
-            let shot = op.screenshot(&format!("live-{name}")).await;
             let batch = op.text("#rollout-batch").await.unwrap_or_default();
+            let shot = op.screenshot(&format!("live-{name}")).await;
             // The README's picture: the rollout in its second batch.
             if readme_shot.is_none() && batch.starts_with("2/") {
                 readme_shot = Some(shot);

@@ -75,7 +75,8 @@ impl std::fmt::Display for DriverError {
     }
 }
 
-/// One headless Chromium session and the chromedriver that runs it.
+/// One headless Chromium session and the chromedriver that runs it; a
+/// test's screenshots from an earlier run are removed when it starts.
 #[derive(Debug)]
 pub struct Browser {
     test: String,
@@ -92,6 +93,8 @@ impl Browser {
     /// Starts chromedriver and a headless session; `test` names the
     /// screenshots' folder.
     pub async fn start(test: &str) -> Self {
+        // This run's screenshots only.
+        let _ = std::fs::remove_dir_all(screenshot_root().join(test));
         let driver_addr = free_addr();
         let mut cmd = tokio::process::Command::new(program("chromedriver"));
         cmd.arg(format!("--port={}", driver_addr.port()))
