@@ -1,6 +1,7 @@
 //! A real browser for the console's tests: Debian's headless Chromium
-//! driven through `chromedriver` (installed by `sandbox/scripts/prerequisites`)
-//! with the W3C WebDriver protocol: JSON over HTTP on loopback, spoken here
+//! driven through `chromedriver` (both installed by
+//! `sandbox/scripts/prerequisites --tests`) with the W3C WebDriver
+//! protocol: JSON over HTTP on loopback, spoken here
 //! with the workspace's own `reqwest` (a WebDriver client crate would bring
 //! a second ICU stack and a second `thiserror`/`cookie` for the dozen calls
 //! these tests make).
@@ -56,7 +57,7 @@ fn program(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
-        panic!("{name} is not installed: run `bash sandbox/scripts/prerequisites` (Debian's chromium and chromium-driver)")
+        panic!("{name} is not installed: run `bash sandbox/scripts/prerequisites --tests` (Debian's chromium and chromium-driver)")
     })
 }
 
