@@ -612,7 +612,7 @@ async fn cli_work(config: &Path, client: &Client, role: Role) -> Result<(), Stri
 }
 
 /// The console as an operator uses it: a console started as a
-/// coordinator replica starts it, every `GET /v1/...` route read with the
+/// coordinator replica starts it, every documented `GET` route read with the
 /// operator's token (`X-Consul-Token`), each answering 200 with nothing
 /// hidden (the stable version, the outbox's entries, the instances'
 /// checks); then the writes the operator must not make are refused.
@@ -632,8 +632,10 @@ async fn console_work(acl: &Acl, token: &Secret) -> Result<(), String> {
         )
         .await
         .unwrap();
-    let mut notify = NotifyConfig::default();
-    notify.default_receivers = vec!["ops".into()];
+    let notify = NotifyConfig {
+        default_receivers: vec!["ops".into()],
+        ..NotifyConfig::default()
+    };
     Outbox::new(acl.admin(), PREFIX, &notify)
         .enqueue(Event::meta(
             MetaNotice {
@@ -686,15 +688,15 @@ async fn console_work(acl: &Acl, token: &Secret) -> Result<(), String> {
     Ok(())
 }
 
-/// Every `GET /v1/...` route of the console, with `web` and plan `web-1`.
+/// Every documented `GET` route of the console that reads with the
+/// caller's token (the API under `/v1/`, the timeline chart), with `web`
+/// and plan `web-1`.
 async fn console_reads(addr: SocketAddr, token: &Secret) -> Result<(), String> {
     let http = reqwest::Client::new();
     let routes: Vec<String> = rollgate::console::route_list()
         .into_iter()
         .filter(|(method, path)| {
-            *method == reqwest::Method::GET
-                && path.starts_with("/v1/")
-                && *path != "/v1/openapi.yaml"
+            *method == reqwest::Method::GET && !["/v1/openapi.yaml", "/metrics"].contains(path)
         })
         .map(|(_, path)| path.replace("{service}", "web").replace("{plan}", "web-1"))
         .collect();

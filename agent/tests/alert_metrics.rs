@@ -182,7 +182,7 @@ async fn watch_metrics_count_the_transitions_deliveries_and_latencies_of_one_ale
         ) > 0.0,
         "{m:?}"
     );
-    for ((name, labels), _) in &m {
+    for (name, labels) in m.keys() {
         for v in labels.values() {
             assert!(
                 !v.contains("i-0abc") && !v.contains("node-1") && !v.contains(&check),

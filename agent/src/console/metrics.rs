@@ -1,20 +1,20 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format
 //! (`prometheus-client`).
 //!
-//! Two kinds of figures:
+//! Three kinds of figures:
 //!
 //! - **calls**, counted where they happen: every Consul HTTP call (one hook
 //!   in `consul::Client`) and every AWS attempt (one hook in
 //!   `aws::retry::Retrying`), by operation and result, with latency. The
 //!   hooks do nothing until [`install`] ran: only the coordinator's console
-//!   installs the registry, so `rollgate agent` never allocates it.
+//!   and `rollgate watch` with `watch.metrics_listen` install the registry,
+//!   so `rollgate agent` never allocates it.
 //! - **state**, read from Consul KV, where every replica finds the same
 //!   truth ([`Metrics::observe`]): rollouts by outcome, the active rollout's
 //!   phase and batch, instances old/new/passing, how long a plan has waited
 //!   for approval, the outbox. Histograms of rollout duration, gate
 //!   reaction and approval wait are observed once per rollout, batch or
 //!   plan the first time this process sees it finished.
-//!
 //! - **events**, counted where they happen in the health watcher and the
 //!   outbox sender ([`watch_transition`], [`delivery`]): check status
 //!   transitions, delivery attempts by receiver and result, and alert

@@ -454,8 +454,8 @@ impl Role {
                 "consul/records.rs",
             ],
             // The console reads and writes with the operator's own token
-            // (console/auth.rs makes the caller's client, console/api.rs
-            // reads through it).
+            // (console/auth.rs makes the caller's client; the API and the
+            // page read through it).
             Role::Operator => &[
                 "ops.rs",
                 "ops/**",
@@ -463,6 +463,7 @@ impl Role {
                 "consul/records.rs",
                 "console/api.rs",
                 "console/auth.rs",
+                "console/page/**",
             ],
             Role::Ci => &["ops.rs", "ops/**", "rollout/store.rs", "consul/records.rs"],
         }
