@@ -50,6 +50,15 @@ const LINES: [(&str, &str, &str, f64); 3] = [
     ("passing", "#2da44e", "6 3", -2.0),
 ];
 
+/// A line's name in the legend: the passing count is of new instances only
+/// (old ones passing are not counted), and the legend says so.
+fn legend_label(line: &str) -> String {
+    match line {
+        "passing" => "new passing instances".into(),
+        other => format!("{other} instances"),
+    }
+}
+
 /// `text` safe as SVG character data or an attribute value: the five XML
 /// specials escaped, control characters (not allowed in XML 1.0) replaced
 /// by a space.
@@ -391,10 +400,10 @@ fn legend(o: &mut String) {
         let _ = writeln!(
             o,
             "<g class=\"legend\"><line x1=\"{x:.1}\" y1=\"54\" x2=\"{:.1}\" y2=\"54\" \
-             stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"58\">{} instances</text></g>",
+             stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"58\">{}</text></g>",
             x + 20.0,
             x + 25.0,
-            esc(line)
+            esc(&legend_label(line))
         );
     }
 }
