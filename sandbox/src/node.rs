@@ -191,9 +191,18 @@ impl SimNode {
             .arg("agent")
             .env_remove("CONSUL_HTTP_ADDR")
             .env_remove("CONSUL_HTTP_TOKEN")
+            .env_remove("CONSUL_HTTP_TOKEN_FILE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A node's agent reads its node's file and nothing of the shell
+        // that started the test: a `ROLLGATE_*` variable there would be
+        // read as configuration (and an unknown key refused).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ROLLGATE_") {
+                agent.env_remove(key);
+            }
+        }
         let mut agent = agent.spawn()?;
         let agent_log = collect(&mut agent);
         Ok(Self {
