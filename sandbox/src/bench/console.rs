@@ -86,13 +86,10 @@ pub struct ConsoleResults {
     pub api_bytes: usize,
     /// `GET /v1/services/web/rollout` times, sorted.
     pub api: Vec<Duration>,
-    /// Record commit → event arrival, one stream open, sorted.
-    pub one_stream: Vec<Duration>,
-    /// Record commit → event arrival on every stream, `streams` open, sorted.
-    pub many_streams: Vec<Duration>,
-    /// The operator's request sent → event arrival, one stream, sorted
-    /// (includes the coordinator applying the command).
-    pub request_to_event: Vec<Duration>,
+    /// The changes with one stream open.
+    pub one_stream: Changes,
+    /// The changes with `streams` open.
+    pub many_streams: Changes,
     /// The coordinator's CPU over the window with no stream open.
     pub idle_cpu: Duration,
     /// The coordinator's CPU over the window with `streams` open.
@@ -268,21 +265,41 @@ async fn time_gets(
     Ok((times, body))
 }
 
+/// What a run of changes measured (every list sorted).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Record commit → event arrival, every stream's.
+    pub samples: Vec<Duration>,
+    /// Per change, record commit → the first stream's arrival.
+    pub first: Vec<Duration>,
+    /// Per change, record commit → the last stream's arrival.
+    pub last: Vec<Duration>,
+    /// Per change, the operator's request sent → the first stream's
+    /// arrival (includes the coordinator applying the command).
+    pub from_request: Vec<Duration>,
+    /// The coordinator's CPU over the run, per change.
+    pub cpu_per_change: Duration,
+    /// Requests the sandbox Consul answered over the run (every client),
+    /// per change.
+    pub consul_requests_per_change: f64,
+}
+
 /// `changes` pauses and resumes in turn, each timed from the commit of
 /// the record's write with the new phase to its `update` event on every
-/// one of `streams` open streams. Answers (commit → event samples,
-/// request → event samples of stream 0).
+/// one of `streams` open streams, with the coordinator (`pid`)'s CPU.
 async fn time_changes(
     consul: &ServerHandle,
+    pid: u32,
     operator: &reqwest::Client,
     base: &str,
     rx: &mut mpsc::UnboundedReceiver<Arrival>,
     streams: usize,
     changes: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+) -> anyhow::Result<Changes> {
     let key = "rollgate/services/web/rollout";
-    let mut samples = Vec::new();
-    let mut from_request = Vec::new();
+    let mut out = Changes::default();
+    let cpu_before = cpu_ticks(pid).context("reading the coordinator's /proc/PID/stat")?;
+    let requests_before = consul.requests();
     for i in 0..changes {
         let (action, phase) = if i % 2 == 0 {
             ("pause", "paused")
@@ -332,16 +349,30 @@ async fn time_changes(
         let committed = journal
             .commit_time(commit.index)
             .with_context(|| format!("index {} has no commit time", commit.index))?;
-        for at in arrived.iter().flatten() {
-            samples.push(at.saturating_duration_since(committed));
+        let arrived: Vec<Instant> = arrived.into_iter().flatten().collect();
+        for at in &arrived {
+            out.samples.push(at.saturating_duration_since(committed));
         }
-        if let Some(Some(at)) = arrived.first() {
-            from_request.push(at.saturating_duration_since(sent));
+        if let (Some(first), Some(last)) = (arrived.iter().min(), arrived.iter().max()) {
+            out.first.push(first.saturating_duration_since(committed));
+            out.last.push(last.saturating_duration_since(committed));
+            out.from_request.push(first.saturating_duration_since(sent));
         }
     }
-    samples.sort();
-    from_request.sort();
-    Ok((samples, from_request))
+    let cpu = cpu_ticks(pid).context("reading the coordinator's /proc/PID/stat")?;
+    let n = u32::try_from(changes.max(1)).unwrap_or(u32::MAX);
+    out.cpu_per_change = Duration::from_millis(cpu.saturating_sub(cpu_before) * 10) / n;
+    out.consul_requests_per_change =
+        consul.requests().saturating_sub(requests_before) as f64 / f64::from(n);
+    for v in [
+        &mut out.samples,
+        &mut out.first,
+        &mut out.last,
+        &mut out.from_request,
+    ] {
+        v.sort();
+    }
+    Ok(out)
 }
 
 /// The coordinator's CPU (utime + stime) over `window`, and the window
@@ -541,8 +572,8 @@ pub async fn run(
         .build()?;
     let mut tasks = vec![open_stream(&streams_client, &base, &cookie, 0, tx.clone()).await?];
     wait_first(&mut rx, 1).await?;
-    let (one_stream, request_to_event) =
-        time_changes(&consul, &operator, &base, &mut rx, 1, settings.changes).await?;
+    let one_stream =
+        time_changes(&consul, pid, &operator, &base, &mut rx, 1, settings.changes).await?;
 
     // (c) with `streams` open, nothing changing.
     for n in 1..settings.streams {
@@ -558,8 +589,9 @@ pub async fn run(
     }
 
     // (b) with `streams` open.
-    let (many_streams, _) = time_changes(
+    let many_streams = time_changes(
         &consul,
+        pid,
         &operator,
         &base,
         &mut rx,
@@ -587,7 +619,6 @@ pub async fn run(
         api,
         one_stream,
         many_streams,
-        request_to_event,
         idle_cpu,
         streams_cpu,
         window: w1.max(w2),
@@ -651,8 +682,8 @@ pub fn section(r: &ConsoleResults, command: &str) -> String {
     let idle = r.idle_cpu.as_secs_f64() / window * 100.0;
     let streams = r.streams_cpu.as_secs_f64() / window * 100.0;
     let page_p99 = quantile(&r.page, 0.99);
-    let one_p99 = quantile(&r.one_stream, 0.99);
-    let many_p99 = quantile(&r.many_streams, 0.99);
+    let one_p99 = quantile(&r.one_stream.samples, 0.99);
+    let many_p99 = quantile(&r.many_streams.samples, 0.99);
     let mut s = String::new();
     let _ = writeln!(s, "## Operator console\n");
     let _ = writeln!(s, "| measure | value | target | |");
@@ -676,22 +707,36 @@ pub fn section(r: &ConsoleResults, command: &str) -> String {
     let _ = writeln!(
         s,
         "| KV change (rollout record commit) → `update` event, 1 open stream, p50 / p99 of {} | {} | p99 < 100 ms | {} |",
-        r.one_stream.len(),
-        pair(&r.one_stream),
+        r.one_stream.samples.len(),
+        pair(&r.one_stream.samples),
         verdict(one_p99 < Duration::from_millis(100))
     );
     let _ = writeln!(
         s,
         "| the same, {} streams open, every stream's arrival, p50 / p99 of {} | {} | p99 < 100 ms | {} |",
         st.streams,
-        r.many_streams.len(),
-        pair(&r.many_streams),
+        r.many_streams.samples.len(),
+        pair(&r.many_streams.samples),
         verdict(many_p99 < Duration::from_millis(100))
     );
     let _ = writeln!(
         s,
+        "| of which, per change: the first stream's event / the last stream's, p50 | {} / {} | | |",
+        ms(quantile(&r.many_streams.first, 0.5)),
+        ms(quantile(&r.many_streams.last, 0.5))
+    );
+    for (streams, c) in [(1, &r.one_stream), (st.streams, &r.many_streams)] {
+        let _ = writeln!(
+            s,
+            "| per change with {streams} stream(s) open: coordinator CPU / Consul requests (every client) | {} / {:.0} | | |",
+            ms(c.cpu_per_change),
+            c.consul_requests_per_change
+        );
+    }
+    let _ = writeln!(
+        s,
         "| operator's `POST /v1/services/web/{{pause,resume}}` sent → event, 1 stream (includes the coordinator applying it), p50 / p99 | {} | | |",
-        pair(&r.request_to_event)
+        pair(&r.one_stream.from_request)
     );
     let _ = writeln!(
         s,
