@@ -4,8 +4,8 @@
 //! server, with `watch.metrics_listen` set. A check goes critical, then
 //! passes again: `/metrics`, read by a Prometheus text-format parser, must
 //! hold exactly the two transitions, the two notices delivered to each
-//! receiver with their latencies, and the watcher's Consul calls, and no
-//! label naming a check, an instance or a node.
+//! receiver with their latencies, and the watcher's Consul calls; no
+//! coordinator figure, and no label naming a check, an instance or a node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -182,6 +182,17 @@ async fn watch_metrics_count_the_transitions_deliveries_and_latencies_of_one_ale
         ) > 0.0,
         "{m:?}"
     );
+    // Only what a watcher has: none of the coordinator's state figures.
+    for coordinator_only in [
+        "rollgate_leader",
+        "rollgate_rollouts_total",
+        "rollgate_outbox_depth",
+    ] {
+        assert!(
+            !m.keys().any(|(n, _)| n == coordinator_only),
+            "{coordinator_only} on a watcher"
+        );
+    }
     for (name, labels) in m.keys() {
         for v in labels.values() {
             assert!(

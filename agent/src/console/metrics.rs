@@ -165,6 +165,36 @@ fn reaction() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// Registers the families every process with metrics has: Consul calls,
+/// check transitions, deliveries and alert latency.
+fn register_shared(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "consul_requests",
+        "Consul HTTP calls by operation, method and result",
+        m.consul_calls.clone(),
+    );
+    r.register(
+        "consul_request_duration_seconds",
+        "Latency of Consul HTTP calls that do not block (blocking queries are counted, not timed)",
+        m.consul_seconds.clone(),
+    );
+    r.register(
+        "watch_check_transitions",
+        "Check status changes the health watcher acted on, by status before (untracked: first seen, or passing) and after (gone: deregistered or its node left)",
+        m.transitions.clone(),
+    );
+    r.register(
+        "outbox_delivery_attempts",
+        "Attempts to deliver an outbox entry to a receiver, by receiver and result (delivered, retryable_error, error)",
+        m.delivery_attempts.clone(),
+    );
+    r.register(
+        "alert_latency_seconds",
+        "From an event being raised (a health notice, a rollout stage) to its delivery to a receiver, retries and fallbacks included",
+        m.alert_seconds.clone(),
+    );
+}
+
 /// Every phase a rollout can be in, so each has a series (0 or 1).
 const PHASES: [&str; 11] = [
     "pending",
@@ -187,6 +217,9 @@ const OUTCOMES: [&str; 4] = ["succeeded", "reverted", "failed", "aborted"];
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The same call and event families, without the coordinator's state
+    /// figures: what `rollgate watch`'s listener ([`serve`]) answers.
+    watch_registry: Registry,
     consul_calls: Family<ConsulCall, Counter>,
     consul_seconds: Histograms<ConsulOp>,
     aws_calls: Family<AwsCall, Counter>,
@@ -251,18 +284,9 @@ impl Metrics {
             alert_seconds: Family::new_with_constructor(alert),
             seen: Mutex::default(),
             registry: Registry::default(),
+            watch_registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "consul_requests",
-            "Consul HTTP calls by operation, method and result",
-            m.consul_calls.clone(),
-        );
-        r.register(
-            "consul_request_duration_seconds",
-            "Latency of Consul HTTP calls that do not block (blocking queries are counted, not timed)",
-            m.consul_seconds.clone(),
-        );
         r.register(
             "aws_requests",
             "AWS API attempts by operation and result",
@@ -343,22 +367,16 @@ impl Metrics {
             "Alert outbox copies per receiver: pending, delivered, failing (last attempt failed)",
             m.deliveries.clone(),
         );
-        r.register(
-            "watch_check_transitions",
-            "Check status changes the health watcher acted on, by status before (untracked: first seen, or passing) and after (gone: deregistered or its node left)",
-            m.transitions.clone(),
-        );
-        r.register(
-            "outbox_delivery_attempts",
-            "Attempts to deliver an outbox entry to a receiver, by receiver and result (delivered, retryable_error, error)",
-            m.delivery_attempts.clone(),
-        );
-        r.register(
-            "alert_latency_seconds",
-            "From an event being raised (a health notice, a rollout stage) to its delivery to a receiver, retries and fallbacks included",
-            m.alert_seconds.clone(),
-        );
-        Metrics { registry, ..m }
+        register_shared(r, &m);
+        // `rollgate watch` serves only what it has: its calls and events,
+        // not the coordinator's state figures it never reads.
+        let mut watch = Registry::with_prefix("rollgate");
+        register_shared(&mut watch, &m);
+        Metrics {
+            registry,
+            watch_registry: watch,
+            ..m
+        }
     }
 
     /// The OpenMetrics text of every metric.
@@ -366,6 +384,14 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The OpenMetrics text of the call and event metrics only (what
+    /// `rollgate watch` has).
+    pub fn encode_watch(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.watch_registry);
         out
     }
 
@@ -697,7 +723,7 @@ pub async fn serve(
             axum::routing::get(move || async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-                    metrics.encode(),
+                    metrics.encode_watch(),
                 )
             }),
         )
