@@ -666,7 +666,10 @@ async fn console_work(acl: &Acl, token: &Secret) -> Result<(), String> {
     let console = rollgate::console::start(&config, &acl.admin(), "acl-test", cancel.clone())
         .await
         .unwrap();
-    let result = console_reads(console.addr, token).await;
+    let mut result = console_reads(console.addr, token).await;
+    if result.is_ok() {
+        result = ended_rollout_timeline(&admin, console.addr, token).await;
+    }
     cancel.cancel();
     rollgate::console::stopped(Some(console)).await;
     result?;
@@ -691,6 +694,46 @@ async fn console_work(acl: &Acl, token: &Secret) -> Result<(), String> {
 /// Every documented `GET` route of the console that reads with the
 /// caller's token (the API under `/v1/`, the timeline chart), with `web`
 /// and plan `web-1`.
+/// Ends the seeded rollout as the coordinator does (its plan's outcome
+/// recorded, the record archived under `rollouts/`), then reads the
+/// service's timeline, which now comes from the archive.
+async fn ended_rollout_timeline(
+    admin: &Store,
+    addr: SocketAddr,
+    token: &Secret,
+) -> Result<(), String> {
+    let (rollout, index) = admin
+        .rollout("web")
+        .await
+        .unwrap()
+        .expect("the seeded rollout");
+    admin
+        .set_outcome(&rollout.spec.id, &Outcome::Succeeded { at: now_ms() })
+        .await
+        .unwrap();
+    assert!(admin.archive_rollout(&rollout, index).await.unwrap());
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/services/web/timeline.svg"))
+        .header("X-Consul-Token", token.expose())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    if status != 200 {
+        return Err(format!(
+            "console GET /services/web/timeline.svg (ended rollout): {status} {body}"
+        ));
+    }
+    if !body.contains(&rollout.spec.id) {
+        return Err(format!(
+            "console GET /services/web/timeline.svg (ended rollout) does not draw {}: {body}",
+            rollout.spec.id
+        ));
+    }
+    Ok(())
+}
+
 async fn console_reads(addr: SocketAddr, token: &Secret) -> Result<(), String> {
     let http = reqwest::Client::new();
     let routes: Vec<String> = rollgate::console::route_list()

@@ -63,6 +63,13 @@ key "rollgate/services/web/stable" {
   policy = "read"
 }
 
+# Console, a service's timeline chart (/services/web/timeline.svg) once its
+# rollout has ended: the finished rollout's archived record. Read only: the
+# coordinator archives it.
+key_prefix "rollgate/services/web/rollouts/" {
+  policy = "read"
+}
+
 # Console, GET /v1/outbox: the alert outbox with each receiver's deliveries
 # (GET ?recurse). Read only: the coordinator and watcher deliver.
 key_prefix "rollgate/outbox/" {

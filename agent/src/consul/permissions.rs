@@ -595,6 +595,7 @@ const OPERATOR: &[Grant] = &[
     g("kv_list", Key, PREFIX, "{prefix}/outbox/", Read, "console: the alert outbox and its deliveries"),
     g("health_service", Service, EXACT, "{service}", Read, "console: each instance's checks in a rollout"),
     g("health_service", Node, PREFIX, "", Read, "console: each instance's node (checks are filtered by it)"),
+    g("kv_get", Key, PREFIX, "{prefix}/services/{service}/rollouts/", Read, "console: the last finished rollout's timeline"),
 ];
 
 #[rustfmt::skip]
