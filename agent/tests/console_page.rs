@@ -745,6 +745,173 @@ async fn an_idle_stream_asks_consul_nothing_and_its_queries_end_when_the_client_
     w.shutdown().await;
 }
 
+/// Reads the event stream until an event with data; answers its kind
+/// and data.
+async fn next_event(stream: &mut reqwest::Response, buf: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let event: String = buf[..end].to_owned();
+            buf.drain(..end + 2);
+            let kind = event.lines().find_map(|l| l.strip_prefix("event: "));
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:")))
+                .collect();
+            if let Some(kind) = kind {
+                return (kind.to_owned(), data.join("\n"));
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+            .await
+            .expect("an event within 30s")
+            .unwrap()
+            .expect("the stream goes on");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// Opens `GET /services/web/events` with `b`'s session.
+async fn events_of(b: &Browser) -> reqwest::Response {
+    let r = b
+        .http
+        .get(format!("http://{}/services/web/events", b.addr))
+        .header("Cookie", b.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r
+}
+
+/// The count of requests Consul has answered once it has answered none
+/// for half a second (every reader is held or gone).
+async fn settled(w: &ConsoleWorld) -> u64 {
+    let mut last = w.consul.requests();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = w.consul.requests();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("Consul never settled: the console keeps asking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_one_token_share_their_reads_each_with_its_own_csrf_and_stop_with_the_last() {
+    let w = ConsoleWorld::new().await;
+    let plan = w.pending_plan(1).await;
+    // An active rollout: the live section has forms (with the CSRF token).
+    w.active_rollout(&plan).await;
+    let addr = w.console("a").await;
+    let (mut a, alice, _) = logged_in(&w, addr, "alice").await;
+    // The same operator logs in again (another browser): another session,
+    // another CSRF token, the same Consul token.
+    let mut b = Browser::new(addr);
+    b.login(alice.expose()).await;
+    let (csrf_a, csrf_b) = (
+        a.get("/services/web").await.csrf(),
+        b.get("/services/web").await.csrf(),
+    );
+    assert_ne!(csrf_a, csrf_b);
+    w.consul.add_node("node-1").await.unwrap();
+    let register = |n: u32| {
+        w.consul
+            .register_services(
+                "node-1",
+                &[serde_json::json!({"ID": format!("web-{n}"), "Name": "web", "Port": 8000 + n})],
+            )
+            .unwrap();
+    };
+
+    // One stream: what a change costs.
+    let mut sa = events_of(&a).await;
+    let mut buf_a = String::new();
+    let first = next_update(&mut sa, &mut buf_a).await;
+    assert!(
+        first.contains(&format!("name=\"csrf\" value=\"{csrf_a}\"")),
+        "{first}"
+    );
+    let before = settled(&w).await;
+    register(0);
+    next_update(&mut sa, &mut buf_a).await;
+    let one = settled(&w).await - before;
+    assert!(one > 0);
+
+    // Two streams of the same token (two sessions): one set of reads.
+    let mut sb = events_of(&b).await;
+    let mut buf_b = String::new();
+    let first = next_update(&mut sb, &mut buf_b).await;
+    assert!(
+        first.contains(&format!("name=\"csrf\" value=\"{csrf_b}\"")),
+        "{first}"
+    );
+    assert!(
+        !first.contains(&csrf_a),
+        "never another session's CSRF token"
+    );
+    let before = settled(&w).await;
+    assert_eq!(w.consul.requests(), before, "two idle streams ask nothing");
+    register(1);
+    let to_a = next_update(&mut sa, &mut buf_a).await;
+    let to_b = next_update(&mut sb, &mut buf_b).await;
+    let two = settled(&w).await - before;
+    assert_eq!(
+        two, one,
+        "a change costs the same reads with two streams of one token as with one"
+    );
+    assert!(to_a.contains(&csrf_a) && !to_a.contains(&csrf_b), "{to_a}");
+    assert!(to_b.contains(&csrf_b) && !to_b.contains(&csrf_a), "{to_b}");
+    assert_eq!(
+        to_a.replace(&csrf_a, "CSRF"),
+        to_b.replace(&csrf_b, "CSRF"),
+        "the same section"
+    );
+    // The CSRF token a stream sent is its session's: its form post passes.
+    let p = b.post("/services/web/pause", &[("csrf", &csrf_b)]).await;
+    assert_eq!(p.status, 303, "{p:?}");
+
+    // A token that may read nothing gets its own follower, never alice's
+    // section.
+    let nobody = sandbox::acl_roles::Secret::random();
+    w.acl_put(
+        "token",
+        serde_json::json!({"Description": "nobody", "SecretID": nobody.expose()}),
+    )
+    .await;
+    let mut c = Browser::new(addr);
+    c.login(nobody.expose()).await;
+    let mut sc = events_of(&c).await;
+    let (_, seen) = next_event(&mut sc, &mut String::new()).await;
+    assert!(
+        !seen.contains(&format!("href=\"/plans/{plan}\"")),
+        "a token that cannot read the plans never sees them: {seen}"
+    );
+    drop(sc);
+
+    // One leaves: the other still follows changes.
+    drop(sa);
+    register(2);
+    next_update(&mut sb, &mut buf_b).await;
+
+    // The last leaves: soon a change makes nobody ask Consul anything.
+    drop(sb);
+    let mut ended = false;
+    for n in 3..=60 {
+        let before = w.consul.requests();
+        register(n);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if w.consul.requests() == before {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the shared queries ended with the last client");
+    w.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_tls_the_cookie_is_secure() {
     let w = ConsoleWorld::new().await;

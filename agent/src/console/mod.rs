@@ -100,6 +100,7 @@ pub async fn start(
         ),
         max_wait: config.consul.max_wait,
         cancel: cancel.clone(),
+        live: page::live::Followers::default(),
     });
     let mut running = server::serve(&config.http, router(state.clone()), cancel.clone()).await?;
     running.beside(tokio::spawn(refresh::follow(

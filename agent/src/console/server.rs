@@ -51,6 +51,9 @@ pub struct AppState {
     /// Fires when the console shuts down: ends the page's event streams
     /// (which would otherwise hold the graceful shutdown open).
     pub cancel: CancellationToken,
+    /// The page's live followers, shared by the event streams of one
+    /// (service, reader) (`page::live`).
+    pub live: page::live::Followers,
 }
 
 /// Shared state of the handlers.
