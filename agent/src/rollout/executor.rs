@@ -8,18 +8,27 @@
 //! state with check-and-set, fenced by the leader lock, and consumes the
 //! commands the step saw.
 //!
+//! The AWS part of each observation comes from an [`Informer`] that reads
+//! the group in the background every poll interval (EC2 has no change
+//! feed): a step woken by Consul acts on the view already held, with its
+//! age (`Observation::aws_read_at`), instead of waiting for a describe that
+//! under load takes longer than the gate. After its own actions that change
+//! AWS, and at the start of a drive, the executor waits for a view read
+//! after them, as it always did.
+//!
 //! After actions that left the state as it was (the machine waits to see
 //! their effect), it observes again at once, a single time. Otherwise,
 //! between ticks it waits for whichever comes first: a health change (a
 //! blocking query on the service, so the gate reacts within milliseconds), the
-//! machine's next deadline (`wake_at`), a new operator command, or the AWS
-//! poll interval (EC2 has no change feed). A crash at any point is harmless:
-//! the next leader reloads the state from KV and observes again.
+//! machine's next deadline (`wake_at`), a new AWS view, a new operator
+//! command, or the poll interval. A crash at any point is harmless: the
+//! next leader reloads the state from KV and observes again.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::informer::Informer;
 use super::machine::{self, Action, Change, Observation, Rollout, RolloutEvent, Timestamp};
 use super::plan::{Outcome, now_ms};
 use super::store::{Store, StoreError};
@@ -30,14 +39,6 @@ use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
 
 /// How often the world is observed when nothing else wakes the executor.
 const AWS_POLL: Duration = Duration::from_secs(1);
-
-/// The last AWS read of the group and its instances.
-#[derive(Debug)]
-struct AwsView {
-    group: aws::Group,
-    instances: Vec<aws::Instance>,
-    read_at: std::time::Instant,
-}
 
 /// Whether performing `a` may change what AWS answers.
 fn changes_aws(a: &Action) -> bool {
@@ -114,8 +115,31 @@ impl<F: Fleet> Executor<'_, F> {
         service: &str,
         cancel: &CancellationToken,
     ) -> Result<Option<Outcome>, ExecError> {
+        let Some((rollout, index)) = self.store.rollout(service).await? else {
+            return Ok(None);
+        };
+        if rollout.is_terminal() {
+            return self.finish(&rollout, index).await.map(Some);
+        }
+        // The informer reads AWS beside the loop, in this task: it stops
+        // when the drive ends.
+        let informer = Informer::new(self.fleet, &rollout.spec.group, AWS_POLL);
+        tokio::select! {
+            () = informer.run() => Ok(None),
+            out = self.drive_with(service, cancel, &informer) => out,
+        }
+    }
+
+    async fn drive_with(
+        &self,
+        service: &str,
+        cancel: &CancellationToken,
+        informer: &Informer<'_, F>,
+    ) -> Result<Option<Outcome>, ExecError> {
         let mut created: Option<i64> = None;
-        let mut aws: Option<AwsView> = None;
+        // The AWS view must have been read after this: the drive's start,
+        // then the end of the last actions that changed AWS.
+        let mut fresh_after = tokio::time::Instant::now();
         let mut acted = false;
         let mut health_index;
         loop {
@@ -128,13 +152,16 @@ impl<F: Fleet> Executor<'_, F> {
             if rollout.is_terminal() {
                 return self.finish(&rollout, index).await.map(Some);
             }
-            let (obs, keys, health_at, now) = self.observe(&rollout, created, &mut aws).await?;
+            if rollout.spec.group != informer.group() {
+                // Another rollout of another group: drive it afresh.
+                return Ok(None);
+            }
+            let (obs, keys, health_at, now) = self
+                .observe(&rollout, created, informer, fresh_after)
+                .await?;
             // Never block on an index below 1 (see consul::watch).
             health_index = health_at.max(1);
             let step = machine::step(&rollout, &obs, now);
-            if step.actions.iter().any(changes_aws) {
-                aws = None;
-            }
             if !step.actions.is_empty() {
                 // AWS calls cannot join a Consul transaction: check the lock
                 // just before them (the state write after them is fenced
@@ -145,6 +172,9 @@ impl<F: Fleet> Executor<'_, F> {
                 if let Some(v) = self.perform(&rollout, action).await? {
                     created = Some(v);
                 }
+            }
+            if step.actions.iter().any(changes_aws) {
+                fresh_after = tokio::time::Instant::now();
             }
             if step.next != rollout {
                 if self.store.save_rollout(&step.next, index).await?.is_none() {
@@ -176,7 +206,8 @@ impl<F: Fleet> Executor<'_, F> {
                 continue;
             }
             acted = false;
-            self.wait(&rollout, health_index, cancel).await;
+            self.wait(&rollout, now, health_index, informer, cancel)
+                .await;
         }
     }
 
@@ -191,17 +222,16 @@ impl<F: Fleet> Executor<'_, F> {
     /// the health query's index and the time of the health read.
     ///
     /// Health is read first and its arrival is the step's `now`: a passing
-    /// instance's timer starts when passing was seen, not after the slower
-    /// AWS reads, which keeps the gate reaction to a few milliseconds. The
-    /// AWS part is reused from `aws` while it is younger than [`AWS_POLL`]
-    /// and no action has changed the group since (the executor accepts that
-    /// staleness between polls anyway; an action on a vanished instance
-    /// fails and the next tick reads AWS again).
+    /// instance's timer starts when passing was seen. The AWS part is the
+    /// informer's latest view, whatever its age (told to the machine), as
+    /// long as it was read after `fresh_after`; otherwise this waits for
+    /// one that was.
     async fn observe(
         &self,
         rollout: &Rollout,
         created: Option<i64>,
-        aws: &mut Option<AwsView>,
+        informer: &Informer<'_, F>,
+        fresh_after: tokio::time::Instant,
     ) -> Result<(Observation, Vec<(String, u64)>, u64, Timestamp), ExecError> {
         let spec = &rollout.spec;
         let entries = self
@@ -219,34 +249,34 @@ impl<F: Fleet> Executor<'_, F> {
         let now = Timestamp(now_ms());
         let commands = self.store.commands(&spec.service).await?;
         let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
-        let view = match aws.take() {
-            Some(v) if v.read_at.elapsed() < AWS_POLL => v,
-            _ => {
-                let group = self.fleet.describe_group(&spec.group).await?;
-                let instances = self.fleet.describe_members(&group).await?;
-                AwsView {
-                    group,
-                    instances,
-                    read_at: std::time::Instant::now(),
-                }
-            }
-        };
+        let view = informer.view(fresh_after).await?;
         let obs = Observation {
             group: view.group.clone(),
             instances: view.instances.clone(),
             health: super::health::health_by_instance(&entries.value),
             commands: commands.into_iter().map(|(_, _, c)| c).collect(),
             created_template_version: created,
+            aws_read_at: Some(Timestamp(view.started_ms)),
         };
-        *aws = Some(view);
         Ok((obs, keys, entries.meta.index, now))
     }
 
-    /// Waits for a health change, the next deadline, a command, or the poll.
-    async fn wait(&self, rollout: &Rollout, health_index: u64, cancel: &CancellationToken) {
+    /// Waits for a health change, the next deadline, a new AWS view, a
+    /// command, or the poll interval. A deadline the step at `stepped_at`
+    /// already saw pass (the machine waits for an AWS view read after it)
+    /// is left to the next view.
+    async fn wait(
+        &self,
+        rollout: &Rollout,
+        stepped_at: Timestamp,
+        health_index: u64,
+        informer: &Informer<'_, F>,
+        cancel: &CancellationToken,
+    ) {
         let client = self.store.client();
         let until_wake = rollout
             .wake_at()
+            .filter(|t| *t > stepped_at)
             .map(|t| Duration::from_millis(t.0.saturating_sub(now_ms())))
             .unwrap_or(AWS_POLL)
             .min(AWS_POLL);
@@ -256,6 +286,7 @@ impl<F: Fleet> Executor<'_, F> {
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(until_wake) => {}
             _ = health => {}
+            () = informer.next_read() => {}
         }
     }
 

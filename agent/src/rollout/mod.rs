@@ -5,11 +5,14 @@
 //! - [`plan`], [`machine`], [`render`]: re-exported from `rollgate_core`.
 //! - [`health`]: Consul's health answer mapped to what the machine reads.
 //! - [`executor`]: drives a rollout: observe, step, act, persist.
+//! - [`informer`]: the group and its members read from AWS in the
+//!   background, for the executor's observations.
 //! - [`store`]: plans, triggers and rollout state in Consul KV, written with
 //!   check-and-set.
 
 pub mod executor;
 pub mod health;
+pub mod informer;
 pub mod store;
 
 pub use rollgate_core::{machine, plan, render};

@@ -148,8 +148,12 @@ pub(super) fn overdue(
     if let Some(reason) = wrong_too_long(b, obs, now, p) {
         return Some(reason);
     }
+    // Healthy means in service too, and "appeared" is AWS's word: these
+    // deadlines are judged on an AWS view read after them, never on an
+    // older one the executor reused (see `Observation::aws_read_at`).
+    let seen = obs.aws_at(now);
     let unhealthy = || b.new.iter().filter(|n| n.healthy_at.is_none());
-    if let Some(n) = unhealthy().find(|n| now >= n.healthy_deadline_at) {
+    if let Some(n) = unhealthy().find(|n| seen >= n.healthy_deadline_at) {
         return Some(format!(
             "instance {} not healthy within healthy_deadline {}: {}",
             n.id,
@@ -157,7 +161,7 @@ pub(super) fn overdue(
             detail(n, obs, now, p)
         ));
     }
-    if b.new.len() < b.size as usize && now >= b.launch_deadline_at {
+    if b.new.len() < b.size as usize && seen >= b.launch_deadline_at {
         return Some(format!(
             "{what}: {} of {} new instances appeared within healthy_deadline {} (desired capacity {}, asked {})",
             b.new.len(),
@@ -167,7 +171,7 @@ pub(super) fn overdue(
             b.desired
         ));
     }
-    if now >= b.progress_deadline_at {
+    if seen >= b.progress_deadline_at {
         let stuck = unhealthy()
             .next()
             .map(|n| format!("instance {}: {}", n.id, detail(n, obs, now, p)))

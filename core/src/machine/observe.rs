@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::fleet::{Group, GroupInstance, Instance};
 use crate::health::CheckStatus;
 
+use super::time::Timestamp;
+
 /// One tick's view of the world, built by the executor from reads only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
@@ -31,6 +33,16 @@ pub struct Observation {
     /// spec has `target_template_version`; after a crash the machine asks
     /// again and the Fleet's idempotent create returns the same number.
     pub created_template_version: Option<i64>,
+    /// When `group` and `instances` were read (the read's start), when
+    /// that was before this step's `now`: the executor may step on a
+    /// Consul event with the AWS view it already holds (EC2 has no change
+    /// feed; a describe under load takes longer than a gate). `None`: read
+    /// for this step. A deadline that rests on what AWS shows (an instance
+    /// launched, in service, terminated) fails the rollout only on a view
+    /// read after it ([`Observation::aws_at`]); timers that rest on
+    /// Consul run on `now`.
+    #[serde(default)]
+    pub aws_read_at: Option<Timestamp>,
 }
 
 /// A service instance's health in Consul.
@@ -129,6 +141,11 @@ impl Health {
 }
 
 impl Observation {
+    /// The moment the AWS part shows, at the latest `now`.
+    pub fn aws_at(&self, now: Timestamp) -> Timestamp {
+        self.aws_read_at.map_or(now, |t| t.min(now))
+    }
+
     /// The group member with this ID.
     pub fn member(&self, id: &str) -> Option<&GroupInstance> {
         self.group.instances.iter().find(|m| m.instance_id == id)

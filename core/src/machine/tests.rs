@@ -10,6 +10,7 @@ mod gaps;
 mod operators;
 mod rollouts;
 mod serde_roundtrip;
+mod stale;
 mod steps;
 mod template_change;
 mod timeline;

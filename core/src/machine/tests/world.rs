@@ -231,6 +231,7 @@ impl World {
             health,
             commands: self.commands.clone(),
             created_template_version: self.created,
+            aws_read_at: None,
         }
     }
 

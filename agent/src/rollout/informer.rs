@@ -1,0 +1,263 @@
+//! The AWS half of the executor's observation, read in the background.
+//!
+//! EC2 and Auto Scaling have no change feed, so the executor must poll
+//! them; but a step woken by Consul (a health change, a timer) must not
+//! wait for a describe to act on it: under load one describe takes longer
+//! than the gate it would delay. The [`Informer`] reads the group and its
+//! members (`DescribeAutoScalingGroups`, then `DescribeInstances`) every
+//! poll interval, and the executor steps with the latest view it holds,
+//! telling the machine when that view was read (`Observation::aws_read_at`).
+//!
+//! Where staleness could mislead, the executor asks for a view read after
+//! a given instant and waits for it ([`Informer::view`]): after its own
+//! actions that change AWS (it must see their effect, as it always did),
+//! and at the start of a drive. What a stale view can still get wrong is
+//! caught where it always was: an action on an instance that has gone
+//! (protection, termination) fails or is a no-op, the tick fails, and the
+//! next tick waits for a fresh view. A failed read is never hidden behind
+//! an older view: the next [`Informer::view`] answers the error, and the
+//! executor retries from KV and a fresh observation as after any failure.
+//!
+//! It must never act: reads only.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::plan::now_ms;
+use crate::aws::{self, Fleet};
+
+/// One read of the group and its members.
+#[derive(Debug)]
+pub struct AwsView {
+    /// `Fleet::describe_group`.
+    pub group: aws::Group,
+    /// `Fleet::describe_members` of that group.
+    pub instances: Vec<aws::Instance>,
+    /// When the read started (the view shows the world at that moment or
+    /// later): what "read after" is measured against.
+    pub started: Instant,
+    /// The same moment on the wall clock (ms since the epoch), for the
+    /// machine.
+    pub started_ms: u64,
+}
+
+/// The latest read.
+#[derive(Debug, Default)]
+struct Latest {
+    view: Option<Arc<AwsView>>,
+    /// A failed read, until the executor has been told.
+    error: Option<aws::Error>,
+}
+
+/// Reads one group in the background; see the module documentation.
+#[derive(Debug)]
+pub struct Informer<'a, F> {
+    fleet: &'a F,
+    group: String,
+    poll: Duration,
+    latest: Mutex<Latest>,
+    /// Bumped after every read, successful or not.
+    reads: watch::Sender<u64>,
+    /// Asks for a read now.
+    poke: Notify,
+}
+
+impl<'a, F: Fleet> Informer<'a, F> {
+    /// An informer of `group`, reading every `poll` once [`Informer::run`]
+    /// runs.
+    pub fn new(fleet: &'a F, group: &str, poll: Duration) -> Self {
+        Self {
+            fleet,
+            group: group.to_owned(),
+            poll,
+            latest: Mutex::new(Latest::default()),
+            reads: watch::Sender::new(0),
+            poke: Notify::new(),
+        }
+    }
+
+    /// The group it reads.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Reads the group every poll interval, or at once when asked; never
+    /// returns (drop it to stop).
+    pub async fn run(&self) {
+        loop {
+            let started = Instant::now();
+            let started_ms = now_ms();
+            let read = async {
+                let group = self.fleet.describe_group(&self.group).await?;
+                let instances = self.fleet.describe_members(&group).await?;
+                Ok::<_, aws::Error>((group, instances))
+            }
+            .await;
+            {
+                let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+                match read {
+                    Ok((group, instances)) => {
+                        latest.view = Some(Arc::new(AwsView {
+                            group,
+                            instances,
+                            started,
+                            started_ms,
+                        }));
+                        latest.error = None;
+                    }
+                    Err(e) => {
+                        latest.view = None;
+                        latest.error = Some(e);
+                    }
+                }
+            }
+            self.reads.send_modify(|n| *n += 1);
+            tokio::select! {
+                () = self.poke.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    /// The latest view, if it was read (started) at or after `after`;
+    /// otherwise asks for a read and waits for one that was. A failed read
+    /// is answered once, as the error it was.
+    pub async fn view(&self, after: Instant) -> Result<Arc<AwsView>, aws::Error> {
+        loop {
+            let mut reads = self.reads.subscribe();
+            {
+                let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(e) = latest.error.take() {
+                    return Err(e);
+                }
+                if let Some(v) = latest.view.as_ref().filter(|v| v.started >= after) {
+                    return Ok(Arc::clone(v));
+                }
+            }
+            self.poke.notify_one();
+            // The sender lives as long as `self`: `changed` cannot fail
+            // while we borrow it.
+            let _ = reads.changed().await;
+        }
+    }
+
+    /// Resolves when a read completes after this call.
+    pub async fn next_read(&self) {
+        let mut reads = self.reads.subscribe();
+        let _ = reads.changed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::aws::memory::MemoryFleet;
+
+    async fn fleet() -> (MemoryFleet, Vec<String>) {
+        let fleet = MemoryFleet::new();
+        let v1 = fleet.add_template("web", "ami-old");
+        fleet.add_group("web-asg", &v1.template_id, 1, 2, 4, 2);
+        let ids = fleet
+            .describe_group("web-asg")
+            .await
+            .unwrap()
+            .instances
+            .into_iter()
+            .map(|m| m.instance_id)
+            .collect();
+        (fleet, ids)
+    }
+
+    /// Drives `informer.run()` beside `f`, the way the executor does.
+    async fn beside<T>(
+        informer: &Informer<'_, MemoryFleet>,
+        f: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::select! {
+            () = informer.run() => unreachable!("run never returns"),
+            out = f => out,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_view_is_served_without_a_new_read_until_a_fresher_one_is_asked_for() {
+        let (fleet, ids) = fleet().await;
+        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let start = Instant::now();
+        let (first, cached, second) = beside(&informer, async {
+            let first = informer.view(start).await.unwrap();
+            // A member terminated in AWS after that read: a view that may
+            // be cached still shows it (staleness is allowed)...
+            fleet.lose_instance(&ids[0]);
+            let cached = informer.view(start).await.unwrap();
+            // ...but a view asked for after it never does.
+            tokio::time::advance(Duration::from_millis(1)).await;
+            let second = informer.view(Instant::now()).await.unwrap();
+            (first, cached, second)
+        })
+        .await;
+        assert!(
+            Arc::ptr_eq(&first, &cached),
+            "served from the cache, no read"
+        );
+        assert!(
+            first
+                .group
+                .instances
+                .iter()
+                .any(|m| m.instance_id == ids[0])
+        );
+        assert!(
+            second
+                .group
+                .instances
+                .iter()
+                .all(|m| m.instance_id != ids[0] || m.lifecycle_state.starts_with("Terminat")),
+            "a fresh view shows {} gone: {:?}",
+            ids[0],
+            second.group.instances
+        );
+        assert!(second.started >= first.started);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_view_is_refreshed_every_poll_interval_in_the_background() {
+        let (fleet, _) = fleet().await;
+        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let start = Instant::now();
+        let (first, later) = beside(&informer, async {
+            let first = informer.view(start).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            (first, informer.view(start).await.unwrap())
+        })
+        .await;
+        assert!(
+            later.started >= first.started + Duration::from_secs(2),
+            "two more reads happened without being asked for"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_read_is_answered_as_its_error_not_hidden_behind_an_older_view() {
+        let (fleet, _) = fleet().await;
+        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let start = Instant::now();
+        let (error, after) = beside(&informer, async {
+            informer.view(start).await.unwrap();
+            fleet.fail_next("autoscaling:DescribeAutoScalingGroups", 1);
+            informer.next_read().await;
+            let error = informer.view(start).await.expect_err("the failed read");
+            (error, informer.view(start).await)
+        })
+        .await;
+        assert!(
+            error.to_string().contains("DescribeAutoScalingGroups"),
+            "{error}"
+        );
+        assert!(after.is_ok(), "the next read answers again: {after:?}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Steps on an AWS view the executor read earlier than `now`
+//! (`Observation::aws_read_at`): the gate acts on a Consul change without a
+//! fresh describe; an instance gone since that view is caught on the next
+//! fresh one; a deadline that rests on AWS is judged only on a view read
+//! after it.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::world::{NEW, World, params, spec};
+use crate::machine::{Action, Rollout, RolloutEvent, State, Timestamp, step};
+
+/// One new instance in service, not passing in Consul until `up` is set.
+fn launching_with_one_instance() -> (World, Rollout, Rc<Cell<bool>>) {
+    let mut w = World::new(1, 0);
+    let up = Rc::new(Cell::new(false));
+    let flag = up.clone();
+    w.health = Box::new(move |p| (p.image != NEW || flag.get()).then(super::world::passing));
+    let mut p = params();
+    p.batch_size = 1;
+    let r = Rollout::new(spec(&w, p));
+    let r = w.run_until(r, Duration::from_secs(60), |r, w| {
+        matches!(&r.state, State::Launching(b) if !b.new.is_empty())
+            && w.group
+                .instances
+                .iter()
+                .all(|m| m.lifecycle_state == "InService")
+    });
+    (w, r, up)
+}
+
+fn new_id(r: &Rollout) -> String {
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    b.new[0].id.clone()
+}
+
+/// Passing in Consul from now on, seen once by the machine.
+fn passing_seen(w: &mut World, r: Rollout, up: &Rc<Cell<bool>>) -> Rollout {
+    up.set(true);
+    let r = w.step(&r).next;
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    assert_eq!(b.new[0].passing_since, Some(w.now));
+    r
+}
+
+#[test]
+fn the_gate_accepts_on_an_aws_view_read_before_the_consul_change() {
+    let (mut w, r, up) = launching_with_one_instance();
+    // The AWS view the executor holds was read before the instance started
+    // passing in Consul; it shows it InService.
+    let mut cached = w.observe();
+    let read = w.now;
+    cached.aws_read_at = Some(read);
+    w.tick(Duration::from_secs(1));
+    let r = passing_seen(&mut w, r, &up);
+    w.tick(Duration::from_secs(10));
+    let mut obs = w.observe();
+    obs.group = cached.group.clone();
+    obs.instances = cached.instances.clone();
+    obs.aws_read_at = Some(read);
+    let s = step(&r, &obs, w.now);
+    assert!(
+        matches!(s.next.state, State::Retiring(_)),
+        "{:?}",
+        s.next.state
+    );
+    assert_eq!(s.actions[0], Action::Protect(vec![new_id(&r)]));
+}
+
+#[test]
+fn an_instance_gone_since_the_cached_view_is_caught_by_the_next_fresh_one() {
+    let (mut w, r, up) = launching_with_one_instance();
+    let id = new_id(&r);
+    let r = passing_seen(&mut w, r, &up);
+    w.tick(Duration::from_secs(10));
+    // The view the executor holds still shows the instance InService, and
+    // Consul has not noticed yet that AWS took it away.
+    let mut cached = w.observe();
+    cached.aws_read_at = Some(w.now);
+    w.aws_terminates(&id);
+    w.tick(Duration::from_secs(1));
+    let s = step(&r, &cached, w.now);
+    assert_eq!(
+        s.actions.first(),
+        Some(&Action::Protect(vec![id.clone()])),
+        "acted on the cached view"
+    );
+    // The protection fails (the instance is not in the group any more), so
+    // the executor persists nothing and steps again on a fresh view.
+    let fresh = w.observe();
+    let s = step(&r, &fresh, w.now);
+    let failed = s.actions.iter().find_map(|a| match a {
+        Action::Notify(RolloutEvent::Failed { reason }) => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some(
+            format!(
+                "instance {id} was terminated by AWS before it became healthy (no longer in the group)"
+            )
+            .as_str()
+        ),
+        "{:?}",
+        s.actions
+    );
+    assert!(!s.actions.contains(&Action::Protect(vec![id])));
+}
+
+#[test]
+fn a_deadline_resting_on_aws_is_judged_only_on_a_view_read_after_it() {
+    let (mut w, r, _up) = launching_with_one_instance();
+    let deadline = match &r.state {
+        State::Launching(b) => b.new[0].healthy_deadline_at,
+        s => panic!("{s:?}"),
+    };
+    // Never passing; observed every second until just before the healthy
+    // deadline, then once after it.
+    let r = w.run_until(r, Duration::from_secs(600), |_, w| {
+        w.now.plus(Duration::from_secs(1)) >= deadline
+    });
+    while w.now < deadline {
+        w.tick(Duration::from_secs(1));
+    }
+    let mut obs = w.observe();
+    obs.aws_read_at = Some(Timestamp(deadline.0 - 1));
+    let s = step(&r, &obs, w.now);
+    assert!(
+        matches!(s.next.state, State::Launching(_)),
+        "failed on a view read before the deadline: {:?}",
+        s.next.state
+    );
+    obs.aws_read_at = Some(deadline);
+    let s = step(&r, &obs, w.now);
+    assert!(
+        s.actions.iter().any(|a| matches!(
+            a,
+            Action::Notify(RolloutEvent::Failed { reason }) if reason.contains("not healthy within healthy_deadline")
+        )),
+        "{:?}",
+        s.actions
+    );
+}
