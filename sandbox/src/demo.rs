@@ -1335,7 +1335,10 @@ mod tests {
         assert!(text.contains("replica_name = \"demo-a\""), "{text}");
         assert!(text.contains("tokens/coordinator.token"), "{text}");
         assert!(text.contains("slack_approvers = [\"U0DEMO\"]"), "{text}");
-        assert!(text.contains("[http]\nlisten = \"127.0.0.1:9181\""), "{text}");
+        assert!(
+            text.contains("[http]\nlisten = \"127.0.0.1:9181\""),
+            "{text}"
+        );
         assert!(
             text.contains("public_url = \"http://127.0.0.1:9181\""),
             "{text}"
