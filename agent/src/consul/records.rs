@@ -254,6 +254,16 @@ impl Records {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, Result<Versioned<T>, RecordError>)>, RecordError> {
+        Ok(self.list_indexed(prefix).await?.0)
+    }
+
+    /// [`list`](Self::list), with the listing's `X-Consul-Index`: a
+    /// blocking query from it returns when anything under `prefix` changes.
+    #[allow(clippy::type_complexity)]
+    pub async fn list_indexed<T: Record>(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(String, Result<Versioned<T>, RecordError>)>, u64), RecordError> {
         let r = self
             .client
             .kv_list(prefix, &QueryOptions::default())
@@ -263,10 +273,13 @@ impl Records {
                 prefix: prefix.to_owned(),
             });
         }
-        Ok(r.value
-            .iter()
-            .map(|kv| (kv.key.clone(), decode_pair(kv)))
-            .collect())
+        Ok((
+            r.value
+                .iter()
+                .map(|kv| (kv.key.clone(), decode_pair(kv)))
+                .collect(),
+            r.meta.index,
+        ))
     }
 
     /// Creates the record; `None` when the key exists already.

@@ -37,6 +37,16 @@ use crate::consul::lock::Fence;
 use crate::consul::{self, QueryOptions};
 use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
 
+/// The Consul indexes a step's observation was read at: the next wait
+/// blocks on them.
+#[derive(Debug, Clone, Copy)]
+struct Indexes {
+    /// Of the service's health.
+    health: u64,
+    /// Of the service's pending operator commands.
+    commands: u64,
+}
+
 /// How often the world is observed when nothing else wakes the executor.
 const AWS_POLL: Duration = Duration::from_secs(1);
 
@@ -141,7 +151,7 @@ impl<F: Fleet> Executor<'_, F> {
         // then the end of the last actions that changed AWS.
         let mut fresh_after = tokio::time::Instant::now();
         let mut acted = false;
-        let mut health_index;
+        let mut seen;
         loop {
             if cancel.is_cancelled() {
                 return Ok(None);
@@ -156,11 +166,14 @@ impl<F: Fleet> Executor<'_, F> {
                 // Another rollout of another group: drive it afresh.
                 return Ok(None);
             }
-            let (obs, keys, health_at, now) = self
+            let (obs, keys, indexes, now) = self
                 .observe(&rollout, created, informer, fresh_after)
                 .await?;
             // Never block on an index below 1 (see consul::watch).
-            health_index = health_at.max(1);
+            seen = Indexes {
+                health: indexes.health.max(1),
+                commands: indexes.commands.max(1),
+            };
             let step = machine::step(&rollout, &obs, now);
             if !step.actions.is_empty() {
                 // AWS calls cannot join a Consul transaction: check the lock
@@ -206,8 +219,7 @@ impl<F: Fleet> Executor<'_, F> {
                 continue;
             }
             acted = false;
-            self.wait(&rollout, now, health_index, informer, cancel)
-                .await;
+            self.wait(&rollout, now, seen, informer, cancel).await;
         }
     }
 
@@ -232,7 +244,7 @@ impl<F: Fleet> Executor<'_, F> {
         created: Option<i64>,
         informer: &Informer<'_, F>,
         fresh_after: tokio::time::Instant,
-    ) -> Result<(Observation, Vec<(String, u64)>, u64, Timestamp), ExecError> {
+    ) -> Result<(Observation, Vec<(String, u64)>, Indexes, Timestamp), ExecError> {
         let spec = &rollout.spec;
         let entries = self
             .store
@@ -247,7 +259,7 @@ impl<F: Fleet> Executor<'_, F> {
             });
         }
         let now = Timestamp(now_ms());
-        let commands = self.store.commands(&spec.service).await?;
+        let (commands, commands_index) = self.store.commands(&spec.service).await?;
         let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
         let view = informer.view(fresh_after).await?;
         let obs = Observation {
@@ -258,7 +270,11 @@ impl<F: Fleet> Executor<'_, F> {
             created_template_version: created,
             aws_read_at: Some(Timestamp(view.started_ms)),
         };
-        Ok((obs, keys, entries.meta.index, now))
+        let indexes = Indexes {
+            health: entries.meta.index,
+            commands: commands_index,
+        };
+        Ok((obs, keys, indexes, now))
     }
 
     /// Waits for a health change, the next deadline, a new AWS view, a
@@ -269,7 +285,7 @@ impl<F: Fleet> Executor<'_, F> {
         &self,
         rollout: &Rollout,
         stepped_at: Timestamp,
-        health_index: u64,
+        seen: Indexes,
         informer: &Informer<'_, F>,
         cancel: &CancellationToken,
     ) {
@@ -280,12 +296,18 @@ impl<F: Fleet> Executor<'_, F> {
             .map(|t| Duration::from_millis(t.0.saturating_sub(now_ms())))
             .unwrap_or(AWS_POLL)
             .min(AWS_POLL);
-        let opts = QueryOptions::blocking(health_index, self.wait);
+        let opts = QueryOptions::blocking(seen.health, self.wait);
         let health = client.health_service(&rollout.spec.service, false, None, &opts);
+        // An operator's pause, abort or promote is obeyed at once, not at
+        // the next poll.
+        let prefix = self.store.commands_prefix(&rollout.spec.service);
+        let opts = QueryOptions::blocking(seen.commands, self.wait);
+        let commands = client.kv_list(&prefix, &opts);
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(until_wake) => {}
             _ = health => {}
+            _ = commands => {}
             () = informer.next_read() => {}
         }
     }

@@ -386,16 +386,22 @@ impl Store {
         Ok(())
     }
 
-    /// Pending commands, oldest first, with their keys and ModifyIndex. An
-    /// unreadable command is dropped with a warning (it cannot be obeyed);
-    /// one from a newer rollgate is an error.
+    /// Pending commands, oldest first, with their keys and ModifyIndex, and
+    /// the listing's index (a blocking query on [`commands_prefix`](Self::commands_prefix)
+    /// from it wakes on the next command). An unreadable command is dropped
+    /// with a warning (it cannot be obeyed); one from a newer rollgate is an
+    /// error.
     pub async fn commands(
         &self,
         service: &str,
-    ) -> Result<Vec<(String, u64, OperatorCommand)>, StoreError> {
-        let prefix = self.service_key(service, "commands/");
+    ) -> Result<(Vec<(String, u64, OperatorCommand)>, u64), StoreError> {
+        let prefix = self.commands_prefix(service);
         let mut out = Vec::new();
-        for (key, r) in self.records.list::<OperatorCommand>(&prefix).await? {
+        let (listed, index) = self
+            .records
+            .list_indexed::<OperatorCommand>(&prefix)
+            .await?;
+        for (key, r) in listed {
             match r {
                 Ok(v) => out.push((key, v.index, v.value)),
                 Err(e @ RecordError::TooNew { .. }) => return Err(e.into()),
@@ -405,7 +411,12 @@ impl Store {
                 }
             }
         }
-        Ok(out)
+        Ok((out, index))
+    }
+
+    /// Prefix of a service's pending operator commands (with the slash).
+    pub fn commands_prefix(&self, service: &str) -> String {
+        self.service_key(service, "commands/")
     }
 
     /// Deletes consumed commands.
