@@ -10,19 +10,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alert_support;
+mod metrics_support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use alert_support::{World, eventually, logs};
+use metrics_support::{Samples, total, value};
 use rollgate::consul::types::CheckStatus;
 use rollgate::shutdown::Shutdown;
 use sandbox::testkit::free_addr;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 /// `/metrics` parsed (histograms as their `_count`), or `None` while it
 /// does not answer.
@@ -38,50 +37,7 @@ async fn scrape(addr: SocketAddr) -> Option<Samples> {
         "{content_type:?}"
     );
     let text = r.text().await.ok()?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format");
-    Some(
-        scrape
-            .samples
-            .into_iter()
-            .map(|s| {
-                let labels: BTreeMap<String, String> = s
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                match s.value {
-                    prometheus_parse::Value::Counter(v)
-                    | prometheus_parse::Value::Gauge(v)
-                    | prometheus_parse::Value::Untyped(v) => ((s.metric, labels), v),
-                    prometheus_parse::Value::Histogram(buckets) => {
-                        let count = buckets
-                            .iter()
-                            .find(|b| b.less_than.is_infinite())
-                            .map(|b| b.count)
-                            .expect("a +Inf bucket");
-                        ((format!("{}_count", s.metric), labels), count)
-                    }
-                    other => panic!("{}: unexpected {other:?}", s.metric),
-                }
-            })
-            .collect(),
-    )
-}
-
-fn value(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let labels: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    m.get(&(name.to_owned(), labels)).copied().unwrap_or(0.0)
-}
-
-fn total(m: &Samples, name: &str) -> f64 {
-    m.iter()
-        .filter(|((n, _), _)| n == name)
-        .map(|(_, v)| v)
-        .sum()
+    Some(metrics_support::parse(&text))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod metrics_support;
 mod rollout_support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use metrics_support::{Samples, get};
 use rollout_support::{Endpoints, INSTANCES, World};
 use sandbox::moto::seed::ImageSpec;
 use sandbox::testkit::{free_addr, until};
@@ -31,54 +32,13 @@ fn config(w: &World, replica: &str, console: SocketAddr) -> PathBuf {
 }
 
 /// `/metrics` parsed: (name, labels) to value.
-async fn scrape(console: SocketAddr) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+async fn scrape(console: SocketAddr) -> Samples {
     let r = reqwest::get(format!("http://{console}/metrics"))
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let text = r.text().await.unwrap();
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let labels: BTreeMap<String, String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => ((s.metric, labels), v),
-                // The parser folds a histogram's buckets into one sample:
-                // its observations are the +Inf bucket's count.
-                prometheus_parse::Value::Histogram(buckets) => {
-                    let count = buckets
-                        .iter()
-                        .find(|b| b.less_than.is_infinite())
-                        .map(|b| b.count)
-                        .expect("a +Inf bucket");
-                    ((format!("{}_count", s.metric), labels), count)
-                }
-                other => panic!("{}: unexpected {other:?}", s.metric),
-            }
-        })
-        .collect()
-}
-
-fn get(
-    m: &BTreeMap<(String, BTreeMap<String, String>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let labels: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    *m.get(&(name.to_owned(), labels.clone()))
-        .unwrap_or_else(|| panic!("no {name}{labels:?} in {:?}", m.keys()))
+    metrics_support::parse(&text)
 }
 
 async fn api(
