@@ -41,7 +41,7 @@ async fn nothing_recorded(w: &ConsoleWorld, plan: &str) {
         p.decision
     );
     assert!(
-        w.store().commands("web").await.unwrap().is_empty(),
+        w.store().commands("web").await.unwrap().0.is_empty(),
         "no command queued"
     );
 }
@@ -316,7 +316,7 @@ async fn reads_answer_with_the_callers_token_and_commands_reach_the_rollout() {
         let a = call(addr, Method::POST, path, op.clone(), body).await;
         assert_eq!(a.status, 202, "{path}: {a:?}");
     }
-    let commands = w.store().commands("web").await.unwrap();
+    let (commands, _) = w.store().commands("web").await.unwrap();
     assert_eq!(commands.len(), 4, "{commands:?}");
     let abort = format!("{:?}", commands[3].2);
     assert!(

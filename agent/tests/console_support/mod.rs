@@ -145,7 +145,7 @@ impl ConsoleWorld {
             p.decision
         );
         assert!(
-            self.store().commands("web").await.unwrap().is_empty(),
+            self.store().commands("web").await.unwrap().0.is_empty(),
             "no command queued"
         );
     }
