@@ -385,6 +385,47 @@ async fn approve_by_form_records_the_tokens_description_and_a_second_decision_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_approving_one_plan_at_once_exactly_one_wins() {
+    let w = ConsoleWorld::new().await;
+    // Two replicas' consoles: each browser on its own, as behind a balancer.
+    let (a, b) = (w.console("a").await, w.console("b").await);
+    for round in 1..=3 {
+        let plan = w.pending_plan(round).await;
+        let (mut alice, _, alice_id) = logged_in(&w, a, &format!("alice-{round}")).await;
+        let (mut bob, _, bob_id) = logged_in(&w, b, &format!("bob-{round}")).await;
+        let path = format!("/plans/{plan}/approve");
+        let (alice_csrf, bob_csrf) = (
+            alice.get(&format!("/plans/{plan}")).await.csrf(),
+            bob.get(&format!("/plans/{plan}")).await.csrf(),
+        );
+        let (alice_form, bob_form) = (
+            [("csrf", alice_csrf.as_str())],
+            [("csrf", bob_csrf.as_str())],
+        );
+        let (x, y) = tokio::join!(alice.post(&path, &alice_form), bob.post(&path, &bob_form));
+        let mut statuses = [x.status, y.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [303, 409], "exactly one wins: {x:?} {y:?}");
+        let (winner, loser) = if x.status == 303 {
+            (&alice_id, &y)
+        } else {
+            (&bob_id, &x)
+        };
+        let (stored, _) = w.store().plan(&plan).await.unwrap();
+        let Decision::Approved { by, .. } = &stored.decision else {
+            panic!("approved: {:?}", stored.decision);
+        };
+        assert!(by.contains(winner.as_str()), "the winner is recorded: {by}");
+        let refusal = loser.text_of("action-error").unwrap_or_default();
+        assert!(
+            refusal.contains("cannot be decided") && refusal.contains("approved by"),
+            "the other is told who decided: {refusal}"
+        );
+    }
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_without_the_policy_sees_consuls_refusal_and_nothing_changes() {
     let w = ConsoleWorld::new().await;
     let plan = w.pending_plan(1).await;
@@ -524,6 +565,7 @@ async fn the_service_page_shows_the_rollout_and_its_forms_queue_the_apis_command
         .commands("web")
         .await
         .unwrap()
+        .0
         .into_iter()
         .map(|(_, _, c)| c)
         .collect();
