@@ -773,18 +773,24 @@ async fn an_idle_stream_asks_consul_nothing_and_its_queries_end_when_the_client_
 
     // The client leaves: soon a change makes nobody ask Consul anything.
     drop(stream);
-    let mut ended = false;
-    for n in 1..=60 {
-        let before = w.consul.requests();
-        register(n);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if w.consul.requests() == before {
-            ended = true;
-            break;
-        }
-    }
+    let ended = goes_quiet(&w, register, 1).await;
     assert!(ended, "the stream's queries ended with the client");
     w.shutdown().await;
+}
+
+/// Whether Consul goes quiet: a change (`change(n)`, from `first` on) is
+/// followed, within half a second, by no request from anyone. Tries up to
+/// the 60th change.
+async fn goes_quiet(w: &ConsoleWorld, change: impl Fn(u32), first: u32) -> bool {
+    for n in first..=60 {
+        let before = w.consul.requests();
+        change(n);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if w.consul.requests() == before {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads the event stream until an event with data; answers its kind
@@ -940,16 +946,7 @@ async fn streams_of_one_token_share_their_reads_each_with_its_own_csrf_and_stop_
 
     // The last leaves: soon a change makes nobody ask Consul anything.
     drop(sb);
-    let mut ended = false;
-    for n in 3..=60 {
-        let before = w.consul.requests();
-        register(n);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if w.consul.requests() == before {
-            ended = true;
-            break;
-        }
-    }
+    let ended = goes_quiet(&w, register, 3).await;
     assert!(ended, "the shared queries ended with the last client");
     w.shutdown().await;
 }
