@@ -1,30 +1,10 @@
 //! Single steps: timers, terminal states, template creation, choices made
 //! before acting, the world diverging.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
-use super::world::{NEW, World, params, spec};
+use super::world::{NEW, World, launching_with_one_instance, params, spec};
 use crate::machine::{Action, OperatorCommand, Rollout, RolloutEvent, State, Timestamp, step};
-
-fn launching_with_one_instance() -> (World, Rollout, Rc<Cell<bool>>) {
-    let mut w = World::new(1, 0);
-    let up = Rc::new(Cell::new(false));
-    let flag = up.clone();
-    w.health = Box::new(move |p| (p.image != NEW || flag.get()).then(super::world::passing));
-    let mut p = params();
-    p.batch_size = 1;
-    let r = Rollout::new(spec(&w, p));
-    let r = w.run_until(r, Duration::from_secs(60), |r, w| {
-        matches!(&r.state, State::Launching(b) if !b.new.is_empty())
-            && w.group
-                .instances
-                .iter()
-                .all(|m| m.lifecycle_state == "InService")
-    });
-    (w, r, up)
-}
 
 fn batch_timer(r: &Rollout) -> (Option<Timestamp>, Option<Timestamp>) {
     let State::Launching(b) = &r.state else {

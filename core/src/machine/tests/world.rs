@@ -5,14 +5,16 @@
 //! must hold whatever happens (capacity, no unknown or repeated
 //! terminations).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::fleet::{Group, GroupInstance, Instance, LaunchTemplateRef};
 use crate::health::CheckStatus;
 use crate::machine::{
     Action, Capacity, Change, CheckFailure, Health, Observation, OperatorCommand, Params, Rollout,
-    RolloutEvent, RolloutSpec, StableRef, Step, Timestamp, step,
+    RolloutEvent, RolloutSpec, StableRef, State, Step, Timestamp, step,
 };
 
 /// The start of every test's clock.
@@ -495,4 +497,24 @@ fn member(id: &str, state: &str) -> GroupInstance {
         protected_from_scale_in: false,
         availability_zone: "eu-west-1a".into(),
     }
+}
+
+/// One new instance in service, not passing in Consul until `up` is set
+/// (batch of 1).
+pub(super) fn launching_with_one_instance() -> (World, Rollout, Rc<Cell<bool>>) {
+    let mut w = World::new(1, 0);
+    let up = Rc::new(Cell::new(false));
+    let flag = up.clone();
+    w.health = Box::new(move |p| (p.image != NEW || flag.get()).then(super::world::passing));
+    let mut p = params();
+    p.batch_size = 1;
+    let r = Rollout::new(spec(&w, p));
+    let r = w.run_until(r, Duration::from_secs(60), |r, w| {
+        matches!(&r.state, State::Launching(b) if !b.new.is_empty())
+            && w.group
+                .instances
+                .iter()
+                .all(|m| m.lifecycle_state == "InService")
+    });
+    (w, r, up)
 }
