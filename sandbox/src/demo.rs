@@ -522,11 +522,6 @@ async fn start_world(
     view.line(
         "  two rollgate coordinator replicas: demo-a and demo-b (one leads through the Consul lock)",
     );
-    view.line(format!(
-        "  console (every replica serves it): {}; log in with the operator token in {}",
-        console_list(&consoles),
-        work.join("tokens").join("operator.token").display()
-    ));
     let world = World {
         bins,
         work: work.to_path_buf(),
@@ -551,6 +546,28 @@ async fn start_world(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The addresses are printed once each replica's console accepts
+    // connections, so a reader (or a script) can open them at once.
+    for (name, addr) in &world.consoles {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{name}'s console did not listen on {addr} within 30s; see {}",
+                    work.join(format!(
+                        "coordinator-{}.log",
+                        name.trim_start_matches("demo-")
+                    ))
+                    .display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    view.line(format!(
+        "  console (every replica serves it): {}; log in with the operator token in {}",
+        console_list(&world.consoles),
+        work.join("tokens").join("operator.token").display()
+    ));
     Ok(world)
 }
 
