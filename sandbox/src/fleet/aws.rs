@@ -3,6 +3,8 @@
 //! tags. Read-only: the simulator never changes the AWS world; the code
 //! under test does.
 
+use std::collections::BTreeMap;
+
 use aws_config::SdkConfig;
 use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::types::Filter;
@@ -11,6 +13,9 @@ use super::image::{ImageBehaviour, ImageError};
 
 /// How many instance ids go into one `instance-id` filter.
 const IDS_PER_CALL: usize = 100;
+
+/// How many group names go into one `DescribeAutoScalingGroups`.
+const GROUPS_PER_CALL: usize = 50;
 
 /// One member of the group, as the Auto Scaling and EC2 APIs report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,38 +81,68 @@ impl Aws {
 
     /// The group's members, or `None` when the group does not exist.
     pub async fn members(&self, group: &str) -> Result<Option<Vec<Member>>, String> {
-        let out = self
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(group)
-            .send()
-            .await
-            .map_err(|e| message("autoscaling:DescribeAutoScalingGroups", e))?;
-        let Some(found) = out
-            .auto_scaling_groups()
-            .iter()
-            .find(|g| g.auto_scaling_group_name() == Some(group))
-        else {
-            return Ok(None);
-        };
-        let mut members: Vec<Member> = found
-            .instances()
-            .iter()
-            .filter_map(|i| {
-                Some(Member {
-                    instance_id: i.instance_id()?.to_owned(),
-                    lifecycle: i
-                        .lifecycle_state()
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_default(),
-                    availability_zone: i.availability_zone().unwrap_or_default().to_owned(),
-                    instance_type: i.instance_type().unwrap_or_default().to_owned(),
-                    image_id: None,
-                    ec2_state: None,
-                })
-            })
+        let mut all = self.members_of(&[group.to_owned()], |_| true).await?;
+        Ok(all.remove(group))
+    }
+
+    /// The members of each of `groups` that exists, read with one
+    /// paginated `DescribeAutoScalingGroups` for all of them; EC2's image
+    /// and state are read (`DescribeInstances`) only for the members
+    /// `detail` selects, the others keep `None`. A simulator that already
+    /// knows a member needs only its lifecycle state, and most of moto's
+    /// time under many groups went into describing known instances again.
+    pub async fn members_of(
+        &self,
+        groups: &[String],
+        detail: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, Vec<Member>>, String> {
+        let mut found: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+        for names in groups.chunks(GROUPS_PER_CALL) {
+            let mut pages = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_auto_scaling_group_names(Some(names.to_vec()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| message("autoscaling:DescribeAutoScalingGroups", e))?;
+                for g in page.auto_scaling_groups() {
+                    let Some(name) = g.auto_scaling_group_name() else {
+                        continue;
+                    };
+                    if !names.iter().any(|n| n == name) {
+                        continue;
+                    }
+                    let members = g
+                        .instances()
+                        .iter()
+                        .filter_map(|i| {
+                            Some(Member {
+                                instance_id: i.instance_id()?.to_owned(),
+                                lifecycle: i
+                                    .lifecycle_state()
+                                    .map(|s| s.as_str().to_owned())
+                                    .unwrap_or_default(),
+                                availability_zone: i
+                                    .availability_zone()
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                                instance_type: i.instance_type().unwrap_or_default().to_owned(),
+                                image_id: None,
+                                ec2_state: None,
+                            })
+                        })
+                        .collect();
+                    found.insert(name.to_owned(), members);
+                }
+            }
+        }
+        let ids: Vec<String> = found
+            .values()
+            .flatten()
+            .map(|m| m.instance_id.clone())
+            .filter(|id| detail(id))
             .collect();
-        let ids: Vec<String> = members.iter().map(|m| m.instance_id.clone()).collect();
         for chunk in ids.chunks(IDS_PER_CALL) {
             // A filter (not InstanceIds) so that an id EC2 does not know yet
             // is left out instead of failing the whole call.
@@ -128,24 +163,25 @@ impl Aws {
                     let Some(id) = instance.instance_id() else {
                         continue;
                     };
-                    if let Some(m) = members.iter_mut().find(|m| m.instance_id == id) {
-                        m.image_id = instance.image_id().map(str::to_owned);
-                        m.ec2_state = instance
-                            .state()
-                            .and_then(|s| s.name())
-                            .map(|n| n.as_str().to_owned());
-                        if m.availability_zone.is_empty() {
-                            m.availability_zone = instance
-                                .placement()
-                                .and_then(|p| p.availability_zone())
-                                .unwrap_or_default()
-                                .to_owned();
-                        }
+                    let Some(m) = found.values_mut().flatten().find(|m| m.instance_id == id) else {
+                        continue;
+                    };
+                    m.image_id = instance.image_id().map(str::to_owned);
+                    m.ec2_state = instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned());
+                    if m.availability_zone.is_empty() {
+                        m.availability_zone = instance
+                            .placement()
+                            .and_then(|p| p.availability_zone())
+                            .unwrap_or_default()
+                            .to_owned();
                     }
                 }
             }
         }
-        Ok(Some(members))
+        Ok(found)
     }
 
     /// Reads an image's tags and what they make its instances do.

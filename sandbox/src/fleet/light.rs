@@ -21,8 +21,12 @@
 //! benchmark run), and the drain. The coordinator under test still sees
 //! Consul exactly as it would: services, checks, blocking queries, ACLs.
 //!
-//! It only reads AWS, through one `DescribeAutoScalingGroups` and
-//! `DescribeInstances` per group per poll, like the full simulator.
+//! It only reads AWS: one `DescribeAutoScalingGroups` for all the groups
+//! per poll, and `DescribeInstances` only for members it has not seen yet
+//! (their image and EC2 state); a member it knows leaves when its group
+//! says so or drops it. The full simulator reads every member of its one
+//! group each poll; at a thousand instances that was most of moto's work,
+//! and moto's slowness was then in every figure of the coordinator.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -125,6 +129,7 @@ async fn run(
     let mut gone: BTreeSet<String> = BTreeSet::new();
     let mut images: BTreeMap<String, ImageBehaviour> = BTreeMap::new();
     let mut booting: JoinSet<()> = JoinSet::new();
+    let names: Vec<String> = config.groups.iter().map(|g| g.group.clone()).collect();
     let mut tick = tokio::time::interval(config.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,14 +137,19 @@ async fn run(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let mut read = match aws
+            .members_of(&names, |id| !known.contains_key(id) && !gone.contains(id))
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "Light fleet: reading the groups failed; retrying.");
+                continue;
+            }
+        };
         for g in &config.groups {
-            let members = match aws.members(&g.group).await {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(group = %g.group, error = %e, "Light fleet: reading the group failed; retrying.");
-                    continue;
-                }
+            let Some(members) = read.remove(&g.group) else {
+                continue;
             };
             // moto drops a terminated instance from the group at once: one
             // that is simply gone has left too.
