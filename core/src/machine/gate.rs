@@ -74,8 +74,11 @@ pub(super) fn track(
                 n.id
             ));
         }
+        // A health timer starts when Consul told of the change, which may
+        // be before this step (see `Observation::health_read_at`).
+        let seen = obs.health_at(now);
         if obs.passing(&n.id) {
-            let since = *n.passing_since.get_or_insert(now);
+            let since = *n.passing_since.get_or_insert(seen);
             if n.healthy_at.is_none() && now.since(since) >= p.min_healthy_time {
                 n.healthy_at = Some(now);
                 b.progress_deadline_at = now.plus(p.progress_deadline);
@@ -87,7 +90,7 @@ pub(super) fn track(
         if answered_wrong(obs, &n.id).is_empty() {
             n.critical_since = None;
         } else {
-            n.critical_since.get_or_insert(now);
+            n.critical_since.get_or_insert(seen);
         }
     }
     Ok(())

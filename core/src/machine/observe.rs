@@ -43,6 +43,15 @@ pub struct Observation {
     /// Consul run on `now`.
     #[serde(default)]
     pub aws_read_at: Option<Timestamp>,
+    /// When Consul first answered `health` as it is (the arrival of the
+    /// blocking query's answer that changed it), when that was before this
+    /// step's `now`: the executor follows health in the background and may
+    /// step later than it learnt of a change (it was waiting for an AWS
+    /// read, say). The timers that start on a health change
+    /// (`min_healthy_time`, `failure_time`) start then, not at `now`.
+    /// `None`: read for this step.
+    #[serde(default)]
+    pub health_read_at: Option<Timestamp>,
 }
 
 /// A service instance's health in Consul.
@@ -144,6 +153,11 @@ impl Observation {
     /// The moment the AWS part shows, at the latest `now`.
     pub fn aws_at(&self, now: Timestamp) -> Timestamp {
         self.aws_read_at.map_or(now, |t| t.min(now))
+    }
+
+    /// The moment the health part shows, at the latest `now`.
+    pub fn health_at(&self, now: Timestamp) -> Timestamp {
+        self.health_read_at.map_or(now, |t| t.min(now))
     }
 
     /// The group member with this ID.

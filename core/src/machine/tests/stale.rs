@@ -127,3 +127,45 @@ fn a_deadline_resting_on_aws_is_judged_only_on_a_view_read_after_it() {
         s.actions
     );
 }
+
+#[test]
+fn the_healthy_timer_starts_when_consul_told_of_passing_not_when_the_step_ran() {
+    let (mut w, r, up) = launching_with_one_instance();
+    let min_healthy = r.spec.params.min_healthy_time;
+    // The executor learnt of passing at `told`, then waited 2 s for an AWS
+    // read before stepping.
+    up.set(true);
+    let told = w.now;
+    w.tick(Duration::from_secs(2));
+    let mut obs = w.observe();
+    obs.health_read_at = Some(told);
+    let r = step(&r, &obs, w.now).next;
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    assert_eq!(b.new[0].passing_since, Some(told));
+    assert_eq!(r.wake_at(), Some(told.plus(min_healthy)));
+    // min_healthy_time after `told`, not after the step: accepted.
+    w.now = told.plus(min_healthy);
+    let mut obs = w.observe();
+    obs.health_read_at = Some(told);
+    let s = step(&r, &obs, w.now);
+    assert!(
+        matches!(s.next.state, State::Retiring(_)),
+        "{:?}",
+        s.next.state
+    );
+}
+
+#[test]
+fn a_health_read_time_after_now_counts_as_now() {
+    let (w, r, up) = launching_with_one_instance();
+    up.set(true);
+    let mut obs = w.observe();
+    obs.health_read_at = Some(w.now.plus(Duration::from_secs(5)));
+    let r = step(&r, &obs, w.now).next;
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    assert_eq!(b.new[0].passing_since, Some(w.now));
+}

@@ -234,6 +234,7 @@ impl World {
             commands: self.commands.clone(),
             created_template_version: self.created,
             aws_read_at: None,
+            health_read_at: None,
         }
     }
 
