@@ -14,38 +14,34 @@
 //! age (`Observation::aws_read_at`), instead of waiting for a describe that
 //! under load takes longer than the gate. After its own actions that change
 //! AWS, and at the start of a drive, the executor waits for a view read
-//! after them, as it always did.
+//! after them, as it always did. The Consul part comes from a [`Follower`]
+//! that holds blocking queries on the service's health and commands, dated
+//! when each change arrived (`Observation::health_read_at`); and the record
+//! is the one this drive last read or wrote (its writes are check-and-set).
+//! So a step reads nothing over the network: when the gate's timer fires,
+//! the reaction is the fence check and the AWS call.
 //!
 //! After actions that left the state as it was (the machine waits to see
 //! their effect), it observes again at once, a single time. Otherwise,
-//! between ticks it waits for whichever comes first: a health change (a
-//! blocking query on the service, so the gate reacts within milliseconds), the
-//! machine's next deadline (`wake_at`), a new AWS view, a new operator
-//! command, or the poll interval. A crash at any point is harmless: the
-//! next leader reloads the state from KV and observes again.
+//! between ticks it waits for whichever comes first: a Consul change (a
+//! health change or an operator command, so the gate reacts within
+//! milliseconds), the machine's next deadline (`wake_at`), a new AWS view,
+//! or the poll interval. A crash at any point is harmless: the next leader
+//! reloads the state from KV and observes again.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::follower::Follower;
 use super::informer::Informer;
 use super::machine::{self, Action, Change, Observation, Rollout, RolloutEvent, Timestamp};
 use super::plan::{Outcome, now_ms};
 use super::store::{Store, StoreError};
 use crate::aws::{self, Fleet};
+use crate::consul;
 use crate::consul::lock::Fence;
-use crate::consul::{self, QueryOptions};
 use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
-
-/// The Consul indexes a step's observation was read at: the next wait
-/// blocks on them.
-#[derive(Debug, Clone, Copy)]
-struct Indexes {
-    /// Of the service's health.
-    health: u64,
-    /// Of the service's pending operator commands.
-    commands: u64,
-}
 
 /// How often the world is observed when nothing else wakes the executor.
 const AWS_POLL: Duration = Duration::from_secs(1);
@@ -131,12 +127,14 @@ impl<F: Fleet> Executor<'_, F> {
         if rollout.is_terminal() {
             return self.finish(&rollout, index).await.map(Some);
         }
-        // The informer reads AWS beside the loop, in this task: it stops
-        // when the drive ends.
+        // The informer reads AWS and the follower Consul beside the loop,
+        // in this task: they stop when the drive ends.
         let informer = Informer::new(self.fleet, &rollout.spec.group, AWS_POLL);
+        let follower = Follower::new(self.store, service, self.wait);
         tokio::select! {
             () = informer.run() => Ok(None),
-            out = self.drive_with(service, cancel, &informer) => out,
+            () = follower.run() => Ok(None),
+            out = self.drive_with(service, cancel, &informer, &follower, (rollout, index)) => out,
         }
     }
 
@@ -145,19 +143,30 @@ impl<F: Fleet> Executor<'_, F> {
         service: &str,
         cancel: &CancellationToken,
         informer: &Informer<'_, F>,
+        follower: &Follower<'_>,
+        loaded: (Rollout, u64),
     ) -> Result<Option<Outcome>, ExecError> {
         let mut created: Option<i64> = None;
         // The AWS view must have been read after this: the drive's start,
         // then the end of the last actions that changed AWS.
         let mut fresh_after = tokio::time::Instant::now();
         let mut acted = false;
-        let mut seen;
+        // The record as this drive last read or wrote it. Only the leader
+        // writes it, and every write is a check-and-set: a record changed
+        // behind this loop's back fails the write, and the loop reads again.
+        let mut record = Some(loaded);
+        // Commands this drive consumed that the follower may still show.
+        let mut consumed: Vec<(String, u64)> = Vec::new();
         loop {
             if cancel.is_cancelled() {
                 return Ok(None);
             }
-            let Some((rollout, index)) = self.store.rollout(service).await? else {
-                return Ok(None);
+            let (rollout, index) = match record.take() {
+                Some(r) => r,
+                None => match self.store.rollout(service).await? {
+                    Some(r) => r,
+                    None => return Ok(None),
+                },
             };
             if rollout.is_terminal() {
                 return self.finish(&rollout, index).await.map(Some);
@@ -166,14 +175,9 @@ impl<F: Fleet> Executor<'_, F> {
                 // Another rollout of another group: drive it afresh.
                 return Ok(None);
             }
-            let (obs, keys, indexes, now) = self
-                .observe(&rollout, created, informer, fresh_after)
+            let (obs, keys, seen, now) = self
+                .observe(follower, &mut consumed, created, informer, fresh_after)
                 .await?;
-            // Never block on an index below 1 (see consul::watch).
-            seen = Indexes {
-                health: indexes.health.max(1),
-                commands: indexes.commands.max(1),
-            };
             let step = machine::step(&rollout, &obs, now);
             if !step.actions.is_empty() {
                 // AWS calls cannot join a Consul transaction: check the lock
@@ -190,12 +194,13 @@ impl<F: Fleet> Executor<'_, F> {
                 fresh_after = tokio::time::Instant::now();
             }
             if step.next != rollout {
-                if self.store.save_rollout(&step.next, index).await?.is_none() {
+                let Some(written) = self.store.save_rollout(&step.next, index).await? else {
                     tracing::warn!(service, rollout = %rollout.spec.id, "Rollout record changed under us; reloading.");
                     continue;
-                }
+                };
                 if !keys.is_empty() {
                     self.store.consume_commands(&keys).await?;
+                    consumed.extend(keys);
                 }
                 if step.next.spec.target_template_version.is_some() {
                     created = None;
@@ -207,6 +212,7 @@ impl<F: Fleet> Executor<'_, F> {
                     tracing::info!(service, rollout = %rollout.spec.id, from = rollout.state.name(),
                         to = step.next.state.name(), "Rollout advanced.");
                 }
+                record = Some((step.next, written));
                 acted = false;
                 continue;
             }
@@ -216,10 +222,13 @@ impl<F: Fleet> Executor<'_, F> {
             // asking for while AWS catches up waits like everything else.
             if !acted && step.actions.iter().any(changes_aws) {
                 acted = true;
+                record = Some((rollout, index));
                 continue;
             }
             acted = false;
-            self.wait(&rollout, now, seen, informer, cancel).await;
+            self.wait(&rollout, now, seen, informer, follower, cancel)
+                .await;
+            record = Some((rollout, index));
         }
     }
 
@@ -230,84 +239,71 @@ impl<F: Fleet> Executor<'_, F> {
         }
     }
 
-    /// Reads the world; answers the observation, the consumed command keys,
-    /// the health query's index and the time of the health read.
+    /// Reads the world; answers the observation, the command keys it saw,
+    /// the follower's change count it was built at, and the step's `now`.
     ///
-    /// Health is read first and its arrival is the step's `now`: a passing
-    /// instance's timer starts when passing was seen. The AWS part is the
-    /// informer's latest view, whatever its age (told to the machine), as
-    /// long as it was read after `fresh_after`; otherwise this waits for
-    /// one that was.
+    /// The AWS part is the informer's latest view, whatever its age (told
+    /// to the machine), as long as it was read after `fresh_after`;
+    /// otherwise this waits for one that was. The Consul part is the
+    /// follower's, read after that wait, with the time its health arrived
+    /// (told to the machine too). Commands this drive consumed are left out
+    /// until the follower no longer shows them.
     async fn observe(
         &self,
-        rollout: &Rollout,
+        follower: &Follower<'_>,
+        consumed: &mut Vec<(String, u64)>,
         created: Option<i64>,
         informer: &Informer<'_, F>,
         fresh_after: tokio::time::Instant,
-    ) -> Result<(Observation, Vec<(String, u64)>, Indexes, Timestamp), ExecError> {
-        let spec = &rollout.spec;
-        let entries = self
-            .store
-            .client()
-            .health_service(&spec.service, false, None, &QueryOptions::default())
-            .await?;
-        if entries.meta.filtered_by_acls {
-            // Missing instances would read as "not registered", i.e.
-            // unhealthy: never act on a partial view (see the README, "Consul ACLs").
-            return Err(ExecError::HiddenByAcls {
-                service: spec.service.clone(),
-            });
-        }
-        let now = Timestamp(now_ms());
-        let (commands, commands_index) = self.store.commands(&spec.service).await?;
-        let keys = commands.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
+    ) -> Result<(Observation, Vec<(String, u64)>, u64, Timestamp), ExecError> {
         let view = informer.view(fresh_after).await?;
+        let seen = follower.changes();
+        let (health, commands) = follower.view().await?;
+        let now = Timestamp(now_ms());
+        let shown =
+            |key: &str, index: u64| commands.iter().any(|(k, i, _)| k == key && *i == index);
+        consumed.retain(|(k, i)| shown(k, *i));
+        let pending: Vec<&(String, u64, machine::OperatorCommand)> = commands
+            .iter()
+            .filter(|(k, i, _)| !consumed.iter().any(|(ck, ci)| ck == k && ci == i))
+            .collect();
+        let keys = pending.iter().map(|(k, i, _)| (k.clone(), *i)).collect();
         let obs = Observation {
             group: view.group.clone(),
             instances: view.instances.clone(),
-            health: super::health::health_by_instance(&entries.value),
-            commands: commands.into_iter().map(|(_, _, c)| c).collect(),
+            health: health.by_instance.clone(),
+            commands: pending.into_iter().map(|(_, _, c)| c.clone()).collect(),
             created_template_version: created,
             aws_read_at: Some(Timestamp(view.started_ms)),
+            health_read_at: Some(health.at),
         };
-        let indexes = Indexes {
-            health: entries.meta.index,
-            commands: commands_index,
-        };
-        Ok((obs, keys, indexes, now))
+        Ok((obs, keys, seen, now))
     }
 
-    /// Waits for a health change, the next deadline, a new AWS view, a
-    /// command, or the poll interval. A deadline the step at `stepped_at`
-    /// already saw pass (the machine waits for an AWS view read after it)
-    /// is left to the next view.
+    /// Waits for a Consul change (health or a command) after the one the
+    /// step saw (`seen`), the next deadline, a new AWS view, or the poll
+    /// interval. A deadline the step at `stepped_at` already saw pass (the
+    /// machine waits for an AWS view read after it) is left to the next
+    /// view.
     async fn wait(
         &self,
         rollout: &Rollout,
         stepped_at: Timestamp,
-        seen: Indexes,
+        seen: u64,
         informer: &Informer<'_, F>,
+        follower: &Follower<'_>,
         cancel: &CancellationToken,
     ) {
-        let client = self.store.client();
         let until_wake = rollout
             .wake_at()
             .filter(|t| *t > stepped_at)
             .map(|t| Duration::from_millis(t.0.saturating_sub(now_ms())))
             .unwrap_or(AWS_POLL)
             .min(AWS_POLL);
-        let opts = QueryOptions::blocking(seen.health, self.wait);
-        let health = client.health_service(&rollout.spec.service, false, None, &opts);
-        // An operator's pause, abort or promote is obeyed at once, not at
-        // the next poll.
-        let prefix = self.store.commands_prefix(&rollout.spec.service);
-        let opts = QueryOptions::blocking(seen.commands, self.wait);
-        let commands = client.kv_list(&prefix, &opts);
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(until_wake) => {}
-            _ = health => {}
-            _ = commands => {}
+            () = follower.changed_since(seen) => {}
             () = informer.next_read() => {}
         }
     }

@@ -7,10 +7,13 @@
 //! - [`executor`]: drives a rollout: observe, step, act, persist.
 //! - [`informer`]: the group and its members read from AWS in the
 //!   background, for the executor's observations.
+//! - [`follower`]: the service's health and operator commands followed in
+//!   Consul with blocking queries, for the same observations.
 //! - [`store`]: plans, triggers and rollout state in Consul KV, written with
 //!   check-and-set.
 
 pub mod executor;
+pub mod follower;
 pub mod health;
 pub mod informer;
 pub mod store;

@@ -1,0 +1,212 @@
+//! The Consul half of the executor's observation, followed in the
+//! background.
+//!
+//! The [`Follower`] holds two blocking queries open for one service: its
+//! health (`/v1/health/service/:service`) and its pending operator commands
+//! (the commands prefix in KV). Each answer that changes something is kept
+//! with the moment it arrived, and wakes the executor. A step therefore
+//! reads Consul from memory: the gate's reaction is the step, the fence
+//! check and the AWS call, not two or three Consul round trips after the
+//! timer fires; and a health change that arrives while the executor waits
+//! for an AWS read is dated when it arrived (`Observation::health_read_at`),
+//! so `min_healthy_time` is not lengthened by that wait.
+//!
+//! Why a view held in memory is as good as a read: the executor checks the
+//! leader lock with a consistent read just before every AWS action, so
+//! Consul answered moments before; a blocking query returns as soon as its
+//! index moves, so had health changed by then, the answer would be on its
+//! way. What a fresh read could not close either remains: a change
+//! committed between the check and the action.
+//!
+//! A failed read is never hidden behind an older view (as in the
+//! [`Informer`](super::informer::Informer)): the view is dropped, the next
+//! [`Follower::view`] answers the error once, and the executor retries as
+//! after any failed tick. A health answer Consul filtered by ACLs is such an
+//! error: missing instances would read as "not registered".
+//!
+//! It must never write: reads only.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::executor::ExecError;
+use super::machine::{Health, OperatorCommand, Timestamp};
+use super::plan::now_ms;
+use super::store::Store;
+use crate::consul::QueryOptions;
+use crate::consul::watch::{Watch, WatchConfig, backoff};
+
+/// The service's health as Consul last answered it.
+#[derive(Debug)]
+pub struct HealthView {
+    /// Health per EC2 instance ([`super::health::health_by_instance`]).
+    pub by_instance: BTreeMap<String, Health>,
+    /// When the answer that made it so arrived (wall clock).
+    pub at: Timestamp,
+}
+
+/// The service's pending operator commands: key, ModifyIndex, command.
+pub type Commands = Vec<(String, u64, OperatorCommand)>;
+
+/// What the follower holds; `None` before the first answer or after a
+/// failure.
+#[derive(Debug, Default)]
+struct Latest {
+    health: Option<Arc<HealthView>>,
+    commands: Option<Arc<Commands>>,
+    /// A failed read, until the executor has been told.
+    error: Option<ExecError>,
+}
+
+/// Follows one service's health and commands; see the module documentation.
+#[derive(Debug)]
+pub struct Follower<'a> {
+    store: &'a Store,
+    service: String,
+    wait: Duration,
+    latest: Mutex<Latest>,
+    /// Bumped after every change (or failure).
+    changes: watch::Sender<u64>,
+}
+
+impl<'a> Follower<'a> {
+    /// A follower of `service`, whose blocking queries wait up to `wait`,
+    /// once [`Follower::run`] runs.
+    pub fn new(store: &'a Store, service: &str, wait: Duration) -> Self {
+        Self {
+            store,
+            service: service.to_owned(),
+            wait,
+            latest: Mutex::new(Latest::default()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// Follows health and commands; never returns (drop it to stop).
+    pub async fn run(&self) {
+        tokio::join!(self.follow_health(), self.follow_commands());
+    }
+
+    /// The latest health and commands, waiting for the first answers; a
+    /// failed read is answered once, as the error it was.
+    pub async fn view(&self) -> Result<(Arc<HealthView>, Arc<Commands>), ExecError> {
+        loop {
+            let mut changes = self.changes.subscribe();
+            {
+                let mut latest = self.lock();
+                if let Some(e) = latest.error.take() {
+                    return Err(e);
+                }
+                if let (Some(h), Some(c)) = (&latest.health, &latest.commands) {
+                    return Ok((Arc::clone(h), Arc::clone(c)));
+                }
+            }
+            // The sender lives as long as `self`.
+            let _ = changes.changed().await;
+        }
+    }
+
+    /// How many changes (and failures) it has seen: what a later
+    /// [`Follower::changed_since`] compares with.
+    pub fn changes(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// Resolves once a change (or failure) follows the count `seen`; at
+    /// once if one already did.
+    pub async fn changed_since(&self, seen: u64) {
+        let mut changes = self.changes.subscribe();
+        // The sender lives as long as `self`.
+        let _ = changes.wait_for(|n| *n != seen).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Latest> {
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, update: impl FnOnce(&mut Latest)) {
+        update(&mut self.lock());
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    async fn follow_health(&self) {
+        let client = self.store.client();
+        let service = self.service.as_str();
+        let config = WatchConfig {
+            wait: self.wait,
+            // Fifty instances coming up at once change health dozens of
+            // times a second; every change matters to the gate.
+            rate_per_sec: 200.0,
+            burst: 50,
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(5),
+            ..WatchConfig::default()
+        };
+        let mut health = Watch::new(format!("health of {service}"), config, |opts| async move {
+            client.health_service(service, false, None, &opts).await
+        });
+        loop {
+            match health.next().await {
+                Ok(resp) if resp.meta.filtered_by_acls => self.publish(|l| {
+                    l.health = None;
+                    l.error = Some(ExecError::HiddenByAcls {
+                        service: service.to_owned(),
+                    });
+                }),
+                Ok(resp) => {
+                    let view = HealthView {
+                        by_instance: super::health::health_by_instance(&resp.value),
+                        at: Timestamp(now_ms()),
+                    };
+                    self.publish(|l| l.health = Some(Arc::new(view)));
+                }
+                // The watch waits its back-off before the next attempt.
+                Err(e) => self.publish(|l| {
+                    l.health = None;
+                    l.error = Some(ExecError::Consul(e.source));
+                }),
+            }
+        }
+    }
+
+    async fn follow_commands(&self) {
+        let client = self.store.client();
+        let prefix = self.store.commands_prefix(&self.service);
+        let mut failures = 0u32;
+        let mut last: Option<Commands> = None;
+        loop {
+            let index = match self.store.commands(&self.service).await {
+                Ok((commands, index)) => {
+                    failures = 0;
+                    if last.as_ref() != Some(&commands) {
+                        last = Some(commands.clone());
+                        self.publish(|l| l.commands = Some(Arc::new(commands)));
+                    }
+                    index
+                }
+                Err(e) => {
+                    failures += 1;
+                    last = None;
+                    self.publish(|l| {
+                        l.commands = None;
+                        l.error = Some(ExecError::from(e));
+                    });
+                    let pause =
+                        backoff(failures, Duration::from_millis(250), Duration::from_secs(5));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            // Never block on an index below 1 (see consul::watch); an error
+            // here shows again in the read above.
+            let opts = QueryOptions::blocking(index.max(1), self.wait);
+            let _ = client.kv_list(&prefix, &opts).await;
+            // A query that returns at once (an index reset) must not
+            // become a busy loop.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
