@@ -4,8 +4,10 @@
 //! them; but a step woken by Consul (a health change, a timer) must not
 //! wait for a describe to act on it: under load one describe takes longer
 //! than the gate it would delay. The [`Informer`] reads the group and its
-//! members (`DescribeAutoScalingGroups`, then `DescribeInstances`) every
-//! poll interval, and the executor steps with the latest view it holds,
+//! members (`DescribeAutoScalingGroups`, then `DescribeInstances` of the
+//! members it has not described yet, and of all of them every few reads:
+//! one coordinator rolls out many services, and EC2's rate limits are per
+//! account) every poll interval, and the executor steps with the latest view it holds,
 //! telling the machine when that view was read (`Observation::aws_read_at`).
 //!
 //! Where staleness could mislead, the executor asks for a view read after
@@ -20,6 +22,7 @@
 //!
 //! It must never act: reads only.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +31,10 @@ use tokio::time::Instant;
 
 use super::plan::now_ms;
 use crate::aws::{self, Fleet};
+
+/// Every how many reads in the background all members are described in
+/// EC2 again (see [`Informer::run`]).
+pub const FULL_EVERY: u32 = 5;
 
 /// One read of the group and its members.
 #[derive(Debug)]
@@ -86,16 +93,50 @@ impl<'a, F: Fleet> Informer<'a, F> {
 
     /// Reads the group every poll interval, or at once when asked; never
     /// returns (drop it to stop).
+    ///
+    /// A read in the background describes in EC2 only the members it has
+    /// not described yet: an instance's image never changes, and its
+    /// leaving shows first in the group's lifecycle states. Every
+    /// [`FULL_EVERY`]th read, the first, the one after a failure and a
+    /// read the executor asks for ([`Informer::view`]) describe them all,
+    /// so an EC2 state (an instance lost behind the group's back) is at
+    /// most that many poll intervals old. What the executor's own actions
+    /// change shows in the group itself, which every read reads: new
+    /// members (described at once), and members `Terminating`.
     pub async fn run(&self) {
+        let mut described: BTreeMap<String, aws::Instance> = BTreeMap::new();
+        let mut since_full = 0u32;
+        let mut full = true;
         loop {
             let started = Instant::now();
             let started_ms = now_ms();
             let read = async {
                 let group = self.fleet.describe_group(&self.group).await?;
-                let instances = self.fleet.describe_members(&group).await?;
-                Ok::<_, aws::Error>((group, instances))
+                let ask: Vec<String> = group
+                    .instances
+                    .iter()
+                    .map(|m| &m.instance_id)
+                    .filter(|id| full || !described.contains_key(*id))
+                    .cloned()
+                    .collect();
+                let fresh = self.fleet.describe_instances(&ask).await?;
+                Ok::<_, aws::Error>((group, fresh))
             }
             .await;
+            let read = read.map(|(group, fresh)| {
+                if full {
+                    described.clear();
+                }
+                described.extend(fresh.into_iter().map(|i| (i.instance_id.clone(), i)));
+                described.retain(|id, _| group.instances.iter().any(|m| m.instance_id == *id));
+                let instances = group
+                    .instances
+                    .iter()
+                    .filter_map(|m| described.get(&m.instance_id).cloned())
+                    .collect();
+                (group, instances)
+            });
+            let failed = read.is_err();
             {
                 let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
                 match read {
@@ -115,10 +156,12 @@ impl<'a, F: Fleet> Informer<'a, F> {
                 }
             }
             self.reads.send_modify(|n| *n += 1);
-            tokio::select! {
-                () = self.poke.notified() => {}
-                () = tokio::time::sleep(self.poll) => {}
-            }
+            since_full = if full { 0 } else { since_full + 1 };
+            let asked = tokio::select! {
+                () = self.poke.notified() => true,
+                () = tokio::time::sleep(self.poll) => false,
+            };
+            full = asked || failed || since_full + 1 >= FULL_EVERY;
         }
     }
 
@@ -259,5 +302,68 @@ mod tests {
             "{error}"
         );
         assert!(after.is_ok(), "the next read answers again: {after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_reads_describe_only_new_members_and_all_of_them_every_few_reads() {
+        let (fleet, _) = fleet().await;
+        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let start = Instant::now();
+        let outcomes = beside(&informer, async {
+            informer.view(start).await.unwrap();
+            // Two reads on: the second comes from the timer, whether or not
+            // the first was one this view asked for.
+            informer.next_read().await;
+            informer.next_read().await;
+            // From now on the next DescribeInstances fails: a read that
+            // makes one answers an error.
+            fleet.fail_next("ec2:DescribeInstances", 1);
+            let mut outcomes = Vec::new();
+            for _ in 0..FULL_EVERY {
+                informer.next_read().await;
+                outcomes.push(informer.view(start).await.is_ok());
+            }
+            outcomes
+        })
+        .await;
+        // The next background read describes nobody (no member is new);
+        // within FULL_EVERY reads one describes them all.
+        assert!(outcomes[0], "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|ok| !**ok).count(),
+            1,
+            "{outcomes:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_background_read_describes_a_new_member_at_once() {
+        let (fleet, ids) = fleet().await;
+        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let start = Instant::now();
+        let later = beside(&informer, async {
+            informer.view(start).await.unwrap();
+            // EC2 replaces a lost member: the replacement is new.
+            fleet.lose_instance(&ids[0]);
+            informer.next_read().await;
+            informer.view(start).await.unwrap()
+        })
+        .await;
+        let members: Vec<&str> = later
+            .group
+            .instances
+            .iter()
+            .map(|m| m.instance_id.as_str())
+            .collect();
+        let described: Vec<&str> = later
+            .instances
+            .iter()
+            .map(|i| i.instance_id.as_str())
+            .collect();
+        assert!(!members.contains(&ids[0].as_str()), "{members:?}");
+        assert_eq!(
+            members, described,
+            "every member described, the new one too"
+        );
     }
 }
