@@ -131,6 +131,9 @@ async fn health_and_commands_are_followed_and_a_change_is_dated_when_it_arrived(
         let (h, _) = follower.view().await.unwrap();
         assert!(h.at.0 >= told && h.at.0 >= before, "{:?} < {told}", h.at);
         assert!(h.at.0 + 250 <= read, "dated {:?}, read at {read}", h.at);
+        // Caught up: a plain read answers the view's index (what the
+        // executor checks before acting).
+        assert_eq!(follower.current().await.unwrap(), h.index);
 
         store
             .push_command("web", &OperatorCommand::Pause)

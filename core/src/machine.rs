@@ -206,7 +206,7 @@ fn catch_up(r: &mut Rollout, cx: &mut Cx<'_>) {
     if r.is_terminal() || gap <= OBSERVATION_GAP || matches!(r.state, State::Paused { .. }) {
         return;
     }
-    r.state.shift(gap);
+    r.state.shift(gap, cx.now);
     cx.notify(RolloutEvent::Unobserved { gap });
     cx.record(EventKind::Unobserved {
         gap_ms: u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
@@ -313,7 +313,7 @@ fn apply_commands(r: &mut Rollout, mut state: State, cx: &mut Cx<'_>) -> (State,
             (OperatorCommand::Resume, State::Paused { since, prior }) => {
                 moved = true;
                 let mut prior = *prior;
-                prior.shift(cx.now.since(since));
+                prior.shift(cx.now.since(since), cx.now);
                 cx.notify(RolloutEvent::Resumed {
                     n: r.progress.pauses,
                 });

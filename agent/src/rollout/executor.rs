@@ -43,6 +43,24 @@ use crate::consul;
 use crate::consul::lock::Fence;
 use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
 
+/// One observation and what the loop needs beside it.
+#[derive(Debug)]
+struct Observed {
+    obs: Observation,
+    /// The commands it shows, to consume once the step is persisted.
+    keys: Vec<(String, u64)>,
+    /// The follower's change count it was built at.
+    seen: u64,
+    /// The Consul index of its health.
+    health_index: u64,
+    /// The step's `now`.
+    now: Timestamp,
+}
+
+/// How long the follower may take to show a health change Consul already
+/// answers to a plain read, before the drive starts afresh.
+const FOLLOWER_LAG: Duration = Duration::from_secs(5);
+
 /// How often the world is observed when nothing else wakes the executor.
 const AWS_POLL: Duration = Duration::from_secs(1);
 
@@ -79,6 +97,20 @@ pub enum ExecError {
     HiddenByAcls {
         /// The service.
         service: String,
+    },
+    /// Consul answers the service's health at a newer index than the
+    /// follower's blocking query has shown for [`FOLLOWER_LAG`]: nothing is
+    /// done on the older view; the drive starts again with a new follower.
+    #[error(
+        "Consul's health of service {service} is at index {index}, but its blocking query still shows index {behind}; not acting on the older view, following again"
+    )]
+    HealthBehind {
+        /// The service.
+        service: String,
+        /// The index a plain read answered.
+        index: u64,
+        /// The index the follower showed.
+        behind: u64,
     },
     /// Asked to record the end of a rollout that is still running (a bug in
     /// the caller: nothing is written).
@@ -175,15 +207,41 @@ impl<F: Fleet> Executor<'_, F> {
                 // Another rollout of another group: drive it afresh.
                 return Ok(None);
             }
-            let (obs, keys, seen, now) = self
+            let Observed {
+                obs,
+                keys,
+                seen,
+                health_index,
+                now,
+            } = self
                 .observe(follower, &mut consumed, created, informer, fresh_after)
                 .await?;
             let step = machine::step(&rollout, &obs, now);
             if !step.actions.is_empty() {
                 // AWS calls cannot join a Consul transaction: check the lock
                 // just before them (the state write after them is fenced
-                // atomically).
-                self.ensure_leader().await?;
+                // atomically), and beside it that the health acted on is
+                // Consul's latest.
+                let (leader, current) = tokio::join!(self.ensure_leader(), follower.current());
+                leader?;
+                let current = current?;
+                if current != health_index {
+                    // A change on its way, or a blocking query stuck on a
+                    // dead connection: wait for the follower, then look
+                    // again.
+                    if tokio::time::timeout(FOLLOWER_LAG, follower.changed_since(seen))
+                        .await
+                        .is_err()
+                    {
+                        return Err(ExecError::HealthBehind {
+                            service: service.to_owned(),
+                            index: current,
+                            behind: health_index,
+                        });
+                    }
+                    record = Some((rollout, index));
+                    continue;
+                }
             }
             for action in &step.actions {
                 if let Some(v) = self.perform(&rollout, action).await? {
@@ -239,8 +297,7 @@ impl<F: Fleet> Executor<'_, F> {
         }
     }
 
-    /// Reads the world; answers the observation, the command keys it saw,
-    /// the follower's change count it was built at, and the step's `now`.
+    /// Reads the world (see [`Observed`]).
     ///
     /// The AWS part is the informer's latest view, whatever its age (told
     /// to the machine), as long as it was read after `fresh_after`;
@@ -255,7 +312,7 @@ impl<F: Fleet> Executor<'_, F> {
         created: Option<i64>,
         informer: &Informer<'_, F>,
         fresh_after: tokio::time::Instant,
-    ) -> Result<(Observation, Vec<(String, u64)>, u64, Timestamp), ExecError> {
+    ) -> Result<Observed, ExecError> {
         let view = informer.view(fresh_after).await?;
         let seen = follower.changes();
         let (health, commands) = follower.view().await?;
@@ -277,7 +334,13 @@ impl<F: Fleet> Executor<'_, F> {
             aws_read_at: Some(Timestamp(view.started_ms)),
             health_read_at: Some(health.at),
         };
-        Ok((obs, keys, seen, now))
+        Ok(Observed {
+            obs,
+            keys,
+            seen,
+            health_index: health.index,
+            now,
+        })
     }
 
     /// Waits for a Consul change (health or a command) after the one the

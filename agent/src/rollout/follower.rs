@@ -11,20 +11,23 @@
 //! for an AWS read is dated when it arrived (`Observation::health_read_at`),
 //! so `min_healthy_time` is not lengthened by that wait.
 //!
-//! Why a view held in memory is as good as a read: the executor checks the
-//! leader lock with a consistent read just before every AWS action, so
-//! Consul answered moments before; a blocking query returns as soon as its
-//! index moves, so had health changed by then, the answer would be on its
-//! way. What a fresh read could not close either remains: a change
-//! committed between the check and the action.
+//! A view held in memory is not trusted blindly: before acting, the
+//! executor reads the service's health index beside its check of the
+//! leader lock ([`Follower::current`]); if Consul has moved past the view
+//! (a change still on its way, or a blocking query stuck on a dead
+//! connection), it waits for the follower to catch up instead of acting.
+//! What a fresh read could not close either remains: a change committed
+//! between that check and the action.
 //!
 //! A failed read is never hidden behind an older view (as in the
-//! [`Informer`](super::informer::Informer)): the view is dropped, the next
-//! [`Follower::view`] answers the error once, and the executor retries as
-//! after any failed tick. A health answer Consul filtered by ACLs is such an
-//! error: missing instances would read as "not registered".
+//! [`Informer`](super::informer::Informer)): the next [`Follower::view`]
+//! answers the error, and the executor ends the drive as after any failed
+//! tick (the next drive follows afresh). A health answer Consul filtered by
+//! ACLs is such an error: missing instances would read as "not
+//! registered".
 //!
-//! It must never write: reads only.
+//! It only reads, but for one write it inherits from
+//! [`Store::commands`]: a command it cannot decode is deleted.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,13 +49,14 @@ pub struct HealthView {
     pub by_instance: BTreeMap<String, Health>,
     /// When the answer that made it so arrived (wall clock).
     pub at: Timestamp,
+    /// Its `X-Consul-Index`.
+    pub index: u64,
 }
 
 /// The service's pending operator commands: key, ModifyIndex, command.
 pub type Commands = Vec<(String, u64, OperatorCommand)>;
 
-/// What the follower holds; `None` before the first answer or after a
-/// failure.
+/// What the follower holds; `None` before the first answer.
 #[derive(Debug, Default)]
 struct Latest {
     health: Option<Arc<HealthView>>,
@@ -115,6 +119,17 @@ impl<'a> Follower<'a> {
         *self.changes.borrow()
     }
 
+    /// The service's health index in Consul now (a consistent read, not
+    /// blocking): when it differs from the view's, the view is behind.
+    pub async fn current(&self) -> Result<u64, ExecError> {
+        let r = self
+            .store
+            .client()
+            .health_service(&self.service, false, None, &QueryOptions::default())
+            .await?;
+        Ok(r.meta.index)
+    }
+
     /// Resolves once a change (or failure) follows the count `seen`; at
     /// once if one already did.
     pub async fn changed_since(&self, seen: u64) {
@@ -151,7 +166,6 @@ impl<'a> Follower<'a> {
         loop {
             match health.next().await {
                 Ok(resp) if resp.meta.filtered_by_acls => self.publish(|l| {
-                    l.health = None;
                     l.error = Some(ExecError::HiddenByAcls {
                         service: service.to_owned(),
                     });
@@ -160,14 +174,12 @@ impl<'a> Follower<'a> {
                     let view = HealthView {
                         by_instance: super::health::health_by_instance(&resp.value),
                         at: Timestamp(now_ms()),
+                        index: resp.meta.index,
                     };
                     self.publish(|l| l.health = Some(Arc::new(view)));
                 }
                 // The watch waits its back-off before the next attempt.
-                Err(e) => self.publish(|l| {
-                    l.health = None;
-                    l.error = Some(ExecError::Consul(e.source));
-                }),
+                Err(e) => self.publish(|l| l.error = Some(ExecError::Consul(e.source))),
             }
         }
     }
@@ -189,11 +201,7 @@ impl<'a> Follower<'a> {
                 }
                 Err(e) => {
                     failures += 1;
-                    last = None;
-                    self.publish(|l| {
-                        l.commands = None;
-                        l.error = Some(ExecError::from(e));
-                    });
+                    self.publish(|l| l.error = Some(ExecError::from(e)));
                     let pause =
                         backoff(failures, Duration::from_millis(250), Duration::from_secs(5));
                     tokio::time::sleep(pause).await;

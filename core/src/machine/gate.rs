@@ -30,6 +30,8 @@ pub(super) fn discover(
             passing_since: None,
             healthy_at: None,
             critical_since: None,
+            in_service_since: None,
+            timers_from: None,
         });
     }
 }
@@ -75,9 +77,19 @@ pub(super) fn track(
             ));
         }
         // A health timer starts when Consul told of the change, which may
-        // be before this step (see `Observation::health_read_at`).
-        let seen = obs.health_at(now);
+        // be before this step (see `Observation::health_read_at`), but
+        // never before the instance was seen in service in AWS, nor before
+        // the timers last restarted (a pause, a silence).
+        let told = obs.health_at(now).max(n.timers_from.unwrap_or_default());
+        if obs.in_service(&n.id) {
+            // `now`, not the view's date: a view may be dated older than
+            // its group part (see `Observation::aws_read_at`).
+            n.in_service_since.get_or_insert(now);
+        } else {
+            n.in_service_since = None;
+        }
         if obs.passing(&n.id) {
+            let seen = told.max(n.in_service_since.unwrap_or(now));
             let since = *n.passing_since.get_or_insert(seen);
             if n.healthy_at.is_none() && now.since(since) >= p.min_healthy_time {
                 n.healthy_at = Some(now);
@@ -90,7 +102,7 @@ pub(super) fn track(
         if answered_wrong(obs, &n.id).is_empty() {
             n.critical_since = None;
         } else {
-            n.critical_since.get_or_insert(seen);
+            n.critical_since.get_or_insert(told);
         }
     }
     Ok(())

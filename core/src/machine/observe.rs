@@ -210,11 +210,16 @@ impl Observation {
     /// InService and every Consul check passing: one good observation. A
     /// healthy instance is one that stays so for `min_healthy_time`.
     pub fn passing(&self, id: &str) -> bool {
+        self.in_service(id) && self.health(id).is_some_and(|h| h.all_passing)
+    }
+
+    /// Alive and InService in the group: what [`Observation::passing`]
+    /// asks of AWS.
+    pub fn in_service(&self, id: &str) -> bool {
         self.alive(id)
             && self
                 .member(id)
                 .is_some_and(|m| m.lifecycle_state == "InService")
-            && self.health(id).is_some_and(|h| h.all_passing)
     }
 
     /// Why an instance is not passing, naming its lifecycle state and every

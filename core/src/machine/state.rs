@@ -170,6 +170,17 @@ pub struct NewInstance {
     /// batch fails.
     #[serde(default)]
     pub critical_since: Option<Timestamp>,
+    /// InService and alive in every observation since the step then;
+    /// `None` after any showing otherwise. `passing_since` starts no
+    /// earlier.
+    #[serde(default)]
+    pub in_service_since: Option<Timestamp>,
+    /// Health timers (`passing_since`, `critical_since`) start no earlier:
+    /// the step that restarted them after a pause or a silence. Health
+    /// dated before it (`Observation::health_read_at`) was not watched
+    /// continuously.
+    #[serde(default)]
+    pub timers_from: Option<Timestamp>,
 }
 
 /// Retiring old instances for a healthy batch.
@@ -371,19 +382,19 @@ impl State {
     }
 
     /// Moves every deadline later by `by` (the time spent paused), and
-    /// restarts health timers: nobody watched continuously while paused, so
-    /// `min_healthy_time` must be proven again after a resume.
-    pub(super) fn shift(&mut self, by: Duration) {
+    /// restarts health timers at `now`: nobody watched continuously while
+    /// paused, so `min_healthy_time` must be proven again after a resume.
+    pub(super) fn shift(&mut self, by: Duration, now: Timestamp) {
         match self {
             State::Preparing {
                 progress_deadline_at,
             } => *progress_deadline_at = progress_deadline_at.plus(by),
-            State::Launching(b) => b.shift(by),
+            State::Launching(b) => b.shift(by, now),
             State::Retiring(r) => r.progress_deadline_at = r.progress_deadline_at.plus(by),
             State::CanaryPaused(c) => c.auto_promote_at = c.auto_promote_at.map(|t| t.plus(by)),
             State::Baking { until, .. } => *until = until.plus(by),
             State::Reverting(r) => r.deadline_at = r.deadline_at.plus(by),
-            State::Paused { prior, .. } => prior.shift(by),
+            State::Paused { prior, .. } => prior.shift(by, now),
             State::Pending
             | State::Succeeded { .. }
             | State::Reverted { .. }
@@ -393,7 +404,7 @@ impl State {
 }
 
 impl Batch {
-    fn shift(&mut self, by: Duration) {
+    fn shift(&mut self, by: Duration, now: Timestamp) {
         self.launched_at = self.launched_at.plus(by);
         self.launch_deadline_at = self.launch_deadline_at.plus(by);
         self.progress_deadline_at = self.progress_deadline_at.plus(by);
@@ -404,6 +415,7 @@ impl Batch {
             }
             // Nobody watched: "wrong without interruption" starts again.
             n.critical_since = None;
+            n.timers_from = Some(now);
         }
     }
 

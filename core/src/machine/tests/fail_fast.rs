@@ -291,7 +291,7 @@ fn the_executor_is_woken_when_failure_time_runs_out() {
     assert_eq!(r.wake_at(), Some(since.plus(FT)));
     // A pause forgets it: nobody watched without interruption.
     let mut r2 = r.clone();
-    r2.state.shift(Duration::from_secs(60));
+    r2.state.shift(Duration::from_secs(60), w.now);
     let State::Launching(b) = &r2.state else {
         panic!()
     };

@@ -27,6 +27,8 @@ fn every_state() -> Vec<State> {
             passing_since: Some(at(22)),
             healthy_at: None,
             critical_since: Some(at(5)),
+            in_service_since: Some(at(3)),
+            timers_from: Some(at(4)),
         }],
     };
     let revert = |cause, stage| {

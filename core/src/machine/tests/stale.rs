@@ -132,13 +132,17 @@ fn a_deadline_resting_on_aws_is_judged_only_on_a_view_read_after_it() {
 fn the_healthy_timer_starts_when_consul_told_of_passing_not_when_the_step_ran() {
     let (mut w, r, up) = launching_with_one_instance();
     let min_healthy = r.spec.params.min_healthy_time;
-    // The executor learnt of passing at `told`, then waited 2 s for an AWS
-    // read before stepping.
+    // A step sees the instance in service, not passing yet.
+    let r = step(&r, &w.observe(), w.now).next;
+    w.tick(Duration::from_secs(1));
+    // The executor learnt of passing at `told` (the AWS view read then
+    // too), then waited 2 s before stepping.
     up.set(true);
     let told = w.now;
     w.tick(Duration::from_secs(2));
     let mut obs = w.observe();
     obs.health_read_at = Some(told);
+    obs.aws_read_at = Some(told);
     let r = step(&r, &obs, w.now).next;
     let State::Launching(b) = &r.state else {
         panic!("{:?}", r.state)
@@ -149,6 +153,7 @@ fn the_healthy_timer_starts_when_consul_told_of_passing_not_when_the_step_ran() 
     w.now = told.plus(min_healthy);
     let mut obs = w.observe();
     obs.health_read_at = Some(told);
+    obs.aws_read_at = Some(told);
     let s = step(&r, &obs, w.now);
     assert!(
         matches!(s.next.state, State::Retiring(_)),
@@ -168,4 +173,71 @@ fn a_health_read_time_after_now_counts_as_now() {
         panic!("{:?}", r.state)
     };
     assert_eq!(b.new[0].passing_since, Some(w.now));
+}
+
+#[test]
+fn passing_in_consul_before_in_service_in_aws_times_from_the_view_showing_it_in_service() {
+    let (mut w, r, up) = launching_with_one_instance();
+    let id = new_id(&r);
+    let min_healthy = r.spec.params.min_healthy_time;
+    // Consul says passing from `told`, while AWS still shows the instance
+    // Pending (a lifecycle hook, say).
+    up.set(true);
+    let told = w.now;
+    let pending = |w: &World| {
+        let mut obs = w.observe();
+        for m in &mut obs.group.instances {
+            if m.instance_id == id {
+                m.lifecycle_state = "Pending:Wait".into();
+            }
+        }
+        obs.health_read_at = Some(told);
+        obs
+    };
+    let r = step(&r, &pending(&w), w.now).next;
+    w.tick(min_healthy * 3);
+    // (Each step sees the instance: no silence to restart timers.)
+    let r = step(&r, &pending(&w), w.now).next;
+    w.tick(Duration::from_secs(1));
+    let r = step(&r, &pending(&w), w.now).next;
+    // InService in the next view, Consul's answer unchanged since `told`.
+    w.tick(Duration::from_secs(1));
+    let in_service_read = w.now;
+    let mut obs = w.observe();
+    obs.health_read_at = Some(told);
+    obs.aws_read_at = Some(in_service_read);
+    let r = step(&r, &obs, w.now).next;
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    assert_eq!(b.new[0].passing_since, Some(in_service_read));
+    assert_eq!(
+        b.new[0].healthy_at, None,
+        "not healthy before min_healthy_time in service"
+    );
+}
+
+#[test]
+fn health_told_before_a_silence_restarts_its_timer_after_it() {
+    let (mut w, r, up) = launching_with_one_instance();
+    up.set(true);
+    let told = w.now;
+    let mut obs = w.observe();
+    obs.health_read_at = Some(told);
+    let r = step(&r, &obs, w.now).next;
+    // Nobody observed for a minute (a leader change, an outage); Consul's
+    // answer is still the one from `told`.
+    w.tick(Duration::from_secs(60));
+    let mut obs = w.observe();
+    obs.health_read_at = Some(told);
+    let r = step(&r, &obs, w.now).next;
+    let State::Launching(b) = &r.state else {
+        panic!("{:?}", r.state)
+    };
+    assert_eq!(
+        b.new[0].passing_since,
+        Some(w.now),
+        "restarted after the silence"
+    );
+    assert_eq!(b.new[0].healthy_at, None);
 }
