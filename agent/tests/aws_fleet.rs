@@ -438,3 +438,27 @@ async fn errors_name_the_call_and_the_resource() {
     // (moto accepts a desired capacity above the maximum; AWS refuses it with
     // a ValidationError, which is not retryable. Not asserted here.)
 }
+
+#[tokio::test]
+async fn describes_several_groups_in_one_call_leaving_out_those_that_do_not_exist() {
+    let (moto, fleet, _) = world(2).await;
+    let spec = SeedSpec::new("api", ImageSpec::new("acmeinc/api", "1.0.0"), 3);
+    seed::seed_group(&moto, &spec).await.expect("seed api");
+    let names = ["web", "no-such-group", "api"].map(str::to_owned);
+    let mut groups = fleet
+        .describe_groups(&names)
+        .await
+        .expect("describe groups");
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let found: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(found, ["api", "web"]);
+    // The same as asking for each alone.
+    for g in &groups {
+        assert_eq!(
+            *g,
+            fleet.describe_group(&g.name).await.expect("describe group")
+        );
+    }
+    assert_eq!(groups[0].instances.len(), 3);
+    assert_eq!(groups[1].instances.len(), 2);
+}

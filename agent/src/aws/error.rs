@@ -89,7 +89,7 @@ pub fn is_retryable_failure(kind: FailureKind, code: Option<&str>, status: Optio
 }
 
 /// A call to EC2 or Auto Scaling failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The call failed: AWS answered with an error, or no usable answer came.
     #[error("{call} on {resource} failed{}: {message}{}", describe_code(code.as_deref(), *status), hint(call, *kind, code.as_deref(), *status))]

@@ -56,6 +56,24 @@ pub trait Fleet: Send + Sync {
     /// the group when it does not exist.
     fn describe_group(&self, name: &str) -> impl Future<Output = Result<Group>> + Send;
 
+    /// Several groups at once (`autoscaling:DescribeAutoScalingGroups`
+    /// with their names): those that exist, in no particular order. The
+    /// default asks for each in turn; the SDK's asks for up to 50 in one
+    /// call.
+    fn describe_groups(&self, names: &[String]) -> impl Future<Output = Result<Vec<Group>>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                match self.describe_group(name).await {
+                    Ok(g) => found.push(g),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
+        }
+    }
+
     /// The EC2 view of instances (`ec2:DescribeInstances`): the image each runs,
     /// its state and address. Ids EC2 does not know are left out; an empty
     /// list makes no call.

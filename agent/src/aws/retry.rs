@@ -114,6 +114,13 @@ impl<F: Fleet> Fleet for Retrying<F> {
         .await
     }
 
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<Group>> {
+        self.run("DescribeAutoScalingGroups", || {
+            self.inner.describe_groups(names)
+        })
+        .await
+    }
+
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Instance>> {
         self.run("DescribeInstances", || self.inner.describe_instances(ids))
             .await

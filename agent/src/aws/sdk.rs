@@ -32,6 +32,9 @@ pub use config::{autoscaling_endpoint, ec2_endpoint, load_config, timeouts};
 use convert::{instance_from_sdk, template_ref, warn_skipped};
 
 const DESCRIBE_GROUPS: &str = "autoscaling:DescribeAutoScalingGroups";
+/// Group names per `DescribeAutoScalingGroups`, so that one answer stays of
+/// a reasonable size (it pages on beside).
+const GROUP_NAMES_PER_CALL: usize = 50;
 const DESCRIBE_GROUP_INSTANCES: &str = "autoscaling:DescribeAutoScalingInstances";
 const UPDATE_GROUP: &str = "autoscaling:UpdateAutoScalingGroup";
 const SET_DESIRED: &str = "autoscaling:SetDesiredCapacity";
@@ -131,60 +134,96 @@ impl SdkFleet {
     }
 }
 
+/// A group as `DescribeAutoScalingGroups` answers it, in the boundary's
+/// terms.
+fn group_of(
+    group: &aws_sdk_autoscaling::types::AutoScalingGroup,
+    name: &str,
+    resource: &str,
+) -> Result<Group> {
+    let launch_template = match group.launch_template() {
+        None => None,
+        Some(spec) => Some(template_ref(spec).ok_or_else(|| {
+            Error::unexpected(
+                DESCRIBE_GROUPS,
+                resource,
+                "the group's launch template has no id",
+            )
+        })?),
+    };
+    let instances = group
+        .instances()
+        .iter()
+        .map(|i| GroupInstance {
+            instance_id: i.instance_id().unwrap_or_default().to_owned(),
+            lifecycle_state: i
+                .lifecycle_state()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            health_status: i.health_status().unwrap_or_default().to_owned(),
+            protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+            availability_zone: i.availability_zone().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    Ok(Group {
+        name: name.to_owned(),
+        min_size: group.min_size().unwrap_or_default(),
+        max_size: group.max_size().unwrap_or_default(),
+        desired_capacity: group.desired_capacity().unwrap_or_default(),
+        launch_template,
+        instances,
+        suspended_processes: group
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name().map(str::to_owned))
+            .collect(),
+    })
+}
+
 impl Fleet for SdkFleet {
     async fn describe_group(&self, name: &str) -> Result<Group> {
-        let resource = || format!("group {name}");
+        let resource = format!("group {name}");
         let out = self
             .autoscaling
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(|e| self.error(DESCRIBE_GROUPS, resource(), e))?;
+            .map_err(|e| self.error(DESCRIBE_GROUPS, resource.clone(), e))?;
         let Some(group) = out
             .auto_scaling_groups()
             .iter()
             .find(|g| g.auto_scaling_group_name() == Some(name))
         else {
-            return Err(Error::not_found(DESCRIBE_GROUPS, resource(), ""));
+            return Err(Error::not_found(DESCRIBE_GROUPS, resource, ""));
         };
-        let launch_template = match group.launch_template() {
-            None => None,
-            Some(spec) => Some(template_ref(spec).ok_or_else(|| {
-                Error::unexpected(
-                    DESCRIBE_GROUPS,
-                    resource(),
-                    "the group's launch template has no id",
-                )
-            })?),
-        };
-        let instances = group
-            .instances()
-            .iter()
-            .map(|i| GroupInstance {
-                instance_id: i.instance_id().unwrap_or_default().to_owned(),
-                lifecycle_state: i
-                    .lifecycle_state()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
-                health_status: i.health_status().unwrap_or_default().to_owned(),
-                protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
-                availability_zone: i.availability_zone().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        Ok(Group {
-            name: name.to_owned(),
-            min_size: group.min_size().unwrap_or_default(),
-            max_size: group.max_size().unwrap_or_default(),
-            desired_capacity: group.desired_capacity().unwrap_or_default(),
-            launch_template,
-            instances,
-            suspended_processes: group
-                .suspended_processes()
-                .iter()
-                .filter_map(|p| p.process_name().map(str::to_owned))
-                .collect(),
-        })
+        group_of(group, name, &resource)
+    }
+
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<Group>> {
+        let mut found = Vec::with_capacity(names.len());
+        for chunk in names.chunks(GROUP_NAMES_PER_CALL) {
+            let resource = format!("groups {}", chunk.join(", "));
+            let mut pages = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_auto_scaling_group_names(Some(chunk.to_vec()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.error(DESCRIBE_GROUPS, resource.clone(), e))?;
+                for group in page.auto_scaling_groups() {
+                    let Some(name) = group
+                        .auto_scaling_group_name()
+                        .filter(|n| chunk.iter().any(|c| c == n))
+                    else {
+                        continue;
+                    };
+                    found.push(group_of(group, name, &format!("group {name}"))?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Instance>> {

@@ -47,7 +47,8 @@ use crate::consul::lock::{Fence, LeaderLock, LockConfig};
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{self, Client, QueryOptions, Response};
 use crate::notify::{NotifyError, Outbox, Receivers};
-use crate::rollout::executor::{ExecError, Executor};
+use crate::rollout::executor::{AWS_POLL, ExecError, Executor};
+use crate::rollout::informer::Informer;
 use crate::rollout::machine::{Capacity, Rollout, RolloutSpec, StableRef};
 use crate::rollout::plan::now_ms;
 use crate::rollout::store::Store;
@@ -154,6 +155,13 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
                 chatops.clone().run(store.clone(), cx.cancel.clone()),
             );
         }
+        // One AWS informer for every rollout of this round: one read a
+        // poll interval serves all the groups being rolled out.
+        let informer = Arc::new(Informer::new(fleet.clone(), AWS_POLL));
+        round.spawn("aws informer", {
+            let informer = Arc::clone(&informer);
+            async move { informer.run().await }
+        });
         for service in &config.services {
             let planning = ServiceLoop {
                 service: service.clone(),
@@ -168,6 +176,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
             let rollouts = RolloutLoop {
                 service: service.name.clone(),
                 fleet: fleet.clone(),
+                informer: Arc::clone(&informer),
                 store: store.clone(),
                 outbox: outbox.clone(),
                 fence: fence.clone(),
@@ -313,6 +322,7 @@ where
 struct RolloutLoop<F> {
     service: String,
     fleet: Arc<F>,
+    informer: Arc<Informer<F>>,
     store: Store,
     outbox: Outbox,
     fence: Fence,
@@ -366,6 +376,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
                 store: &self.store,
                 outbox: &self.outbox,
                 fence: &self.fence,
+                informer: &self.informer,
                 wait: self.wait,
             };
             match executor.drive(&self.service, &cancel).await {
@@ -486,6 +497,7 @@ mod tests {
         let rollouts = RolloutLoop {
             service: "web".into(),
             fleet: fleet.clone(),
+            informer: Arc::new(Informer::new(fleet.clone(), AWS_POLL)),
             store: store.fenced(fence.clone()),
             outbox: Outbox::new(client, "rollgate", &Default::default()),
             fence,

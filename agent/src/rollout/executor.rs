@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::follower::Follower;
-use super::informer::Informer;
+use super::informer::{Following, Informer};
 use super::machine::{self, Action, Change, Observation, Rollout, RolloutEvent, Timestamp};
 use super::plan::{Outcome, now_ms};
 use super::store::{Store, StoreError};
@@ -61,8 +61,9 @@ struct Observed {
 /// answers to a plain read, before the drive starts afresh.
 const FOLLOWER_LAG: Duration = Duration::from_secs(5);
 
-/// How often the world is observed when nothing else wakes the executor.
-const AWS_POLL: Duration = Duration::from_secs(1);
+/// How often the world is observed when nothing else wakes the executor,
+/// and the informer's poll interval.
+pub const AWS_POLL: Duration = Duration::from_secs(1);
 
 /// Whether performing `a` may change what AWS answers.
 fn changes_aws(a: &Action) -> bool {
@@ -141,6 +142,8 @@ pub struct Executor<'a, F> {
     pub outbox: &'a Outbox,
     /// The leader's fence, checked before every write.
     pub fence: &'a Fence,
+    /// The coordinator's AWS reads, shared by every drive.
+    pub informer: &'a Informer<F>,
     /// `wait` of the health blocking query.
     pub wait: Duration,
 }
@@ -159,12 +162,12 @@ impl<F: Fleet> Executor<'_, F> {
         if rollout.is_terminal() {
             return self.finish(&rollout, index).await.map(Some);
         }
-        // The informer reads AWS and the follower Consul beside the loop,
-        // in this task: they stop when the drive ends.
-        let informer = Informer::new(self.fleet, &rollout.spec.group, AWS_POLL);
+        // The informer reads this group (with the others) while the drive
+        // follows it; the follower reads Consul beside the loop, in this
+        // task. Both stop when the drive ends.
+        let informer = self.informer.follow(&rollout.spec.group);
         let follower = Follower::new(self.store, service, self.wait);
         tokio::select! {
-            () = informer.run() => Ok(None),
             () = follower.run() => Ok(None),
             out = self.drive_with(service, cancel, &informer, &follower, (rollout, index)) => out,
         }
@@ -174,7 +177,7 @@ impl<F: Fleet> Executor<'_, F> {
         &self,
         service: &str,
         cancel: &CancellationToken,
-        informer: &Informer<'_, F>,
+        informer: &Following<'_, F>,
         follower: &Follower<'_>,
         loaded: (Rollout, u64),
     ) -> Result<Option<Outcome>, ExecError> {
@@ -310,7 +313,7 @@ impl<F: Fleet> Executor<'_, F> {
         follower: &Follower<'_>,
         consumed: &mut Vec<(String, u64)>,
         created: Option<i64>,
-        informer: &Informer<'_, F>,
+        informer: &Following<'_, F>,
         fresh_after: tokio::time::Instant,
     ) -> Result<Observed, ExecError> {
         let view = informer.view(fresh_after).await?;
@@ -353,7 +356,7 @@ impl<F: Fleet> Executor<'_, F> {
         rollout: &Rollout,
         stepped_at: Timestamp,
         seen: u64,
-        informer: &Informer<'_, F>,
+        informer: &Following<'_, F>,
         follower: &Follower<'_>,
         cancel: &CancellationToken,
     ) {

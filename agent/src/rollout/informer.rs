@@ -1,29 +1,36 @@
-//! The AWS half of the executor's observation, read in the background.
+//! The AWS half of the executor's observations, read in the background for
+//! every rollout a coordinator drives.
 //!
 //! EC2 and Auto Scaling have no change feed, so the executor must poll
 //! them; but a step woken by Consul (a health change, a timer) must not
 //! wait for a describe to act on it: under load one describe takes longer
-//! than the gate it would delay. The [`Informer`] reads the group and its
-//! members (`DescribeAutoScalingGroups`, then `DescribeInstances` of the
-//! members it has not described yet, and of all of them every few reads:
-//! one coordinator rolls out many services, and EC2's rate limits are per
-//! account) every poll interval, and the executor steps with the latest view it holds,
-//! telling the machine when that view was read (`Observation::aws_read_at`).
+//! than the gate it would delay. The [`Informer`] reads every group a drive
+//! follows ([`Informer::follow`]) every poll interval, and each drive steps
+//! with the latest view of its group, telling the machine when that view
+//! was read (`Observation::aws_read_at`).
 //!
-//! Where staleness could mislead, the executor asks for a view read after
-//! a given instant and waits for it ([`Informer::view`]): after its own
+//! One read serves every group: one `DescribeAutoScalingGroups` for all of
+//! them (`Fleet::describe_groups`), then one `DescribeInstances` for the
+//! members not described yet, and for all of them every [`FULL_EVERY`]th
+//! read. A coordinator rolling out twenty services at once makes about as
+//! many AWS calls as one rolling out one: the rate limits of both APIs are
+//! per account, shared with everything else that reads them.
+//!
+//! Where staleness could mislead, a drive asks for a view read after a
+//! given instant and waits for it ([`Following::view`]): after its own
 //! actions that change AWS (it must see their effect, as it always did),
-//! and at the start of a drive. What a stale view can still get wrong is
-//! caught where it always was: an action on an instance that has gone
-//! (protection, termination) fails or is a no-op, the tick fails, and the
-//! next tick waits for a fresh view. A failed read is never hidden behind
-//! an older view: the next [`Informer::view`] answers the error, and the
-//! executor retries from KV and a fresh observation as after any failure.
+//! and at its start. What a stale view can still get wrong is caught where
+//! it always was: an action on an instance that has gone (protection,
+//! termination) fails or is a no-op, the tick fails, and the next tick
+//! waits for a fresh view. A failed read is never hidden behind an older
+//! view: the next [`Following::view`] of every group it concerned answers
+//! the error, and the executor retries from KV and a fresh observation as
+//! after any failure.
 //!
 //! It must never act: reads only.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -36,12 +43,12 @@ use crate::aws::{self, Fleet};
 /// EC2 again (see [`Informer::run`]).
 pub const FULL_EVERY: u32 = 5;
 
-/// One read of the group and its members.
+/// One read of a group and its members.
 #[derive(Debug)]
 pub struct AwsView {
-    /// `Fleet::describe_group`.
+    /// The group, from `Fleet::describe_groups`.
     pub group: aws::Group,
-    /// `Fleet::describe_members` of that group.
+    /// The EC2 view of its members that EC2 reported.
     pub instances: Vec<aws::Instance>,
     /// When the read started (the view shows the world at that moment or
     /// later): what "read after" is measured against. For a read that
@@ -53,130 +60,195 @@ pub struct AwsView {
     pub started_ms: u64,
 }
 
-/// The latest read.
+/// A followed group's latest read.
 #[derive(Debug, Default)]
 struct Latest {
+    /// Drives following it; the group is read while there is one.
+    followers: usize,
     view: Option<Arc<AwsView>>,
-    /// A failed read, until the executor has been told.
+    /// A failed read, until the drive has been told.
     error: Option<aws::Error>,
 }
 
-/// Reads one group in the background; see the module documentation.
+/// Reads the followed groups in the background; see the module
+/// documentation.
 #[derive(Debug)]
-pub struct Informer<'a, F> {
-    fleet: &'a F,
-    group: String,
+pub struct Informer<F> {
+    fleet: Arc<F>,
     poll: Duration,
-    latest: Mutex<Latest>,
+    groups: Mutex<BTreeMap<String, Latest>>,
     /// Bumped after every read, successful or not.
     reads: watch::Sender<u64>,
     /// Asks for a read now.
     poke: Notify,
 }
 
-impl<'a, F: Fleet> Informer<'a, F> {
-    /// An informer of `group`, reading every `poll` once [`Informer::run`]
-    /// runs.
-    pub fn new(fleet: &'a F, group: &str, poll: Duration) -> Self {
+impl<F: Fleet> Informer<F> {
+    /// An informer reading every `poll` once [`Informer::run`] runs.
+    pub fn new(fleet: Arc<F>, poll: Duration) -> Self {
         Self {
             fleet,
-            group: group.to_owned(),
             poll,
-            latest: Mutex::new(Latest::default()),
+            groups: Mutex::new(BTreeMap::new()),
             reads: watch::Sender::new(0),
             poke: Notify::new(),
         }
     }
 
-    /// The group it reads.
-    pub fn group(&self) -> &str {
-        &self.group
+    /// Follows `group` until the answer is dropped; its first read comes at
+    /// once.
+    pub fn follow(&self, group: &str) -> Following<'_, F> {
+        self.lock().entry(group.to_owned()).or_default().followers += 1;
+        self.poke.notify_one();
+        Following {
+            informer: self,
+            group: group.to_owned(),
+        }
     }
 
-    /// Reads the group every poll interval, or at once when asked; never
-    /// returns (drop it to stop).
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Latest>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the followed groups every poll interval, or at once when
+    /// asked; never returns (drop it to stop).
     ///
     /// A read in the background describes in EC2 only the members it has
     /// not described yet: an instance's image never changes, and its
     /// leaving shows first in the group's lifecycle states. Every
-    /// [`FULL_EVERY`]th read, the first, the one after a failure and a
-    /// read the executor asks for ([`Informer::view`]) describe them all,
-    /// so an EC2 state (an instance lost behind the group's back) is at
-    /// most that many poll intervals old. A view from a partial read is
-    /// dated at the start of the last full one (`AwsView::started`): it is
-    /// never taken for fresher than its oldest part, so `view(after)` waits
-    /// for a full read after `after`, and the machine judges deadlines that
-    /// rest on AWS as it always did.
+    /// [`FULL_EVERY`]th read, the one after a failure and a read a drive
+    /// asks for ([`Following::view`]) describe them all, so an EC2 state
+    /// (an instance lost behind the group's back) is at most that many poll
+    /// intervals old. A view from a partial read is dated at the start of
+    /// the last full one (`AwsView::started`): it is never taken for
+    /// fresher than its oldest part, so `view(after)` waits for a full read
+    /// after `after`, and the machine judges deadlines that rest on AWS as
+    /// it always did.
     pub async fn run(&self) {
         let mut described: BTreeMap<String, aws::Instance> = BTreeMap::new();
         let mut since_full = 0u32;
         let mut full = true;
-        // When the last full read started: a partial view is dated then,
-        // its oldest EC2 state's time, so neither `view(after)` nor the
-        // machine's AWS deadlines take it for fresher than it is.
         let mut full_started = (Instant::now(), now_ms());
         loop {
-            let (started, started_ms) = if full {
-                (Instant::now(), now_ms())
-            } else {
-                full_started
-            };
-            let read = async {
-                let group = self.fleet.describe_group(&self.group).await?;
-                let ask: Vec<String> = group
-                    .instances
-                    .iter()
-                    .map(|m| &m.instance_id)
-                    .filter(|id| full || !described.contains_key(*id))
-                    .cloned()
-                    .collect();
-                let fresh = self.fleet.describe_instances(&ask).await?;
-                Ok::<_, aws::Error>((group, fresh))
-            }
-            .await;
-            let read = read.map(|(group, fresh)| {
-                if full {
-                    described.clear();
+            let names: Vec<String> = self
+                .lock()
+                .iter()
+                .filter(|(_, l)| l.followers > 0)
+                .map(|(g, _)| g.clone())
+                .collect();
+            if !names.is_empty() {
+                let (started, started_ms) = if full {
+                    (Instant::now(), now_ms())
+                } else {
+                    full_started
+                };
+                let read = async {
+                    let groups = self.fleet.describe_groups(&names).await?;
+                    let ask: Vec<String> = groups
+                        .iter()
+                        .flat_map(|g| &g.instances)
+                        .map(|m| &m.instance_id)
+                        .filter(|id| full || !described.contains_key(*id))
+                        .cloned()
+                        .collect();
+                    let fresh = self.fleet.describe_instances(&ask).await?;
+                    Ok::<_, aws::Error>((groups, fresh))
                 }
-                described.extend(fresh.into_iter().map(|i| (i.instance_id.clone(), i)));
-                described.retain(|id, _| group.instances.iter().any(|m| m.instance_id == *id));
-                let instances = group
-                    .instances
-                    .iter()
-                    .filter_map(|m| described.get(&m.instance_id).cloned())
-                    .collect();
-                (group, instances)
-            });
-            let failed = read.is_err();
-            if full && !failed {
-                full_started = (started, started_ms);
-            }
-            {
-                let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+                .await;
+                let failed = read.is_err();
                 match read {
-                    Ok((group, instances)) => {
-                        latest.view = Some(Arc::new(AwsView {
-                            group,
-                            instances,
-                            started,
-                            started_ms,
-                        }));
-                        latest.error = None;
+                    Ok((groups, fresh)) => {
+                        if full {
+                            described.clear();
+                            full_started = (started, started_ms);
+                        }
+                        described.extend(fresh.into_iter().map(|i| (i.instance_id.clone(), i)));
+                        described.retain(|id, _| {
+                            groups
+                                .iter()
+                                .any(|g| g.instances.iter().any(|m| m.instance_id == *id))
+                        });
+                        let mut latest = self.lock();
+                        for name in &names {
+                            let Some(l) = latest.get_mut(name) else {
+                                continue;
+                            };
+                            match groups.iter().find(|g| g.name == *name) {
+                                Some(group) => {
+                                    let instances = group
+                                        .instances
+                                        .iter()
+                                        .filter_map(|m| described.get(&m.instance_id).cloned())
+                                        .collect();
+                                    l.view = Some(Arc::new(AwsView {
+                                        group: group.clone(),
+                                        instances,
+                                        started,
+                                        started_ms,
+                                    }));
+                                    l.error = None;
+                                }
+                                None => {
+                                    l.view = None;
+                                    l.error = Some(aws::Error::not_found(
+                                        "autoscaling:DescribeAutoScalingGroups",
+                                        format!("group {name}"),
+                                        "",
+                                    ));
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
-                        latest.view = None;
-                        latest.error = Some(e);
+                        let mut latest = self.lock();
+                        for name in &names {
+                            if let Some(l) = latest.get_mut(name) {
+                                l.view = None;
+                                l.error = Some(e.clone());
+                            }
+                        }
                     }
                 }
+                self.reads.send_modify(|n| *n += 1);
+                since_full = if full { 0 } else { since_full + 1 };
+                full = failed;
             }
-            self.reads.send_modify(|n| *n += 1);
-            since_full = if full { 0 } else { since_full + 1 };
             let asked = tokio::select! {
                 () = self.poke.notified() => true,
                 () = tokio::time::sleep(self.poll) => false,
             };
-            full = asked || failed || since_full + 1 >= FULL_EVERY;
+            full = full || asked || since_full + 1 >= FULL_EVERY;
         }
+    }
+}
+
+/// One drive's following of its group; see [`Informer::follow`].
+#[derive(Debug)]
+pub struct Following<'i, F> {
+    informer: &'i Informer<F>,
+    group: String,
+}
+
+impl<F> Drop for Following<'_, F> {
+    fn drop(&mut self) {
+        let mut groups = self
+            .informer
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = groups.get_mut(&self.group) {
+            l.followers = l.followers.saturating_sub(1);
+            if l.followers == 0 {
+                groups.remove(&self.group);
+            }
+        }
+    }
+}
+
+impl<F: Fleet> Following<'_, F> {
+    /// The group it follows.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// The latest view, if it was read (started) at or after `after`;
@@ -184,26 +256,28 @@ impl<'a, F: Fleet> Informer<'a, F> {
     /// is answered once, as the error it was.
     pub async fn view(&self, after: Instant) -> Result<Arc<AwsView>, aws::Error> {
         loop {
-            let mut reads = self.reads.subscribe();
+            let mut reads = self.informer.reads.subscribe();
             {
-                let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(e) = latest.error.take() {
-                    return Err(e);
-                }
-                if let Some(v) = latest.view.as_ref().filter(|v| v.started >= after) {
-                    return Ok(Arc::clone(v));
+                let mut groups = self.informer.lock();
+                if let Some(l) = groups.get_mut(&self.group) {
+                    if let Some(e) = l.error.take() {
+                        return Err(e);
+                    }
+                    if let Some(v) = l.view.as_ref().filter(|v| v.started >= after) {
+                        return Ok(Arc::clone(v));
+                    }
                 }
             }
-            self.poke.notify_one();
-            // The sender lives as long as `self`: `changed` cannot fail
-            // while we borrow it.
+            self.informer.poke.notify_one();
+            // The sender lives as long as the informer, which outlives
+            // this borrow of it.
             let _ = reads.changed().await;
         }
     }
 
     /// Resolves when a read completes after this call.
     pub async fn next_read(&self) {
-        let mut reads = self.reads.subscribe();
+        let mut reads = self.informer.reads.subscribe();
         let _ = reads.changed().await;
     }
 }
@@ -214,7 +288,7 @@ mod tests {
     use super::*;
     use crate::aws::memory::MemoryFleet;
 
-    async fn fleet() -> (MemoryFleet, Vec<String>) {
+    async fn fleet() -> (Arc<MemoryFleet>, Vec<String>) {
         let fleet = MemoryFleet::new();
         let v1 = fleet.add_template("web", "ami-old");
         fleet.add_group("web-asg", &v1.template_id, 1, 2, 4, 2);
@@ -226,12 +300,12 @@ mod tests {
             .into_iter()
             .map(|m| m.instance_id)
             .collect();
-        (fleet, ids)
+        (Arc::new(fleet), ids)
     }
 
     /// Drives `informer.run()` beside `f`, the way the executor does.
     async fn beside<T>(
-        informer: &Informer<'_, MemoryFleet>,
+        informer: &Informer<MemoryFleet>,
         f: impl std::future::Future<Output = T>,
     ) -> T {
         tokio::select! {
@@ -243,17 +317,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cached_view_is_served_without_a_new_read_until_a_fresher_one_is_asked_for() {
         let (fleet, ids) = fleet().await;
-        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
         let start = Instant::now();
         let (first, cached, second) = beside(&informer, async {
-            let first = informer.view(start).await.unwrap();
+            let first = web.view(start).await.unwrap();
             // A member terminated in AWS after that read: a view that may
             // be cached still shows it (staleness is allowed)...
             fleet.lose_instance(&ids[0]);
-            let cached = informer.view(start).await.unwrap();
+            let cached = web.view(start).await.unwrap();
             // ...but a view asked for after it never does.
             tokio::time::advance(Duration::from_millis(1)).await;
-            let second = informer.view(Instant::now()).await.unwrap();
+            let second = web.view(Instant::now()).await.unwrap();
             (first, cached, second)
         })
         .await;
@@ -284,12 +359,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_view_is_refreshed_every_poll_interval_in_the_background() {
         let (fleet, _) = fleet().await;
-        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
         let start = Instant::now();
         let (first, later) = beside(&informer, async {
-            let first = informer.view(start).await.unwrap();
+            let first = web.view(start).await.unwrap();
             tokio::time::sleep(Duration::from_millis(2500)).await;
-            (first, informer.view(start).await.unwrap())
+            (first, web.view(start).await.unwrap())
         })
         .await;
         assert!(
@@ -301,14 +377,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_read_is_answered_as_its_error_not_hidden_behind_an_older_view() {
         let (fleet, _) = fleet().await;
-        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
         let start = Instant::now();
         let (error, after) = beside(&informer, async {
-            informer.view(start).await.unwrap();
+            web.view(start).await.unwrap();
             fleet.fail_next("autoscaling:DescribeAutoScalingGroups", 1);
-            informer.next_read().await;
-            let error = informer.view(start).await.expect_err("the failed read");
-            (error, informer.view(start).await)
+            web.next_read().await;
+            let error = web.view(start).await.expect_err("the failed read");
+            (error, web.view(start).await)
         })
         .await;
         assert!(
@@ -321,21 +398,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn background_reads_describe_only_new_members_and_all_of_them_every_few_reads() {
         let (fleet, _) = fleet().await;
-        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
         let start = Instant::now();
         let outcomes = beside(&informer, async {
-            informer.view(start).await.unwrap();
+            web.view(start).await.unwrap();
             // Two reads on: the second comes from the timer, whether or not
             // the first was one this view asked for.
-            informer.next_read().await;
-            informer.next_read().await;
+            web.next_read().await;
+            web.next_read().await;
             // From now on the next DescribeInstances fails: a read that
             // makes one answers an error.
             fleet.fail_next("ec2:DescribeInstances", 1);
             let mut outcomes = Vec::new();
             for _ in 0..FULL_EVERY {
-                informer.next_read().await;
-                outcomes.push(informer.view(start).await.is_ok());
+                web.next_read().await;
+                outcomes.push(web.view(start).await.is_ok());
             }
             outcomes
         })
@@ -353,14 +431,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_background_read_describes_a_new_member_at_once() {
         let (fleet, ids) = fleet().await;
-        let informer = Informer::new(&fleet, "web-asg", Duration::from_secs(1));
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
         let start = Instant::now();
         let later = beside(&informer, async {
-            informer.view(start).await.unwrap();
+            web.view(start).await.unwrap();
             // EC2 replaces a lost member: the replacement is new.
             fleet.lose_instance(&ids[0]);
-            informer.next_read().await;
-            informer.view(start).await.unwrap()
+            web.next_read().await;
+            web.view(start).await.unwrap()
         })
         .await;
         let members: Vec<&str> = later
@@ -379,5 +458,63 @@ mod tests {
             members, described,
             "every member described, the new one too"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_read_serves_every_followed_group_and_a_failure_reaches_each() {
+        let (fleet, _) = fleet().await;
+        let v1 = fleet.add_template("api", "ami-old");
+        fleet.add_group("api-asg", &v1.template_id, 1, 2, 4, 2);
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let web = informer.follow("web-asg");
+        let api = informer.follow("api-asg");
+        let gone = informer.follow("no-such-asg");
+        let start = Instant::now();
+        let (w, a, missing, failed) = beside(&informer, async {
+            let w = web.view(start).await.unwrap();
+            let a = api.view(start).await.unwrap();
+            let missing = gone.view(start).await.expect_err("no such group");
+            fleet.fail_next("autoscaling:DescribeAutoScalingGroups", 1);
+            web.next_read().await;
+            let failed = (
+                web.view(start).await.is_err(),
+                api.view(start).await.is_err(),
+            );
+            (w, a, missing, failed)
+        })
+        .await;
+        assert_eq!(w.group.name, "web-asg");
+        assert_eq!(a.group.name, "api-asg");
+        assert_eq!(w.started, a.started, "the same read");
+        assert!(missing.is_not_found(), "{missing}");
+        assert_eq!(
+            failed,
+            (true, true),
+            "a failed read reaches every group it concerned"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_nobody_follows_any_more_is_not_read() {
+        let (fleet, _) = fleet().await;
+        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
+        let start = Instant::now();
+        beside(&informer, async {
+            let web = informer.follow("web-asg");
+            web.view(start).await.unwrap();
+            drop(web);
+            assert!(
+                informer.lock().is_empty(),
+                "forgotten with its last follower"
+            );
+            // The next two describes fail. None is made while nobody
+            // follows (three poll intervals), so the new follower's first
+            // reads (its own and the one it asks for) are the ones to fail.
+            fleet.fail_next("autoscaling:DescribeAutoScalingGroups", 2);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let again = informer.follow("web-asg");
+            assert!(again.view(Instant::now()).await.is_err());
+        })
+        .await;
     }
 }

@@ -5,8 +5,9 @@
 //! - [`plan`], [`machine`], [`render`]: re-exported from `rollgate_core`.
 //! - [`health`]: Consul's health answer mapped to what the machine reads.
 //! - [`executor`]: drives a rollout: observe, step, act, persist.
-//! - [`informer`]: the group and its members read from AWS in the
-//!   background, for the executor's observations.
+//! - [`informer`]: the groups being rolled out and their members, read
+//!   from AWS in the background (one read for all), for the executor's
+//!   observations.
 //! - [`follower`]: the service's health and operator commands followed in
 //!   Consul with blocking queries, for the same observations.
 //! - [`store`]: plans, triggers and rollout state in Consul KV, written with
