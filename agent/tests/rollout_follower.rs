@@ -29,6 +29,16 @@ fn client(consul: &ServerHandle) -> Client {
     .unwrap()
 }
 
+/// The sandbox Consul (ACLs on) and a store on it with the management
+/// token.
+async fn world() -> (ServerHandle, Store) {
+    let consul = Server::start(ServerConfig::with_acls(MANAGEMENT))
+        .await
+        .unwrap();
+    let store = Store::new(client(&consul), "rollgate");
+    (consul, store)
+}
+
 /// Runs `body` beside the follower's loops.
 async fn beside<T>(follower: &Follower<'_>, body: impl Future<Output = T>) -> T {
     tokio::select! {
@@ -98,10 +108,7 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_commands_are_followed_and_a_change_is_dated_when_it_arrived() {
-    let consul = Server::start(ServerConfig::with_acls(MANAGEMENT))
-        .await
-        .unwrap();
-    let store = Store::new(client(&consul), "rollgate");
+    let (consul, store) = world().await;
     let follower = Follower::new(&store, "web", Duration::from_secs(30));
     beside(&follower, async {
         let (h, c) = follower.view().await.unwrap();
@@ -133,7 +140,19 @@ async fn health_and_commands_are_followed_and_a_change_is_dated_when_it_arrived(
         assert!(h.at.0 + 250 <= read, "dated {:?}, read at {read}", h.at);
         // Caught up: a plain read answers the view's index (what the
         // executor checks before acting).
-        assert_eq!(follower.current().await.unwrap(), h.index);
+        assert_eq!(follower.current().await.unwrap().index, h.index);
+        // An offer showing the same health at a newer index (Consul moved
+        // the index without a change) keeps the time the view arrived; one
+        // at an older index is ignored.
+        let mut same = follower.current().await.unwrap();
+        same.index = h.index + 1;
+        follower.offer(same);
+        let (offered, _) = follower.view().await.unwrap();
+        assert_eq!((offered.index, offered.at), (h.index + 1, h.at));
+        let mut older = follower.current().await.unwrap();
+        older.index = 1;
+        follower.offer(older);
+        assert_eq!(follower.view().await.unwrap().0.index, h.index + 1);
 
         store
             .push_command("web", &OperatorCommand::Pause)
@@ -150,10 +169,7 @@ async fn health_and_commands_are_followed_and_a_change_is_dated_when_it_arrived(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_health_read_is_answered_as_an_error_not_as_the_older_view() {
-    let consul = Server::start(ServerConfig::with_acls(MANAGEMENT))
-        .await
-        .unwrap();
-    let store = Store::new(client(&consul), "rollgate");
+    let (consul, store) = world().await;
     let follower = Follower::new(&store, "web", Duration::from_secs(30));
     beside(&follower, async {
         let agent = register(&consul, "i-1", "passing").await;

@@ -57,10 +57,6 @@ struct Observed {
     now: Timestamp,
 }
 
-/// How long the follower may take to show a health change Consul already
-/// answers to a plain read, before the drive starts afresh.
-const FOLLOWER_LAG: Duration = Duration::from_secs(5);
-
 /// How often the world is observed when nothing else wakes the executor,
 /// and the informer's poll interval.
 pub const AWS_POLL: Duration = Duration::from_secs(1);
@@ -98,20 +94,6 @@ pub enum ExecError {
     HiddenByAcls {
         /// The service.
         service: String,
-    },
-    /// Consul answers the service's health at a newer index than the
-    /// follower's blocking query has shown for [`FOLLOWER_LAG`]: nothing is
-    /// done on the older view; the drive starts again with a new follower.
-    #[error(
-        "Consul's health of service {service} is at index {index}, but its blocking query still shows index {behind}; not acting on the older view, following again"
-    )]
-    HealthBehind {
-        /// The service.
-        service: String,
-        /// The index a plain read answered.
-        index: u64,
-        /// The index the follower showed.
-        behind: u64,
     },
     /// Asked to record the end of a rollout that is still running (a bug in
     /// the caller: nothing is written).
@@ -228,20 +210,11 @@ impl<F: Fleet> Executor<'_, F> {
                 let (leader, current) = tokio::join!(self.ensure_leader(), follower.current());
                 leader?;
                 let current = current?;
-                if current != health_index {
-                    // A change on its way, or a blocking query stuck on a
-                    // dead connection: wait for the follower, then look
-                    // again.
-                    if tokio::time::timeout(FOLLOWER_LAG, follower.changed_since(seen))
-                        .await
-                        .is_err()
-                    {
-                        return Err(ExecError::HealthBehind {
-                            service: service.to_owned(),
-                            index: current,
-                            behind: health_index,
-                        });
-                    }
+                if current.index != health_index {
+                    // Consul moved on since the followed view (a change on
+                    // its way, or a blocking query stuck on a dead
+                    // connection): step again on what it answers now.
+                    follower.offer(current);
                     record = Some((rollout, index));
                     continue;
                 }

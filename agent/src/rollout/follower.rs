@@ -12,12 +12,12 @@
 //! so `min_healthy_time` is not lengthened by that wait.
 //!
 //! A view held in memory is not trusted blindly: before acting, the
-//! executor reads the service's health index beside its check of the
-//! leader lock ([`Follower::current`]); if Consul has moved past the view
-//! (a change still on its way, or a blocking query stuck on a dead
-//! connection), it waits for the follower to catch up instead of acting.
-//! What a fresh read could not close either remains: a change committed
-//! between that check and the action.
+//! executor reads the service's health beside its check of the leader lock
+//! ([`Follower::current`]); if Consul has moved past the view (a change
+//! still on its way, or a blocking query stuck on a dead connection), it
+//! steps again on what Consul answers now ([`Follower::offer`]) instead of
+//! acting. What a fresh read could not close either remains: a change
+//! committed between that check and the action.
 //!
 //! A failed read is never hidden behind an older view (as in the
 //! [`Informer`](super::informer::Informer)): the next [`Follower::view`]
@@ -119,15 +119,46 @@ impl<'a> Follower<'a> {
         *self.changes.borrow()
     }
 
-    /// The service's health index in Consul now (a consistent read, not
-    /// blocking): when it differs from the view's, the view is behind.
-    pub async fn current(&self) -> Result<u64, ExecError> {
-        let r = self
+    /// The service's health in Consul now (a plain read, not blocking).
+    pub async fn current(&self) -> Result<HealthView, ExecError> {
+        let resp = self
             .store
             .client()
             .health_service(&self.service, false, None, &QueryOptions::default())
             .await?;
-        Ok(r.meta.index)
+        if resp.meta.filtered_by_acls {
+            return Err(ExecError::HiddenByAcls {
+                service: self.service.clone(),
+            });
+        }
+        Ok(HealthView {
+            by_instance: super::health::health_by_instance(&resp.value),
+            at: Timestamp(now_ms()),
+            index: resp.meta.index,
+        })
+    }
+
+    /// Takes `view` (from [`Follower::current`]) as the latest health when
+    /// it is newer than the one held: the blocking query's answer is on
+    /// its way, or stuck on a dead connection.
+    ///
+    /// Consul moves a service's index without changing what it answers
+    /// (the blocking query then answers nothing new: [`Watch`] passes on
+    /// changes only), so an offer showing the same health keeps the time
+    /// the held view arrived.
+    pub fn offer(&self, mut view: HealthView) {
+        {
+            let latest = self.lock();
+            if let Some(held) = &latest.health {
+                if view.index <= held.index {
+                    return;
+                }
+                if view.by_instance == held.by_instance {
+                    view.at = held.at;
+                }
+            }
+        }
+        self.publish(|l| l.health = Some(Arc::new(view)));
     }
 
     /// Resolves once a change (or failure) follows the count `seen`; at
