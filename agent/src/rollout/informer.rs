@@ -10,11 +10,12 @@
 //! was read (`Observation::aws_read_at`).
 //!
 //! One read serves every group: one `DescribeAutoScalingGroups` for all of
-//! them (`Fleet::describe_groups`), then one `DescribeInstances` for the
-//! members not described yet, and for all of them every [`FULL_EVERY`]th
-//! read. A coordinator rolling out twenty services at once makes about as
-//! many AWS calls as one rolling out one: the rate limits of both APIs are
-//! per account, shared with everything else that reads them.
+//! them (`Fleet::describe_groups`), then one `DescribeInstances` of the
+//! members not described yet and of the longest-described others, up to
+//! [`DESCRIBE_PER_READ`] (see [`Informer::run`]). A coordinator rolling out
+//! twenty services at once makes about as many AWS calls as one rolling
+//! out one: the rate limits of both APIs are per account, shared with
+//! everything else that reads them.
 //!
 //! Where staleness could mislead, a drive asks for a view read after a
 //! given instant and waits for it ([`Following::view`]): after its own
@@ -39,9 +40,9 @@ use tokio::time::Instant;
 use super::plan::now_ms;
 use crate::aws::{self, Fleet};
 
-/// Every how many reads in the background all members are described in
-/// EC2 again (see [`Informer::run`]).
-pub const FULL_EVERY: u32 = 5;
+/// How many instances one read describes in EC2 at most, besides the
+/// members not described yet (see [`Informer::run`]).
+pub const DESCRIBE_PER_READ: usize = 200;
 
 /// One read of a group and its members.
 #[derive(Debug)]
@@ -50,10 +51,9 @@ pub struct AwsView {
     pub group: aws::Group,
     /// The EC2 view of its members that EC2 reported.
     pub instances: Vec<aws::Instance>,
-    /// When the read started (the view shows the world at that moment or
-    /// later): what "read after" is measured against. For a read that
-    /// described only new members in EC2, the start of the last read that
-    /// described them all.
+    /// When the read started (the view shows the group at that moment or
+    /// later): what "read after" is measured against. The EC2 part of a
+    /// member described earlier may be older (see [`Informer::run`]).
     pub started: Instant,
     /// The same moment on the wall clock (ms since the epoch), for the
     /// machine.
@@ -76,6 +76,8 @@ struct Latest {
 pub struct Informer<F> {
     fleet: Arc<F>,
     poll: Duration,
+    /// [`DESCRIBE_PER_READ`], or fewer in tests.
+    describe_per_read: usize,
     groups: Mutex<BTreeMap<String, Latest>>,
     /// Bumped after every read, successful or not.
     reads: watch::Sender<u64>,
@@ -89,6 +91,7 @@ impl<F: Fleet> Informer<F> {
         Self {
             fleet,
             poll,
+            describe_per_read: DESCRIBE_PER_READ,
             groups: Mutex::new(BTreeMap::new()),
             reads: watch::Sender::new(0),
             poke: Notify::new(),
@@ -113,22 +116,19 @@ impl<F: Fleet> Informer<F> {
     /// Reads the followed groups every poll interval, or at once when
     /// asked; never returns (drop it to stop).
     ///
-    /// A read in the background describes in EC2 only the members it has
-    /// not described yet: an instance's image never changes, and its
-    /// leaving shows first in the group's lifecycle states. Every
-    /// [`FULL_EVERY`]th read, the one after a failure and a read a drive
-    /// asks for ([`Following::view`]) describe them all, so an EC2 state
-    /// (an instance lost behind the group's back) is at most that many poll
-    /// intervals old. A view from a partial read is dated at the start of
-    /// the last full one (`AwsView::started`): it is never taken for
-    /// fresher than its oldest part, so `view(after)` waits for a full read
-    /// after `after`, and the machine judges deadlines that rest on AWS as
-    /// it always did.
+    /// Each read describes the groups, then in EC2 the members not
+    /// described yet (their image is what the gate checks; it never
+    /// changes) and, up to [`DESCRIBE_PER_READ`] instances in all, the
+    /// members described longest ago. With up to that many members every
+    /// read describes them all; with more, an EC2 state (an instance lost
+    /// behind its group's back, which the group shows as leaving soon
+    /// after) is at most members / [`DESCRIBE_PER_READ`] reads old. What a
+    /// drive's own actions change shows in the group part, which every
+    /// read reads: new members, capacity, protection, `Terminating`.
     pub async fn run(&self) {
-        let mut described: BTreeMap<String, aws::Instance> = BTreeMap::new();
-        let mut since_full = 0u32;
-        let mut full = true;
-        let mut full_started = (Instant::now(), now_ms());
+        // Each member's EC2 view, with the read that described it.
+        let mut described: BTreeMap<String, (aws::Instance, u64)> = BTreeMap::new();
+        let mut reads = 0u64;
         loop {
             let names: Vec<String> = self
                 .lock()
@@ -137,32 +137,23 @@ impl<F: Fleet> Informer<F> {
                 .map(|(g, _)| g.clone())
                 .collect();
             if !names.is_empty() {
-                let (started, started_ms) = if full {
-                    (Instant::now(), now_ms())
-                } else {
-                    full_started
-                };
+                reads += 1;
+                let started = Instant::now();
+                let started_ms = now_ms();
                 let read = async {
                     let groups = self.fleet.describe_groups(&names).await?;
-                    let ask: Vec<String> = groups
-                        .iter()
-                        .flat_map(|g| &g.instances)
-                        .map(|m| &m.instance_id)
-                        .filter(|id| full || !described.contains_key(*id))
-                        .cloned()
-                        .collect();
+                    let ask = to_describe(&groups, &described, self.describe_per_read);
                     let fresh = self.fleet.describe_instances(&ask).await?;
                     Ok::<_, aws::Error>((groups, fresh))
                 }
                 .await;
-                let failed = read.is_err();
                 match read {
                     Ok((groups, fresh)) => {
-                        if full {
-                            described.clear();
-                            full_started = (started, started_ms);
-                        }
-                        described.extend(fresh.into_iter().map(|i| (i.instance_id.clone(), i)));
+                        described.extend(
+                            fresh
+                                .into_iter()
+                                .map(|i| (i.instance_id.clone(), (i, reads))),
+                        );
                         described.retain(|id, _| {
                             groups
                                 .iter()
@@ -178,7 +169,9 @@ impl<F: Fleet> Informer<F> {
                                     let instances = group
                                         .instances
                                         .iter()
-                                        .filter_map(|m| described.get(&m.instance_id).cloned())
+                                        .filter_map(|m| {
+                                            described.get(&m.instance_id).map(|(i, _)| i.clone())
+                                        })
                                         .collect();
                                     l.view = Some(Arc::new(AwsView {
                                         group: group.clone(),
@@ -210,16 +203,37 @@ impl<F: Fleet> Informer<F> {
                     }
                 }
                 self.reads.send_modify(|n| *n += 1);
-                since_full = if full { 0 } else { since_full + 1 };
-                full = failed;
             }
-            let asked = tokio::select! {
-                () = self.poke.notified() => true,
-                () = tokio::time::sleep(self.poll) => false,
-            };
-            full = full || asked || since_full + 1 >= FULL_EVERY;
+            tokio::select! {
+                () = self.poke.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+            }
         }
     }
+}
+
+/// The ids one read describes in EC2: every member not described yet, then
+/// the members described longest ago, up to `limit` in all.
+fn to_describe(
+    groups: &[aws::Group],
+    described: &BTreeMap<String, (aws::Instance, u64)>,
+    limit: usize,
+) -> Vec<String> {
+    let members = groups
+        .iter()
+        .flat_map(|g| &g.instances)
+        .map(|m| &m.instance_id);
+    let (mut ask, mut known): (Vec<&String>, Vec<(u64, &String)>) = (Vec::new(), Vec::new());
+    for id in members {
+        match described.get(id) {
+            None => ask.push(id),
+            Some((_, read)) => known.push((*read, id)),
+        }
+    }
+    known.sort();
+    let room = limit.saturating_sub(ask.len());
+    ask.extend(known.into_iter().take(room).map(|(_, id)| id));
+    ask.into_iter().cloned().collect()
 }
 
 /// One drive's following of its group; see [`Informer::follow`].
@@ -395,37 +409,32 @@ mod tests {
         assert!(after.is_ok(), "the next read answers again: {after:?}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn background_reads_describe_only_new_members_and_all_of_them_every_few_reads() {
-        let (fleet, _) = fleet().await;
-        let informer = Informer::new(Arc::clone(&fleet), Duration::from_secs(1));
-        let web = informer.follow("web-asg");
-        let start = Instant::now();
-        let outcomes = beside(&informer, async {
-            web.view(start).await.unwrap();
-            // Two reads on: the second comes from the timer, whether or not
-            // the first was one this view asked for.
-            web.next_read().await;
-            web.next_read().await;
-            // From now on the next DescribeInstances fails: a read that
-            // makes one answers an error.
-            fleet.fail_next("ec2:DescribeInstances", 1);
-            let mut outcomes = Vec::new();
-            for _ in 0..FULL_EVERY {
-                web.next_read().await;
-                outcomes.push(web.view(start).await.is_ok());
-            }
-            outcomes
-        })
-        .await;
-        // The next background read describes nobody (no member is new);
-        // within FULL_EVERY reads one describes them all.
-        assert!(outcomes[0], "{outcomes:?}");
+    #[tokio::test]
+    async fn a_read_describes_new_members_then_the_longest_described_up_to_its_limit() {
+        let (fleet, ids) = fleet().await;
+        let group = fleet.describe_group("web-asg").await.unwrap();
+        let ec2 = fleet.describe_instances(&ids).await.unwrap();
+        // ids[0] never described; ids[1] described by read 3.
+        let mut described = BTreeMap::new();
+        described.insert(ids[1].clone(), (ec2[1].clone(), 3));
+        let groups = vec![group];
         assert_eq!(
-            outcomes.iter().filter(|ok| !**ok).count(),
-            1,
-            "{outcomes:?}"
+            to_describe(&groups, &described, 1),
+            vec![ids[0].clone()],
+            "the new member first"
         );
+        assert_eq!(
+            to_describe(&groups, &described, 0),
+            vec![ids[0].clone()],
+            "a new member even beyond the limit"
+        );
+        assert_eq!(
+            to_describe(&groups, &described, 200),
+            vec![ids[0].clone(), ids[1].clone()]
+        );
+        // Of the described ones, the longest described first.
+        described.insert(ids[0].clone(), (ec2[0].clone(), 5));
+        assert_eq!(to_describe(&groups, &described, 1), vec![ids[1].clone()]);
     }
 
     #[tokio::test(start_paused = true)]
