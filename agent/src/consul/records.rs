@@ -264,10 +264,18 @@ impl Records {
         &self,
         prefix: &str,
     ) -> Result<(Vec<(String, Result<Versioned<T>, RecordError>)>, u64), RecordError> {
-        let r = self
-            .client
-            .kv_list(prefix, &QueryOptions::default())
-            .await?;
+        self.list_indexed_with(prefix, &QueryOptions::default())
+            .await
+    }
+
+    /// [`list_indexed`](Self::list_indexed) with query options (a blocking
+    /// query, say).
+    pub async fn list_indexed_with<T: Record>(
+        &self,
+        prefix: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<(String, Result<Versioned<T>, RecordError>)>, u64), RecordError> {
+        let r = self.client.kv_list(prefix, opts).await?;
         if r.meta.filtered_by_acls {
             return Err(RecordError::Hidden {
                 prefix: prefix.to_owned(),

@@ -53,6 +53,11 @@ pub struct HealthView {
     pub index: u64,
 }
 
+/// How long the commands' blocking query waits after an answer that
+/// changed nothing (see `Follower::follow_commands`): an operator's command
+/// is obeyed that much later at most.
+const COMMANDS_SETTLE: Duration = Duration::from_millis(250);
+
 /// The service's pending operator commands: key, ModifyIndex, command.
 pub type Commands = Vec<(String, u64, OperatorCommand)>;
 
@@ -215,20 +220,35 @@ impl<'a> Follower<'a> {
         }
     }
 
+    /// One blocking query a change: its answer is the commands. A
+    /// commands prefix is mostly empty, and for an empty prefix Consul
+    /// answers the whole KV store's index, so any KV write anywhere (the
+    /// rollout records of every service) wakes it; after an answer that
+    /// changed nothing it waits [`COMMANDS_SETTLE`] before asking again,
+    /// so a coordinator with many services does not multiply its KV
+    /// writes into Consul requests.
     async fn follow_commands(&self) {
-        let client = self.store.client();
-        let prefix = self.store.commands_prefix(&self.service);
         let mut failures = 0u32;
         let mut last: Option<Commands> = None;
+        let mut index = 0u64;
         loop {
-            let index = match self.store.commands(&self.service).await {
-                Ok((commands, index)) => {
+            let opts = if last.is_none() {
+                QueryOptions::default()
+            } else {
+                // Never block on an index below 1 (see consul::watch).
+                QueryOptions::blocking(index.max(1), self.wait)
+            };
+            match self.store.commands_with(&self.service, &opts).await {
+                Ok((commands, at)) => {
                     failures = 0;
-                    if last.as_ref() != Some(&commands) {
+                    // An index going backwards (a restore) starts over.
+                    index = if at < index { 0 } else { at };
+                    if last.as_ref() == Some(&commands) {
+                        tokio::time::sleep(COMMANDS_SETTLE).await;
+                    } else {
                         last = Some(commands.clone());
                         self.publish(|l| l.commands = Some(Arc::new(commands)));
                     }
-                    index
                 }
                 Err(e) => {
                     failures += 1;
@@ -236,16 +256,8 @@ impl<'a> Follower<'a> {
                     let pause =
                         backoff(failures, Duration::from_millis(250), Duration::from_secs(5));
                     tokio::time::sleep(pause).await;
-                    continue;
                 }
-            };
-            // Never block on an index below 1 (see consul::watch); an error
-            // here shows again in the read above.
-            let opts = QueryOptions::blocking(index.max(1), self.wait);
-            let _ = client.kv_list(&prefix, &opts).await;
-            // A query that returns at once (an index reset) must not
-            // become a busy loop.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 }

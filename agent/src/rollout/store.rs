@@ -395,11 +395,21 @@ impl Store {
         &self,
         service: &str,
     ) -> Result<(Vec<(String, u64, OperatorCommand)>, u64), StoreError> {
+        self.commands_with(service, &QueryOptions::default()).await
+    }
+
+    /// [`commands`](Self::commands) with query options: a blocking query
+    /// from the index it answered waits for the next change.
+    pub async fn commands_with(
+        &self,
+        service: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<(String, u64, OperatorCommand)>, u64), StoreError> {
         let prefix = self.commands_prefix(service);
         let mut out = Vec::new();
         let (listed, index) = self
             .records
-            .list_indexed::<OperatorCommand>(&prefix)
+            .list_indexed_with::<OperatorCommand>(&prefix, opts)
             .await?;
         for (key, r) in listed {
             match r {
