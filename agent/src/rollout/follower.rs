@@ -39,8 +39,9 @@ use super::executor::ExecError;
 use super::machine::{Health, OperatorCommand, Timestamp};
 use super::plan::now_ms;
 use super::store::Store;
-use crate::consul::QueryOptions;
+use crate::consul::types::ServiceEntry;
 use crate::consul::watch::{Watch, WatchConfig, backoff};
+use crate::consul::{QueryOptions, Response};
 
 /// The service's health as Consul last answered it.
 #[derive(Debug)]
@@ -131,6 +132,13 @@ impl<'a> Follower<'a> {
             .client()
             .health_service(&self.service, false, None, &QueryOptions::default())
             .await?;
+        self.health_view(&resp)
+    }
+
+    /// A health answer as the view the executor reads, dated now; one
+    /// Consul filtered by ACLs is an error (missing instances would read as
+    /// "not registered").
+    fn health_view(&self, resp: &Response<Vec<ServiceEntry>>) -> Result<HealthView, ExecError> {
         if resp.meta.filtered_by_acls {
             return Err(ExecError::HiddenByAcls {
                 service: self.service.clone(),
@@ -200,22 +208,14 @@ impl<'a> Follower<'a> {
             client.health_service(service, false, None, &opts).await
         });
         loop {
-            match health.next().await {
-                Ok(resp) if resp.meta.filtered_by_acls => self.publish(|l| {
-                    l.error = Some(ExecError::HiddenByAcls {
-                        service: service.to_owned(),
-                    });
-                }),
-                Ok(resp) => {
-                    let view = HealthView {
-                        by_instance: super::health::health_by_instance(&resp.value),
-                        at: Timestamp(now_ms()),
-                        index: resp.meta.index,
-                    };
-                    self.publish(|l| l.health = Some(Arc::new(view)));
-                }
+            let view = match health.next().await {
+                Ok(resp) => self.health_view(&resp),
                 // The watch waits its back-off before the next attempt.
-                Err(e) => self.publish(|l| l.error = Some(ExecError::Consul(e.source))),
+                Err(e) => Err(ExecError::Consul(e.source)),
+            };
+            match view {
+                Ok(view) => self.publish(|l| l.health = Some(Arc::new(view))),
+                Err(e) => self.publish(|l| l.error = Some(e)),
             }
         }
     }

@@ -194,11 +194,13 @@ fn passing_in_consul_before_in_service_in_aws_times_from_the_view_showing_it_in_
         obs.health_read_at = Some(told);
         obs
     };
-    let r = step(&r, &pending(&w), w.now).next;
-    w.tick(min_healthy * 3);
-    // (Each step sees the instance: no silence to restart timers.)
-    let r = step(&r, &pending(&w), w.now).next;
-    w.tick(Duration::from_secs(1));
+    // Pending for three times min_healthy_time, observed every second
+    // (no silence, so no timer restarts on that account).
+    let mut r = r;
+    for _ in 0..(min_healthy.as_secs() * 3) {
+        r = step(&r, &pending(&w), w.now).next;
+        w.tick(Duration::from_secs(1));
+    }
     let r = step(&r, &pending(&w), w.now).next;
     // InService in the next view, Consul's answer unchanged since `told`.
     w.tick(Duration::from_secs(1));
