@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rollgate::config::{ConsulConfig, Secret};
 use rollgate::consul::kv::PutOptions;
-use rollgate::consul::lock::{LeaderLock, LockConfig};
+use rollgate::consul::lock::{FenceProof, LeaderLock, LockConfig};
 use rollgate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration};
 use rollgate::consul::{Client, Error, QueryOptions};
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
@@ -335,6 +335,78 @@ async fn lock_is_held_by_one_holder_and_taken_over_after_lock_delay() {
         .await
         .unwrap();
     assert_eq!(kv.value.unwrap().session, None, "released");
+    s.shutdown().await;
+}
+
+/// A proof of the lock is good for half the lock-delay from the sending of
+/// the read that took it, without reading again; after that it reads; no
+/// other holder gets the lock while a proof is good, even when the
+/// session is lost the moment after the proof.
+#[tokio::test]
+async fn a_fence_proof_stands_for_half_the_lock_delay_and_nobody_leads_meanwhile() {
+    let s = server(0).await;
+    let c = client(s.http_addr());
+    let a = LeaderLock::new(client(s.http_addr()), lock_config("rollgate/l3", "a"));
+    let b = LeaderLock::new(client(s.http_addr()), lock_config("rollgate/l3", "b"));
+    let stop = CancellationToken::new();
+    let lead_a = a.acquire(&stop).await.unwrap().unwrap();
+    let proof = FenceProof::new(lead_a.fence().clone(), Duration::from_secs(1));
+    assert_eq!(proof.good_until(), None, "not proved before a read");
+    let before = tokio::time::Instant::now();
+    assert!(proof.verify(&c).await.unwrap());
+    let until = proof.good_until().expect("proved");
+    assert!(
+        until >= before + Duration::from_millis(500)
+            && until <= tokio::time::Instant::now() + Duration::from_millis(500),
+        "good for half the 1 s lock-delay from the read's sending"
+    );
+
+    // Consul failing every KV read shows which checks read: one inside the
+    // proof does not, one at its end does.
+    let fail_kv = |count| Fault {
+        path_prefix: "/v1/kv/".into(),
+        count,
+        status: 500,
+        body: "rpc error: no cluster leader".into(),
+        content_type: None,
+    };
+    s.inject_fault(fail_kv(100));
+    let inside = until - Duration::from_millis(1);
+    assert!(proof.ensure_at(&c, inside).await.unwrap(), "no read inside");
+    assert!(proof.ensure_at(&c, until).await.is_err(), "read at its end");
+    s.clear_faults();
+
+    // The session is lost right after a fresh proof: lock-delay keeps b out
+    // until after the proof has run out.
+    assert!(proof.verify(&c).await.unwrap());
+    let until = proof.good_until().unwrap();
+    let b_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { b.acquire(&stop).await })
+    };
+    assert!(c.session_destroy(&lead_a.fence().session).await.unwrap());
+    let lead_b = tokio::time::timeout(Duration::from_secs(10), b_task)
+        .await
+        .expect("b acquires")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::time::Instant::now() > until,
+        "b led while a's proof still stood"
+    );
+    // A check that finds the key moved on forgets the proof.
+    assert!(!proof.verify(&c).await.unwrap());
+    assert_eq!(proof.good_until(), None);
+    assert!(!proof.ensure(&c).await.unwrap());
+
+    // Without a lock-delay no proof stands: every check reads.
+    let bare = FenceProof::new(lead_b.fence().clone(), Duration::ZERO);
+    assert!(bare.verify(&c).await.unwrap());
+    assert_eq!(bare.good_until(), None);
+    s.inject_fault(fail_kv(1));
+    assert!(bare.ensure(&c).await.is_err());
+    lead_b.release().await.unwrap();
     s.shutdown().await;
 }
 

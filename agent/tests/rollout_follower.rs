@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rollgate::config::ConsulConfig;
 use rollgate::consul::Client;
-use rollgate::rollout::follower::Follower;
+use rollgate::rollout::follower::{CONFIRMED_FOR, Follower};
 use rollgate::rollout::machine::OperatorCommand;
 use rollgate::rollout::plan::now_ms;
 use rollgate::rollout::store::Store;
@@ -141,6 +141,25 @@ async fn health_and_commands_are_followed_and_a_change_is_dated_when_it_arrived(
         // Caught up: a plain read answers the view's index (what the
         // executor checks before acting).
         assert_eq!(follower.current().await.unwrap().index, h.index);
+        // The view counts as confirmed for a moment after its answer
+        // arrived, only at its own index; a read at that index confirms it
+        // again from the read's sending, without waking anyone.
+        let good = follower.confirmed_until(h.index).expect("confirmed");
+        assert_eq!(good, h.confirmed + CONFIRMED_FOR);
+        assert_eq!(follower.confirmed_until(h.index + 1), None);
+        let changes = follower.changes();
+        let asked = tokio::time::Instant::now();
+        let again = follower.current().await.unwrap();
+        assert!(again.confirmed >= asked && again.confirmed > h.confirmed);
+        follower.offer(again);
+        let good = follower.confirmed_until(h.index).unwrap();
+        assert!(good >= asked + CONFIRMED_FOR, "confirmed again by the read");
+        assert_eq!(follower.changes(), changes, "a confirmation is no change");
+        // A read at an older index confirms nothing.
+        let mut stale = follower.current().await.unwrap();
+        stale.index = h.index - 1;
+        follower.offer(stale);
+        assert_eq!(follower.confirmed_until(h.index), Some(good));
         // An offer showing the same health at a newer index (Consul moved
         // the index without a change) keeps the time the view arrived; one
         // at an older index is ignored.

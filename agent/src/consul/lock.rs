@@ -27,7 +27,10 @@
 //! just before AWS calls, which cannot join a transaction. What the
 //! lock-delay still covers is an AWS call already sent when leadership was
 //! lost (the leader stops its tasks the moment it learns, see
-//! `consul::leading`): a second or two, not Consul's default 15 s. No
+//! `consul::leading`): a second or two, not Consul's default 15 s. It also
+//! lets a check stand for a moment: a [`FenceProof`] is good for half the
+//! lock-delay after it was taken, so a rollout's gate acts on a check made
+//! just before its deadline instead of waiting for one after it. No
 //! lock-delay can cover a leader process that stalls between the fence check
 //! and the call longer than its check's TTL plus the lock-delay; AWS offers
 //! no fencing token, so the rollout's actions are idempotent and derived
@@ -114,6 +117,88 @@ impl Fence {
             }
             None => false,
         })
+    }
+}
+
+/// A [`Fence`] that remembers when it was last proved, shared by the
+/// tasks of one leading round.
+///
+/// A verification whose request was sent at `T` and that found the key
+/// naming our session proves the session held the lock at some moment
+/// after `T`. If it is lost after that, Consul invalidates it (destroyed,
+/// its check critical, its TTL out) and keeps the lock from anyone else
+/// for the lock-delay: no other leader can act before `T + lock_delay`.
+/// (A voluntary release skips the lock-delay, but this process releases
+/// only after its tasks have stopped.) So a proof is taken as good for
+/// half the lock-delay after its request was sent ([`FenceProof::ensure`]),
+/// leaving the other half for the AWS call it guards, and a gate can act
+/// without a Consul round trip on its path when a proof was taken just
+/// before. With a lock-delay of 0 no proof is ever good: every check reads.
+/// The clocks are this process's monotonic clock and the Consul server's,
+/// over spans of a second or two.
+#[derive(Debug)]
+pub struct FenceProof {
+    fence: Fence,
+    good_for: Duration,
+    /// When the request of the last verification that held was sent.
+    proved: std::sync::Mutex<Option<Instant>>,
+}
+
+impl FenceProof {
+    /// `fence`, held under a session with `lock_delay`; not yet proved.
+    pub fn new(fence: Fence, lock_delay: Duration) -> Self {
+        Self {
+            fence,
+            good_for: lock_delay / 2,
+            proved: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The fence.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Until when the last proof is good, if there is one.
+    pub fn good_until(&self) -> Option<Instant> {
+        let proved = *self
+            .proved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        proved
+            .filter(|_| !self.good_for.is_zero())
+            .map(|t| t + self.good_for)
+    }
+
+    /// Reads the lock key ([`Fence::verify`]) and remembers the proof when
+    /// it holds; forgets any proof when it does not.
+    pub async fn verify(&self, client: &Client) -> Result<bool, Error> {
+        let sent = Instant::now();
+        let holds = self.fence.verify(client).await?;
+        let mut proved = self
+            .proved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *proved = match (holds, *proved) {
+            (false, _) => None,
+            (true, Some(earlier)) if earlier > sent => Some(earlier),
+            (true, _) => Some(sent),
+        };
+        Ok(holds)
+    }
+
+    /// Whether we lead at `at`: from the last proof if it is still good
+    /// then, else by reading the lock key.
+    pub async fn ensure_at(&self, client: &Client, at: Instant) -> Result<bool, Error> {
+        if self.good_until().is_some_and(|until| until > at) {
+            return Ok(true);
+        }
+        self.verify(client).await
+    }
+
+    /// Whether we lead now; see [`FenceProof::ensure_at`].
+    pub async fn ensure(&self, client: &Client) -> Result<bool, Error> {
+        self.ensure_at(client, Instant::now()).await
     }
 }
 

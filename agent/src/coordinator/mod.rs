@@ -43,7 +43,7 @@ use crate::aws::retry::{RetryPolicy, Retrying};
 use crate::aws::sdk::SdkFleet;
 use crate::config::Config;
 use crate::consul::leading::run_while_leading;
-use crate::consul::lock::{Fence, LeaderLock, LockConfig};
+use crate::consul::lock::{Fence, FenceProof, LeaderLock, LockConfig};
 use crate::consul::watch::{Watch, WatchConfig, backoff};
 use crate::consul::{self, Client, QueryOptions, Response};
 use crate::notify::{NotifyError, Outbox, Receivers};
@@ -162,6 +162,9 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
             let informer = Arc::clone(&informer);
             async move { informer.run().await }
         });
+        // One proof of the lock for every rollout of this round: a check
+        // made by one drive serves the others for half the lock-delay.
+        let leader = Arc::new(FenceProof::new(fence.clone(), c.lock_delay));
         for service in &config.services {
             let planning = ServiceLoop {
                 service: service.clone(),
@@ -179,7 +182,7 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
                 informer: Arc::clone(&informer),
                 store: store.clone(),
                 outbox: outbox.clone(),
-                fence: fence.clone(),
+                leader: Arc::clone(&leader),
                 wait: config.consul.max_wait,
             };
             round.spawn("planning loop", planning.run(cx.cancel.clone()));
@@ -325,7 +328,7 @@ struct RolloutLoop<F> {
     informer: Arc<Informer<F>>,
     store: Store,
     outbox: Outbox,
-    fence: Fence,
+    leader: Arc<FenceProof>,
     wait: Duration,
 }
 
@@ -375,7 +378,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
                 fleet: self.fleet.as_ref(),
                 store: &self.store,
                 outbox: &self.outbox,
-                fence: &self.fence,
+                leader: &self.leader,
                 informer: &self.informer,
                 wait: self.wait,
             };
@@ -412,7 +415,7 @@ impl<F: Fleet + 'static> RolloutLoop<F> {
         };
         // No AWS call from a replica that no longer leads (the write below
         // is fenced anyway; this keeps a deposed leader from even reading).
-        if !self.fence.verify(self.store.client()).await? {
+        if !self.leader.verify(self.store.client()).await? {
             return Err(ExecError::NotLeader);
         }
         let group = self.fleet.describe_group(&plan.group).await?;
@@ -500,7 +503,7 @@ mod tests {
             informer: Arc::new(Informer::new(fleet.clone(), AWS_POLL)),
             store: store.fenced(fence.clone()),
             outbox: Outbox::new(client, "rollgate", &Default::default()),
-            fence,
+            leader: Arc::new(FenceProof::new(fence, Duration::from_secs(2))),
             wait: Duration::from_secs(1),
         };
         let cancel = CancellationToken::new();

@@ -18,8 +18,13 @@
 //! that holds blocking queries on the service's health and commands, dated
 //! when each change arrived (`Observation::health_read_at`); and the record
 //! is the one this drive last read or wrote (its writes are check-and-set).
-//! So a step reads nothing over the network: when the gate's timer fires,
-//! the reaction is the fence check and the AWS call.
+//! So a step reads nothing over the network. Before acting, the executor
+//! makes sure it still leads and that the health it acts on is Consul's
+//! latest; both can be proved a moment ahead (a [`FenceProof`] is good for
+//! half the lock-delay, a followed view for
+//! [`CONFIRMED_FOR`](super::follower::CONFIRMED_FOR)), so before a deadline
+//! it knows of it reads both [`PREPARE_AHEAD`] early, and when the gate's
+//! timer fires the reaction is the step and the AWS call.
 //!
 //! After actions that left the state as it was (the machine waits to see
 //! their effect), it observes again at once, a single time. Otherwise,
@@ -40,8 +45,14 @@ use super::plan::{Outcome, now_ms};
 use super::store::{Store, StoreError};
 use crate::aws::{self, Fleet};
 use crate::consul;
-use crate::consul::lock::Fence;
+use crate::consul::lock::FenceProof;
 use crate::notify::{Event, Outbox, RolloutNotice, RolloutStage};
+
+/// How long before a deadline the executor proves ahead of time that it
+/// leads and that its health view is Consul's latest, so that the step at
+/// the deadline acts without a round trip (see the module documentation).
+/// A Consul read under load takes tens of milliseconds.
+pub const PREPARE_AHEAD: Duration = Duration::from_millis(100);
 
 /// One observation and what the loop needs beside it.
 #[derive(Debug)]
@@ -122,8 +133,9 @@ pub struct Executor<'a, F> {
     pub store: &'a Store,
     /// Rollout notices.
     pub outbox: &'a Outbox,
-    /// The leader's fence, checked before every write.
-    pub fence: &'a Fence,
+    /// The leader's fence, proved before every AWS call (the writes carry
+    /// it in their transaction).
+    pub leader: &'a FenceProof,
     /// The coordinator's AWS reads, shared by every drive.
     pub informer: &'a Informer<F>,
     /// `wait` of the health blocking query.
@@ -192,32 +204,19 @@ impl<F: Fleet> Executor<'_, F> {
                 // Another rollout of another group: drive it afresh.
                 return Ok(None);
             }
-            let Observed {
-                obs,
-                keys,
-                seen,
-                health_index,
-                now,
-            } = self
+            let observed = self
                 .observe(follower, &mut consumed, created, informer, fresh_after)
                 .await?;
-            let step = machine::step(&rollout, &obs, now);
-            if !step.actions.is_empty() {
-                // AWS calls cannot join a Consul transaction: check the lock
-                // just before them (the state write after them is fenced
-                // atomically), and beside it that the health acted on is
-                // Consul's latest.
-                let (leader, current) = tokio::join!(self.ensure_leader(), follower.current());
-                leader?;
-                let current = current?;
-                if current.index != health_index {
-                    // Consul moved on since the followed view (a change on
-                    // its way, or a blocking query stuck on a dead
-                    // connection): step again on what it answers now.
-                    follower.offer(current);
-                    record = Some((rollout, index));
-                    continue;
-                }
+            let step = machine::step(&rollout, &observed.obs, observed.now);
+            if !step.actions.is_empty()
+                && !self
+                    .may_act(follower, observed.health_index, tokio::time::Instant::now())
+                    .await?
+            {
+                // Consul moved on since the followed view: step again on
+                // what it answers now.
+                record = Some((rollout, index));
+                continue;
             }
             for action in &step.actions {
                 if let Some(v) = self.perform(&rollout, action).await? {
@@ -232,9 +231,9 @@ impl<F: Fleet> Executor<'_, F> {
                     tracing::warn!(service, rollout = %rollout.spec.id, "Rollout record changed under us; reloading.");
                     continue;
                 };
-                if !keys.is_empty() {
-                    self.store.consume_commands(&keys).await?;
-                    consumed.extend(keys);
+                if !observed.keys.is_empty() {
+                    self.store.consume_commands(&observed.keys).await?;
+                    consumed.extend(observed.keys);
                 }
                 if step.next.spec.target_template_version.is_some() {
                     created = None;
@@ -260,17 +259,76 @@ impl<F: Fleet> Executor<'_, F> {
                 continue;
             }
             acted = false;
-            self.wait(&rollout, now, seen, informer, follower, cancel)
+            self.wait(&rollout, &observed, informer, follower, cancel)
                 .await;
             record = Some((rollout, index));
         }
     }
 
-    async fn ensure_leader(&self) -> Result<(), ExecError> {
-        match self.fence.verify(self.store.client()).await? {
-            true => Ok(()),
-            false => Err(ExecError::NotLeader),
+    /// Whether the step that saw health at `health_index` may act `now`: AWS
+    /// calls cannot join a Consul transaction, so this proves the lock
+    /// just before them (the state write after them is fenced atomically)
+    /// and, beside it, that the health acted on is Consul's latest. Either
+    /// proof may have been taken a moment earlier (see [`Executor::prepare`]);
+    /// otherwise it is read now. `false` when Consul has moved past the
+    /// view (a change on its way, or a blocking query stuck on a dead
+    /// connection): its answer is now the follower's view.
+    async fn may_act(
+        &self,
+        follower: &Follower<'_>,
+        health_index: u64,
+        now: tokio::time::Instant,
+    ) -> Result<bool, ExecError> {
+        let (leader, current) = self.prove(follower, health_index, now).await;
+        if !leader? {
+            return Err(ExecError::NotLeader);
         }
+        let Some(current) = current? else {
+            return Ok(true);
+        };
+        let same = current.index == health_index;
+        follower.offer(current);
+        Ok(same)
+    }
+
+    /// Proves ahead of a deadline `at` that this replica leads and that
+    /// the view at `health_index` is Consul's latest, so that the step at
+    /// the deadline acts without a round trip. A failure here is left to
+    /// the step, which reads again.
+    async fn prepare(&self, follower: &Follower<'_>, health_index: u64, at: tokio::time::Instant) {
+        let (leader, current) = self.prove(follower, health_index, at + PREPARE_AHEAD).await;
+        if let Err(e) = leader {
+            tracing::debug!(error = %e, "Cannot check the leader lock ahead of a deadline.");
+        }
+        match current {
+            Ok(Some(view)) => follower.offer(view),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "Cannot read health ahead of a deadline."),
+        }
+    }
+
+    /// Checks, at once, that this replica leads and that the view at
+    /// `health_index` is Consul's latest, each unless a proof held is
+    /// still good at `at`: whether it leads, and the health read (`None`
+    /// when the view was confirmed recently enough not to read).
+    async fn prove(
+        &self,
+        follower: &Follower<'_>,
+        health_index: u64,
+        at: tokio::time::Instant,
+    ) -> (
+        Result<bool, consul::Error>,
+        Result<Option<super::follower::HealthView>, ExecError>,
+    ) {
+        let confirmed = follower
+            .confirmed_until(health_index)
+            .is_some_and(|until| until > at);
+        tokio::join!(self.leader.ensure_at(self.store.client(), at), async {
+            match confirmed {
+                true => Ok(None),
+                false => follower.current().await.map(Some),
+            }
+        })
     }
 
     /// Reads the world (see [`Observed`]).
@@ -320,30 +378,48 @@ impl<F: Fleet> Executor<'_, F> {
     }
 
     /// Waits for a Consul change (health or a command) after the one the
-    /// step saw (`seen`), the next deadline, a new AWS view, or the poll
-    /// interval. A deadline the step at `stepped_at` already saw pass (the
-    /// machine waits for an AWS view read after it) is left to the next
-    /// view.
+    /// step saw, the next deadline, a new AWS view, or the poll interval.
+    /// A deadline the step already saw pass (the machine waits for an AWS
+    /// view read after it) is left to the next view. A deadline within the
+    /// poll interval is prepared for [`PREPARE_AHEAD`] early
+    /// ([`Executor::prepare`]).
     async fn wait(
         &self,
         rollout: &Rollout,
-        stepped_at: Timestamp,
-        seen: u64,
+        stepped: &Observed,
         informer: &Following<'_, F>,
         follower: &Follower<'_>,
         cancel: &CancellationToken,
     ) {
-        let until_wake = rollout
+        let deadline = rollout
             .wake_at()
-            .filter(|t| *t > stepped_at)
+            .filter(|t| *t > stepped.now)
             .map(|t| Duration::from_millis(t.0.saturating_sub(now_ms())))
-            .unwrap_or(AWS_POLL)
-            .min(AWS_POLL);
+            .filter(|d| *d <= AWS_POLL);
+        let start = tokio::time::Instant::now();
+        let wake = start + deadline.unwrap_or(AWS_POLL);
+        let woken = async {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                () = follower.changed_since(stepped.seen) => {}
+                () = informer.next_read() => {}
+            }
+        };
+        tokio::pin!(woken);
+        if deadline.is_some() {
+            let ahead = wake.checked_sub(PREPARE_AHEAD).unwrap_or(start).max(start);
+            tokio::select! {
+                () = &mut woken => return,
+                _ = tokio::time::sleep_until(ahead) => {}
+            }
+            tokio::select! {
+                () = &mut woken => return,
+                () = self.prepare(follower, stepped.health_index, wake) => {}
+            }
+        }
         tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(until_wake) => {}
-            () = follower.changed_since(seen) => {}
-            () = informer.next_read() => {}
+            () = &mut woken => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
 
@@ -554,8 +630,146 @@ fn notice_of(rollout: &Rollout, event: &RolloutEvent) -> Option<NoticeParts> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use sandbox::consul::{Config as ServerConfig, Fault, Server};
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::aws::memory::MemoryFleet;
+    use crate::config::ConsulConfig;
+    use crate::consul::lock::{LeaderLock, LockConfig};
+    use crate::rollout::follower::CONFIRMED_FOR;
     use crate::rollout::machine::{Capacity, Params, RolloutSpec, StableRef};
+
+    /// Registers instance `id` of `web` on a node of its own with one TTL
+    /// check in `status`; answers the node's agent address.
+    async fn register(consul: &sandbox::consul::ServerHandle, id: &str, status: &str) -> String {
+        let agent = consul.add_node(&format!("node-{id}")).await.unwrap();
+        let body = serde_json::json!({
+            "ID": format!("web-{id}"),
+            "Name": "web",
+            "Port": 80,
+            "Meta": {"instance_id": id, "version": "1.0.0"},
+            "Checks": [{"CheckID": format!("web-{id}:agent"), "Name": "agent", "TTL": "10m", "Status": status}],
+        });
+        let r = reqwest::Client::new()
+            .put(format!("http://{agent}/v1/agent/service/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        format!("http://{agent}")
+    }
+
+    /// Every Consul request failing: an answer got with it on was not read.
+    fn consul_down() -> Fault {
+        Fault {
+            path_prefix: "/v1/".into(),
+            count: 1000,
+            status: 500,
+            body: "rpc error: no cluster leader".into(),
+            content_type: None,
+        }
+    }
+
+    /// Before acting, the executor proves it leads and that its health view
+    /// is Consul's latest: from proofs still good (no read), by reading
+    /// (and stepping again when Consul moved on), or from proofs taken
+    /// ahead of a deadline.
+    #[tokio::test]
+    async fn acting_needs_the_lock_and_the_latest_health_proved_now_or_just_before() {
+        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        let client = crate::consul::Client::new(&ConsulConfig {
+            address: format!("http://{}", consul.http_addr()),
+            ..ConsulConfig::default()
+        })
+        .unwrap();
+        let store = Store::new(client.clone(), "rollgate");
+        let lock = LeaderLock::new(
+            client.clone(),
+            LockConfig {
+                lock_delay: Duration::from_secs(2),
+                ..LockConfig::new(store.leader_key(), "test")
+            },
+        );
+        let lead = lock
+            .acquire(&CancellationToken::new())
+            .await
+            .unwrap()
+            .unwrap();
+        let leader = FenceProof::new(lead.fence().clone(), Duration::from_secs(2));
+        let fleet = Arc::new(MemoryFleet::new());
+        let informer = Informer::new(fleet.clone(), AWS_POLL);
+        let outbox = Outbox::new(client.clone(), "rollgate", &Default::default());
+        let executor = Executor {
+            fleet: fleet.as_ref(),
+            store: &store,
+            outbox: &outbox,
+            leader: &leader,
+            informer: &informer,
+            wait: Duration::from_secs(1),
+        };
+        // The follower is fed by hand (not run): its view moves only when
+        // the test or the executor offers one.
+        let follower = Follower::new(&store, "web", Duration::from_secs(1));
+        let agent = register(&consul, "i-1", "passing").await;
+        let first = follower.current().await.unwrap();
+        let index = first.index;
+        follower.offer(first);
+        assert!(leader.verify(&client).await.unwrap());
+
+        // Proofs still good: it acts without reading anything.
+        consul.inject_fault(consul_down());
+        let good = follower
+            .confirmed_until(index)
+            .unwrap()
+            .min(leader.good_until().unwrap());
+        let now = good - Duration::from_millis(1);
+        assert!(executor.may_act(&follower, index, now).await.unwrap());
+        consul.clear_faults();
+
+        // Consul moved on and the view is no longer confirmed: it reads,
+        // says not to act, and the follower holds Consul's answer.
+        let r = reqwest::Client::new()
+            .put(format!("{agent}/v1/agent/check/update/web-i-1:agent"))
+            .json(&serde_json::json!({"Status": "critical"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let late = follower.confirmed_until(index).unwrap() + Duration::from_millis(1);
+        assert!(!executor.may_act(&follower, index, late).await.unwrap());
+        let moved = follower.current().await.unwrap().index;
+        assert!(moved > index);
+        assert!(
+            follower.confirmed_until(moved).is_some(),
+            "the follower holds Consul's answer"
+        );
+
+        // Ahead of a deadline: once its proofs have run out, preparing reads
+        // them again, and the step at the deadline acts without a read.
+        tokio::time::sleep(CONFIRMED_FOR + Duration::from_millis(50)).await;
+        let before = follower.confirmed_until(moved).unwrap();
+        assert!(before < Instant::now(), "the view's confirmation ran out");
+        let deadline = Instant::now() + PREPARE_AHEAD;
+        executor.prepare(&follower, moved, deadline).await;
+        assert!(
+            follower.confirmed_until(moved).unwrap() > deadline,
+            "read again"
+        );
+        consul.inject_fault(consul_down());
+        assert!(executor.may_act(&follower, moved, deadline).await.unwrap());
+        // Once the confirmation runs out, the step reads (and fails here).
+        let ran_out = follower.confirmed_until(moved).unwrap();
+        assert!(executor.may_act(&follower, moved, ran_out).await.is_err());
+        consul.clear_faults();
+        lead.release().await.unwrap();
+        consul.shutdown().await;
+    }
 
     fn spec(change: Change) -> RolloutSpec {
         RolloutSpec {

@@ -11,13 +11,21 @@
 //! for an AWS read is dated when it arrived (`Observation::health_read_at`),
 //! so `min_healthy_time` is not lengthened by that wait.
 //!
-//! A view held in memory is not trusted blindly: before acting, the
-//! executor reads the service's health beside its check of the leader lock
-//! ([`Follower::current`]); if Consul has moved past the view (a change
-//! still on its way, or a blocking query stuck on a dead connection), it
-//! steps again on what Consul answers now ([`Follower::offer`]) instead of
-//! acting. What a fresh read could not close either remains: a change
-//! committed between that check and the action.
+//! A view held in memory is not trusted blindly. Each view carries the
+//! moment Consul last confirmed it ([`HealthView::confirmed`]): the
+//! arrival of its blocking answer, or the sending of a plain read
+//! ([`Follower::current`]) that found Consul still at its index
+//! ([`Follower::offer`]). The executor acts only on a view confirmed
+//! within [`CONFIRMED_FOR`]; an older one it checks with a plain read
+//! first, beside its check of the leader lock, and if Consul has moved
+//! past the view (a change still on its way, or a blocking query stuck on
+//! a dead connection) it steps again on what Consul answers now instead of
+//! acting. Before a deadline it knows of (the gate's `min_healthy_time`),
+//! it reads ahead of time, so the gate acts on a view confirmed a moment
+//! before without a round trip on its path. What no read can close
+//! remains: a change committed between the last confirmation and the
+//! action, which the blocking query, open all along, reports
+//! milliseconds later.
 //!
 //! A failed read is never hidden behind an older view (as in the
 //! [`Informer`](super::informer::Informer)): the next [`Follower::view`]
@@ -34,6 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::executor::ExecError;
 use super::machine::{Health, OperatorCommand, Timestamp};
@@ -52,7 +61,15 @@ pub struct HealthView {
     pub at: Timestamp,
     /// Its `X-Consul-Index`.
     pub index: u64,
+    /// When Consul last answered this index: the arrival of a blocking
+    /// answer, the sending of a plain read.
+    pub confirmed: Instant,
 }
+
+/// How long after its last confirmation a view is acted on without
+/// reading Consul again (see the module documentation): a quarter of a
+/// second, against the minutes a dead connection can go unnoticed.
+pub const CONFIRMED_FOR: Duration = Duration::from_millis(250);
 
 /// How long the commands' blocking query waits after an answer that
 /// changed nothing (see `Follower::follow_commands`): an operator's command
@@ -125,20 +142,35 @@ impl<'a> Follower<'a> {
         *self.changes.borrow()
     }
 
-    /// The service's health in Consul now (a plain read, not blocking).
+    /// The service's health in Consul now (a plain read, not blocking),
+    /// confirmed when the read was sent.
     pub async fn current(&self) -> Result<HealthView, ExecError> {
+        let sent = Instant::now();
         let resp = self
             .store
             .client()
             .health_service(&self.service, false, None, &QueryOptions::default())
             .await?;
-        self.health_view(&resp)
+        self.health_view(&resp, sent)
     }
 
-    /// A health answer as the view the executor reads, dated now; one
-    /// Consul filtered by ACLs is an error (missing instances would read as
-    /// "not registered").
-    fn health_view(&self, resp: &Response<Vec<ServiceEntry>>) -> Result<HealthView, ExecError> {
+    /// Until when the held view may be acted on without reading Consul
+    /// again ([`CONFIRMED_FOR`] after its confirmation), if it is still at
+    /// `index`: a view that moved on since the step that read it has not.
+    pub fn confirmed_until(&self, index: u64) -> Option<Instant> {
+        let latest = self.lock();
+        let held = latest.health.as_ref()?;
+        (held.index == index && latest.error.is_none()).then(|| held.confirmed + CONFIRMED_FOR)
+    }
+
+    /// A health answer as the view the executor reads, dated now and
+    /// confirmed at `confirmed`; one Consul filtered by ACLs is an error
+    /// (missing instances would read as "not registered").
+    fn health_view(
+        &self,
+        resp: &Response<Vec<ServiceEntry>>,
+        confirmed: Instant,
+    ) -> Result<HealthView, ExecError> {
         if resp.meta.filtered_by_acls {
             return Err(ExecError::HiddenByAcls {
                 service: self.service.clone(),
@@ -148,12 +180,15 @@ impl<'a> Follower<'a> {
             by_instance: super::health::health_by_instance(&resp.value),
             at: Timestamp(now_ms()),
             index: resp.meta.index,
+            confirmed,
         })
     }
 
     /// Takes `view` (from [`Follower::current`]) as the latest health when
     /// it is newer than the one held: the blocking query's answer is on
-    /// its way, or stuck on a dead connection.
+    /// its way, or stuck on a dead connection. One at the held view's index
+    /// confirms the held view (no change: nothing wakes); an older one is
+    /// ignored.
     ///
     /// Consul moves a service's index without changing what it answers
     /// (the blocking query then answers nothing new: [`Watch`] passes on
@@ -161,9 +196,20 @@ impl<'a> Follower<'a> {
     /// the held view arrived.
     pub fn offer(&self, mut view: HealthView) {
         {
-            let latest = self.lock();
+            let mut latest = self.lock();
             if let Some(held) = &latest.health {
-                if view.index <= held.index {
+                if view.index < held.index {
+                    return;
+                }
+                if view.index == held.index {
+                    if view.confirmed > held.confirmed {
+                        let confirmed = HealthView {
+                            by_instance: held.by_instance.clone(),
+                            confirmed: view.confirmed,
+                            ..**held
+                        };
+                        latest.health = Some(Arc::new(confirmed));
+                    }
                     return;
                 }
                 if view.by_instance == held.by_instance {
@@ -209,7 +255,7 @@ impl<'a> Follower<'a> {
         });
         loop {
             let view = match health.next().await {
-                Ok(resp) => self.health_view(&resp),
+                Ok(resp) => self.health_view(&resp, Instant::now()),
                 // The watch waits its back-off before the next attempt.
                 Err(e) => Err(ExecError::Consul(e.source)),
             };
