@@ -20,7 +20,10 @@
 //!   commit (the journal) to the arrival, at a client reading
 //!   `GET /services/web/events`, of the first `update` event whose
 //!   `#rollout-phase` shows it. With one open stream, then with `streams`
-//!   open ones (every stream's arrival is a sample);
+//!   open ones (every stream's arrival is a sample), each change
+//!   [`CHANGE_GAP`] after the last one's events; and with one stream,
+//!   changes back to back, which shows the console's rate limit on its
+//!   Consul reads;
 //! - **idle streams' CPU**: the coordinator's utime + stime over `window`
 //!   with no stream open, then with `streams` open, nothing changing.
 
@@ -88,6 +91,8 @@ pub struct ConsoleResults {
     pub api: Vec<Duration>,
     /// The changes with one stream open.
     pub one_stream: Changes,
+    /// The same with each change sent as soon as the last one arrived.
+    pub back_to_back: Changes,
     /// The changes with `streams` open.
     pub many_streams: Changes,
     /// The coordinator's CPU over the window with no stream open.
@@ -284,9 +289,18 @@ pub struct Changes {
     pub consul_requests_per_change: f64,
 }
 
-/// `changes` pauses and resumes in turn, each timed from the commit of
-/// the record's write with the new phase to its `update` event on every
-/// one of `streams` open streams, with the coordinator (`pid`)'s CPU.
+/// How long the timed rows wait after a change's events arrived before the
+/// next change. The console's watches read Consul at most 10 times a
+/// second after a burst of 5 (`consul::watch::WatchConfig`'s default), so
+/// changes less than 100 ms apart queue for their turn; the back-to-back
+/// row shows that cost on its own.
+const CHANGE_GAP: Duration = Duration::from_millis(250);
+
+/// `changes` pauses and resumes in turn, `gap` apart, each timed from the
+/// commit of the record's write with the new phase to its `update` event
+/// on every one of `streams` open streams, with the coordinator (`pid`)'s
+/// CPU.
+#[allow(clippy::too_many_arguments)]
 async fn time_changes(
     consul: &ServerHandle,
     pid: u32,
@@ -295,6 +309,7 @@ async fn time_changes(
     rx: &mut mpsc::UnboundedReceiver<Arrival>,
     streams: usize,
     changes: usize,
+    gap: Duration,
 ) -> anyhow::Result<Changes> {
     let key = "rollgate/services/web/rollout";
     let mut out = Changes::default();
@@ -306,6 +321,7 @@ async fn time_changes(
         } else {
             ("resume", "launching")
         };
+        tokio::time::sleep(gap).await;
         // Whatever arrived before this change is not about it.
         while rx.try_recv().is_ok() {}
         let from = consul.journal().context("no journal")?.kv_writes().len();
@@ -572,8 +588,28 @@ pub async fn run(
         .build()?;
     let mut tasks = vec![open_stream(&streams_client, &base, &cookie, 0, tx.clone()).await?];
     wait_first(&mut rx, 1).await?;
-    let one_stream =
-        time_changes(&consul, pid, &operator, &base, &mut rx, 1, settings.changes).await?;
+    let one_stream = time_changes(
+        &consul,
+        pid,
+        &operator,
+        &base,
+        &mut rx,
+        1,
+        settings.changes,
+        CHANGE_GAP,
+    )
+    .await?;
+    let back_to_back = time_changes(
+        &consul,
+        pid,
+        &operator,
+        &base,
+        &mut rx,
+        1,
+        settings.changes,
+        Duration::ZERO,
+    )
+    .await?;
 
     // (c) with `streams` open, nothing changing.
     for n in 1..settings.streams {
@@ -597,6 +633,7 @@ pub async fn run(
         &mut rx,
         settings.streams,
         settings.changes,
+        CHANGE_GAP,
     )
     .await?;
 
@@ -618,6 +655,7 @@ pub async fn run(
         api_bytes: json.len(),
         api,
         one_stream,
+        back_to_back,
         many_streams,
         idle_cpu,
         streams_cpu,
@@ -721,6 +759,12 @@ pub fn section(r: &ConsoleResults, command: &str) -> String {
     );
     let _ = writeln!(
         s,
+        "| the same, 1 stream, changes back to back (each sent the moment the last one's event arrived; the console's watches read Consul at most 10 times a second after a burst of 5), p50 / p99 of {} | {} | | |",
+        r.back_to_back.samples.len(),
+        pair(&r.back_to_back.samples)
+    );
+    let _ = writeln!(
+        s,
         "| of which, per change: the first stream's event / the last stream's, p50 | {} / {} | | |",
         ms(quantile(&r.many_streams.first, 0.5)),
         ms(quantile(&r.many_streams.last, 0.5))
@@ -771,13 +815,19 @@ pub fn section(r: &ConsoleResults, command: &str) -> String {
          check passing). The operator role's token logs in with `POST /login`; the cookie goes with every page \
          request. Page and API: {} sequential requests each after 20 untimed, from sending to the body's last \
          byte, measured by the bench over loopback (so an upper bound of the server's time). KV change: the \
-         operator pauses and resumes the rollout in turn ({} changes per row) through the API; the coordinator \
+         operator pauses and resumes the rollout in turn ({} changes per row, {} ms after the last change's events \
+         arrived, except in the back-to-back row) through the API; the coordinator \
          writes the rollout record with the new phase; from that write's commit (the sandbox Consul's journal, \
          taken under the store's lock) to the moment the chunk holding the first `update` event whose \
          `#rollout-phase` shows the new phase reached the bench's reader of `GET /services/web/events`. CPU: \
          the coordinator's utime+stime from /proc/PID/stat (10 ms ticks) over each window; the streams' own \
          cost is the difference from the baseline.",
-        st.old, st.batch, r.instances_on_page, st.requests, st.changes
+        st.old,
+        st.batch,
+        r.instances_on_page,
+        st.requests,
+        st.changes,
+        CHANGE_GAP.as_millis()
     );
     s
 }
