@@ -350,7 +350,11 @@ async fn a_fence_proof_stands_for_half_the_lock_delay_and_nobody_leads_meanwhile
     let b = LeaderLock::new(client(s.http_addr()), lock_config("rollgate/l3", "b"));
     let stop = CancellationToken::new();
     let lead_a = a.acquire(&stop).await.unwrap().unwrap();
-    let proof = FenceProof::new(lead_a.fence().clone(), Duration::from_secs(1));
+    let proof = FenceProof::new(
+        lead_a.fence().clone(),
+        Duration::from_secs(1),
+        lead_a.lost(),
+    );
     assert_eq!(proof.good_until(), None, "not proved before a read");
     let before = tokio::time::Instant::now();
     assert!(proof.verify(&c).await.unwrap());
@@ -374,6 +378,21 @@ async fn a_fence_proof_stands_for_half_the_lock_delay_and_nobody_leads_meanwhile
     let inside = until - Duration::from_millis(1);
     assert!(proof.ensure_at(&c, inside).await.unwrap(), "no read inside");
     assert!(proof.ensure_at(&c, until).await.is_err(), "read at its end");
+    s.clear_faults();
+
+    // Once the round has ended (leadership lost), no proof counts, and
+    // nothing is read to say so.
+    let ended = CancellationToken::new();
+    let ending = FenceProof::new(
+        lead_a.fence().clone(),
+        Duration::from_secs(1),
+        ended.clone(),
+    );
+    assert!(ending.verify(&c).await.unwrap());
+    let inside = ending.good_until().unwrap() - Duration::from_millis(1);
+    ended.cancel();
+    s.inject_fault(fail_kv(100));
+    assert!(!ending.ensure_at(&c, inside).await.unwrap());
     s.clear_faults();
 
     // The session is lost right after a fresh proof: lock-delay keeps b out
@@ -401,7 +420,11 @@ async fn a_fence_proof_stands_for_half_the_lock_delay_and_nobody_leads_meanwhile
     assert!(!proof.ensure(&c).await.unwrap());
 
     // Without a lock-delay no proof stands: every check reads.
-    let bare = FenceProof::new(lead_b.fence().clone(), Duration::ZERO);
+    let bare = FenceProof::new(
+        lead_b.fence().clone(),
+        Duration::ZERO,
+        CancellationToken::new(),
+    );
     assert!(bare.verify(&c).await.unwrap());
     assert_eq!(bare.good_until(), None);
     s.inject_fault(fail_kv(1));

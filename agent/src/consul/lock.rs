@@ -107,9 +107,15 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// Whether the lock key still names this session and LockIndex.
+    /// Whether the lock key still names this session and LockIndex, read
+    /// consistently: in Consul's default mode a server that lost its
+    /// leadership may answer from its old state for up to its leader lease.
     pub async fn verify(&self, client: &Client) -> Result<bool, Error> {
-        let r = client.kv_get(&self.key, &QueryOptions::default()).await?;
+        let opts = QueryOptions {
+            consistent: true,
+            ..QueryOptions::default()
+        };
+        let r = client.kv_get(&self.key, &opts).await?;
         Ok(match r.value {
             Some(kv) => {
                 kv.session.as_deref() == Some(self.session.as_str())
@@ -136,21 +142,29 @@ impl Fence {
 /// before. With a lock-delay of 0 no proof is ever good: every check reads.
 /// The clocks are this process's monotonic clock and the Consul server's,
 /// over spans of a second or two.
+///
+/// What lock-delay does not cover, a proof cannot either: someone deleting
+/// or overwriting the lock key by hand frees it at once. The key is
+/// watched (see [`Leadership::lost`]), and once `ended` fires (the round
+/// ends when leadership is lost) no proof counts any more.
 #[derive(Debug)]
 pub struct FenceProof {
     fence: Fence,
     good_for: Duration,
     /// When the request of the last verification that held was sent.
     proved: std::sync::Mutex<Option<Instant>>,
+    ended: CancellationToken,
 }
 
 impl FenceProof {
-    /// `fence`, held under a session with `lock_delay`; not yet proved.
-    pub fn new(fence: Fence, lock_delay: Duration) -> Self {
+    /// `fence`, held under a session with `lock_delay` until `ended`
+    /// fires; not yet proved.
+    pub fn new(fence: Fence, lock_delay: Duration, ended: CancellationToken) -> Self {
         Self {
             fence,
             good_for: lock_delay / 2,
             proved: std::sync::Mutex::new(None),
+            ended,
         }
     }
 
@@ -187,9 +201,12 @@ impl FenceProof {
         Ok(holds)
     }
 
-    /// Whether we lead at `at`: from the last proof if it is still good
-    /// then, else by reading the lock key.
+    /// Whether we lead at `at`: not once `ended` has fired; from the last
+    /// proof if it is still good then; else by reading the lock key.
     pub async fn ensure_at(&self, client: &Client, at: Instant) -> Result<bool, Error> {
+        if self.ended.is_cancelled() {
+            return Ok(false);
+        }
         if self.good_until().is_some_and(|until| until > at) {
             return Ok(true);
         }

@@ -77,6 +77,9 @@ pub struct QueryOptions {
     pub wait: Option<Duration>,
     /// Any server may answer, possibly stale (`stale`).
     pub stale: bool,
+    /// The leader confirms with a quorum that it still leads before
+    /// answering (`consistent`): never an answer from a deposed leader.
+    pub consistent: bool,
     /// Consul's `filter` expression.
     pub filter: Option<String>,
 }
@@ -362,6 +365,8 @@ impl Client {
         }
         if opts.stale {
             query.push(("stale", String::new()));
+        } else if opts.consistent {
+            query.push(("consistent", String::new()));
         }
         if let Some(filter) = &opts.filter {
             query.push(("filter", filter.clone()));

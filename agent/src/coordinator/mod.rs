@@ -164,7 +164,11 @@ pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), CoordinatorE
         });
         // One proof of the lock for every rollout of this round: a check
         // made by one drive serves the others for half the lock-delay.
-        let leader = Arc::new(FenceProof::new(fence.clone(), c.lock_delay));
+        let leader = Arc::new(FenceProof::new(
+            fence.clone(),
+            c.lock_delay,
+            cx.cancel.clone(),
+        ));
         for service in &config.services {
             let planning = ServiceLoop {
                 service: service.clone(),
@@ -503,7 +507,11 @@ mod tests {
             informer: Arc::new(Informer::new(fleet.clone(), AWS_POLL)),
             store: store.fenced(fence.clone()),
             outbox: Outbox::new(client, "rollgate", &Default::default()),
-            leader: Arc::new(FenceProof::new(fence, Duration::from_secs(2))),
+            leader: Arc::new(FenceProof::new(
+                fence,
+                Duration::from_secs(2),
+                CancellationToken::new(),
+            )),
             wait: Duration::from_secs(1),
         };
         let cancel = CancellationToken::new();

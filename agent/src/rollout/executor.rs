@@ -133,7 +133,7 @@ pub struct Executor<'a, F> {
     pub store: &'a Store,
     /// Rollout notices.
     pub outbox: &'a Outbox,
-    /// The leader's fence, proved before every AWS call (the writes carry
+    /// The leader's fence, proved before each AWS call (the writes carry
     /// it in their transaction).
     pub leader: &'a FenceProof,
     /// The coordinator's AWS reads, shared by every drive.
@@ -218,7 +218,12 @@ impl<F: Fleet> Executor<'_, F> {
                 record = Some((rollout, index));
                 continue;
             }
-            for action in &step.actions {
+            for (i, action) in step.actions.iter().enumerate() {
+                // The first was proved just now; a later one may come after
+                // another call's retries (a proof still good answers at once).
+                if i > 0 && changes_aws(action) && !self.leader.ensure(self.store.client()).await? {
+                    return Err(ExecError::NotLeader);
+                }
                 if let Some(v) = self.perform(&rollout, action).await? {
                     created = Some(v);
                 }
@@ -412,9 +417,12 @@ impl<F: Fleet> Executor<'_, F> {
                 () = &mut woken => return,
                 _ = tokio::time::sleep_until(ahead) => {}
             }
+            // Not past the deadline: a Consul slow to answer leaves the
+            // proofs to the step.
             tokio::select! {
                 () = &mut woken => return,
                 () = self.prepare(follower, stepped.health_index, wake) => {}
+                _ = tokio::time::sleep_until(wake) => return,
             }
         }
         tokio::select! {
@@ -701,7 +709,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let leader = FenceProof::new(lead.fence().clone(), Duration::from_secs(2));
+        let leader = FenceProof::new(
+            lead.fence().clone(),
+            Duration::from_secs(2),
+            CancellationToken::new(),
+        );
         let fleet = Arc::new(MemoryFleet::new());
         let informer = Informer::new(fleet.clone(), AWS_POLL);
         let outbox = Outbox::new(client.clone(), "rollgate", &Default::default());

@@ -61,8 +61,9 @@ pub struct HealthView {
     pub at: Timestamp,
     /// Its `X-Consul-Index`.
     pub index: u64,
-    /// When Consul last answered this index: the arrival of a blocking
-    /// answer, the sending of a plain read.
+    /// When Consul last answered this index: the sending of a plain read;
+    /// for a blocking answer, its arrival (later than Consul's answer by
+    /// the transit, a millisecond or so: the only moment known).
     pub confirmed: Instant,
 }
 
