@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rollgate::config::{ConsulConfig, Secret};
 use rollgate::consul::kv::PutOptions;
-use rollgate::consul::lock::{FenceProof, LeaderLock, LockConfig};
+use rollgate::consul::lock::{FenceProof, LeaderLock, Leadership, LockConfig};
 use rollgate::consul::types::{CheckDefinition, CheckStatus, ServiceRegistration};
 use rollgate::consul::{Client, Error, QueryOptions};
 use sandbox::consul::{Config as ServerConfig, Fault, Server, ServerHandle};
@@ -283,6 +283,23 @@ fn lock_config(key: &str, holder: &str) -> LockConfig {
     }
 }
 
+/// `a`'s session disappears without a release (as when a leader dies and
+/// its session is invalidated); answers `b`'s leadership once it takes
+/// the lock (after the lock-delay).
+async fn lose_to(
+    c: &Client,
+    a: &Leadership,
+    b: tokio::task::JoinHandle<Result<Option<Leadership>, Error>>,
+) -> Leadership {
+    assert!(c.session_destroy(&a.fence().session).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .expect("b acquires")
+        .unwrap()
+        .unwrap()
+        .expect("b leads")
+}
+
 #[tokio::test]
 async fn lock_is_held_by_one_holder_and_taken_over_after_lock_delay() {
     let s = server(0).await;
@@ -307,18 +324,11 @@ async fn lock_is_held_by_one_holder_and_taken_over_after_lock_delay() {
     // its session is invalidated): lock-delay applies, then b takes over.
     let c = client(s.http_addr());
     let lost = lead_a.lost();
-    let session = lead_a.fence().session.clone();
     let destroyed_at = Instant::now();
-    assert!(c.session_destroy(&session).await.unwrap());
+    let lead_b = lose_to(&c, &lead_a, b_task).await;
     tokio::time::timeout(Duration::from_secs(10), lost.cancelled())
         .await
         .expect("a notices it lost the lock");
-    let lead_b = tokio::time::timeout(Duration::from_secs(10), b_task)
-        .await
-        .expect("b acquires")
-        .unwrap()
-        .unwrap()
-        .unwrap();
     assert!(
         destroyed_at.elapsed() >= Duration::from_millis(900),
         "b acquired before the 1s lock-delay ended"
@@ -403,13 +413,7 @@ async fn a_fence_proof_stands_for_half_the_lock_delay_and_nobody_leads_meanwhile
         let stop = stop.clone();
         tokio::spawn(async move { b.acquire(&stop).await })
     };
-    assert!(c.session_destroy(&lead_a.fence().session).await.unwrap());
-    let lead_b = tokio::time::timeout(Duration::from_secs(10), b_task)
-        .await
-        .expect("b acquires")
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let lead_b = lose_to(&c, &lead_a, b_task).await;
     assert!(
         tokio::time::Instant::now() > until,
         "b led while a's proof still stood"

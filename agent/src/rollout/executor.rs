@@ -652,25 +652,16 @@ mod tests {
     use crate::rollout::follower::CONFIRMED_FOR;
     use crate::rollout::machine::{Capacity, Params, RolloutSpec, StableRef};
 
-    /// Registers instance `id` of `web` on a node of its own with one TTL
-    /// check in `status`; answers the node's agent address.
-    async fn register(consul: &sandbox::consul::ServerHandle, id: &str, status: &str) -> String {
-        let agent = consul.add_node(&format!("node-{id}")).await.unwrap();
-        let body = serde_json::json!({
+    /// The registration of instance `id` of `web` with one TTL check in
+    /// `status`, as the agent makes it.
+    fn web(id: &str, status: &str) -> serde_json::Value {
+        serde_json::json!({
             "ID": format!("web-{id}"),
             "Name": "web",
             "Port": 80,
             "Meta": {"instance_id": id, "version": "1.0.0"},
             "Checks": [{"CheckID": format!("web-{id}:agent"), "Name": "agent", "TTL": "10m", "Status": status}],
-        });
-        let r = reqwest::Client::new()
-            .put(format!("http://{agent}/v1/agent/service/register"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-        format!("http://{agent}")
+        })
     }
 
     /// Every Consul request failing: an answer got with it on was not read.
@@ -728,7 +719,10 @@ mod tests {
         // The follower is fed by hand (not run): its view moves only when
         // the test or the executor offers one.
         let follower = Follower::new(&store, "web", Duration::from_secs(1));
-        let agent = register(&consul, "i-1", "passing").await;
+        consul.add_node("node-1").await.unwrap();
+        consul
+            .register_services("node-1", &[web("i-1", "passing")])
+            .unwrap();
         let first = follower.current().await.unwrap();
         let index = first.index;
         follower.offer(first);
@@ -744,15 +738,12 @@ mod tests {
         assert!(executor.may_act(&follower, index, now).await.unwrap());
         consul.clear_faults();
 
-        // Consul moved on and the view is no longer confirmed: it reads,
-        // says not to act, and the follower holds Consul's answer.
-        let r = reqwest::Client::new()
-            .put(format!("{agent}/v1/agent/check/update/web-i-1:agent"))
-            .json(&serde_json::json!({"Status": "critical"}))
-            .send()
-            .await
+        // Consul moved on (an instance came) and the view is no longer
+        // confirmed: it reads, says not to act, and the follower holds
+        // Consul's answer.
+        consul
+            .register_services("node-1", &[web("i-2", "critical")])
             .unwrap();
-        assert!(r.status().is_success());
         let late = follower.confirmed_until(index).unwrap() + Duration::from_millis(1);
         assert!(!executor.may_act(&follower, index, late).await.unwrap());
         let moved = follower.current().await.unwrap().index;
