@@ -681,9 +681,19 @@ mod tests {
     /// ahead of a deadline.
     #[tokio::test]
     async fn acting_needs_the_lock_and_the_latest_health_proved_now_or_just_before() {
-        let consul = Server::start(ServerConfig::default()).await.unwrap();
+        // ACLs on, as production runs; the coordinator's role and token.
+        let management = sandbox::acl_roles::Secret::new("executor-test-management");
+        let consul = Server::start(ServerConfig::with_acls(management.expose()))
+            .await
+            .unwrap();
+        let roles = sandbox::acl_roles::create_workspace_roles(consul.http_addr(), &management)
+            .await
+            .unwrap();
         let client = crate::consul::Client::new(&ConsulConfig {
             address: format!("http://{}", consul.http_addr()),
+            token: Some(crate::config::Secret::new(
+                roles.secret("coordinator").unwrap().expose(),
+            )),
             ..ConsulConfig::default()
         })
         .unwrap();
